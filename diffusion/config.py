@@ -1,0 +1,264 @@
+"""The one typed configuration of a Health Gym run.
+
+Every tunable setting is declared here, once, with its default. Flows, the CLI
+(`--config FILE`, `--set section.key=value`) and deployments pass overrides down; the model
+folder saves the resolved config beside the weights, so sampling reads it back and never
+re-declares it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used."""
+
+
+@dataclass
+class ModelConfig:
+    """The 1-D temporal U-Net."""
+
+    base_channels: int = 64
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    blocks_per_level: int = 2
+    attention: bool = True  # self-attention over time at the coarsest level
+    dropout: float = 0.0
+    time_embed_dim: int = 128
+
+
+@dataclass
+class DiffusionConfig:
+    """The forward noise process and the training objective."""
+
+    steps: int = 1000
+    schedule: str = "cosine"  # cosine | linear
+    x0_weight: float = 0.1  # weight of the (masked) x0 reconstruction term beside the eps loss
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    max_steps: int = 20000
+    max_minutes: float = 8.0  # wall-clock budget; the best checkpoint within it is kept
+    ema_decay: float = 0.995
+    grad_clip: float = 1.0
+    warmup_steps: int = 200
+    eval_every: int = 250  # steps between validation-loss checks (and best-checkpoint updates)
+    checkpoint_every: int = 1000  # steps between resumable checkpoints
+    validation_fraction: float = 0.1  # training patients held out for the validation loss
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    device: str = "auto"  # auto | cpu | cuda
+    log_every: int = 100
+
+
+@dataclass
+class SamplingConfig:
+    method: str = "ddim"  # ddim | ddpm
+    steps: int = 100  # sampling steps (ddpm uses the full chain when steps >= diffusion.steps)
+    eta: float = 0.0  # DDIM stochasticity
+    batch_size: int = 512
+    patients: int | None = None  # default: as many as the extract has
+
+
+@dataclass
+class GateConfig:
+    """Pass/fail thresholds a release must meet (a data custodian's defaults)."""
+
+    max_discriminator_auc: float = 0.85
+    max_dcr_share: float = 0.65  # share of synthetic patients closer to training than holdout
+    max_mia_auc: float = 0.65
+    max_exact_copies: int = 0
+    min_quality_score: float = 0.7
+    min_static_consistency: float = 1.0
+    min_time_order: float = 1.0
+
+
+@dataclass
+class EvaluationConfig:
+    seed: int = 0
+    discriminator_folds: int = 5
+    privacy_subsample: int = 2000
+    gates: GateConfig = field(default_factory=GateConfig)
+    primary_metric: str = "discriminator_auc"  # lower is better; decides champion vs challenger
+
+
+@dataclass
+class PipelineConfig:
+    holdout_fraction: float = 0.2  # real patients the model never sees (privacy and utility checks)
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    # ---- (de)serialisation ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def flat(self) -> dict[str, Any]:
+        """`section.key -> value`, for logging as MLflow params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", self.to_dict())
+        return out
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> "Config":
+        return _build(cls, raw or {}, "")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"Config file {path} does not exist.")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"Config file {path} is not valid YAML/JSON: {exc}.") from None
+        if raw is not None and not isinstance(raw, dict):
+            raise ConfigError(f"Config file {path} must hold a mapping of sections (model, train, ...).")
+        return cls.from_dict(raw)
+
+    def with_overrides(self, assignments: list[str] | dict[str, Any]) -> "Config":
+        """A copy with `section.key=value` overrides applied (values parsed as YAML scalars)."""
+        raw = self.to_dict()
+        items = assignments.items() if isinstance(assignments, dict) else [_split(a) for a in assignments]
+        for key, value in items:
+            parts = key.split(".")
+            node = raw
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"Unknown config key '{key}' (known keys: {', '.join(sorted(self.flat()))}).")
+                node = node[part]
+            if parts[-1] not in node or isinstance(node[parts[-1]], dict):
+                raise ConfigError(f"Unknown config key '{key}' (known keys: {', '.join(sorted(self.flat()))}).")
+            node[parts[-1]] = value
+        return Config.from_dict(raw)
+
+
+def _split(assignment: str) -> tuple[str, Any]:
+    if "=" not in assignment:
+        raise ConfigError(f"Override '{assignment}' must look like section.key=value (e.g. diffusion.steps=200).")
+    key, text = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"Config key '{key}' needs a list, got {value!r}.")
+        return tuple(_coerce(args[0], v, key) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"Config key '{key}' needs true or false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"Config key '{key}' needs an integer, got {value!r}.")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"Config key '{key}' needs a number, got {value!r}.")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"Config key '{key}' needs a string, got {value!r}.")
+        return value
+    return value
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Config section '{prefix.rstrip('.')}' must be a mapping, got {raw!r}.")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"Unknown config key(s) {[prefix + u for u in unknown]} (known in this section: {sorted(names)}).")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, raw[f.name], f"{prefix}{f.name}.")
+        else:
+            kwargs[f.name] = _coerce(tp, raw[f.name], prefix + f.name)
+    obj = cls(**kwargs)
+    _check(obj, prefix)
+    return obj
+
+
+def _check(obj: Any, prefix: str) -> None:
+    """Range checks that make a bad value fail at parse time, not deep inside training."""
+    problems = []
+    if isinstance(obj, DiffusionConfig):
+        if obj.steps < 2:
+            problems.append("diffusion.steps must be at least 2")
+        if obj.schedule not in ("cosine", "linear"):
+            problems.append("diffusion.schedule must be cosine or linear")
+    if isinstance(obj, SamplingConfig):
+        if obj.method not in ("ddim", "ddpm"):
+            problems.append("sampling.method must be ddim or ddpm")
+        if obj.steps < 1:
+            problems.append("sampling.steps must be at least 1")
+    if isinstance(obj, TrainConfig):
+        if obj.batch_size < 1 or obj.max_steps < 1:
+            problems.append("train.batch_size and train.max_steps must be positive")
+        if obj.max_minutes <= 0:
+            problems.append("train.max_minutes must be positive")
+        if not 0 <= obj.validation_fraction < 0.5:
+            problems.append("train.validation_fraction must be in [0, 0.5)")
+        if obj.device not in ("auto", "cpu", "cuda"):
+            problems.append("train.device must be auto, cpu or cuda")
+    if isinstance(obj, PipelineConfig) and not 0 <= obj.holdout_fraction < 0.9:
+        problems.append("pipeline.holdout_fraction must be in [0, 0.9)")
+    if isinstance(obj, ModelConfig) and (obj.base_channels < 8 or not obj.channel_mults):
+        problems.append("model.base_channels must be >= 8 and model.channel_mults non-empty")
+    if problems:
+        raise ConfigError("; ".join(problems) + ".")

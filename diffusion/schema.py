@@ -1,0 +1,375 @@
+"""The extract's schema (../shared/CONTRACT.md section 2), parsed and checked into a typed object.
+
+A schema is a YAML file::
+
+    name: pbc
+    id: id
+    time: day
+    regular: false
+    max_length: 16
+    columns:
+      sex: {type: categorical, static: true, categories: [f, m]}
+      bili: {type: real, min: 0, transform: boxcox, nullable: true}
+
+Every problem found in a schema is collected and raised together as one `SchemaError`, so a
+user fixes the file in one pass. This module is plain Python (no torch, Prefect or MLflow).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+TYPES = ("real", "integer", "binary", "categorical")
+TRANSFORMS = ("boxcox", "log", "none")
+COLUMN_KEYS = {"type", "static", "categories", "min", "max", "transform", "nullable", "max_missing", "description"}
+SCHEMA_KEYS = {"name", "id", "time", "regular", "max_length", "columns", "min_patients", "target", "description"}
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+TRUE_LABELS = {"1", "true", "t", "yes", "y", "1.0"}
+FALSE_LABELS = {"0", "false", "f", "no", "n", "0.0"}
+
+
+class SchemaError(ValueError):
+    """A schema file that cannot be used; the message lists every problem found."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One feature column of the extract."""
+
+    name: str
+    type: str
+    static: bool = False
+    categories: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    transform: str | None = None  # None: chosen from the data when the encoder is fitted
+    nullable: bool = False
+    max_missing: float | None = None  # validation bound on the missing rate (nullable columns)
+
+    @property
+    def numeric(self) -> bool:
+        return self.type in ("real", "integer")
+
+    @property
+    def allowed_missing(self) -> float:
+        """The largest missing rate validation accepts for this column."""
+        if not self.nullable:
+            return 0.0
+        return 1.0 if self.max_missing is None else self.max_missing
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        if self.static:
+            out["static"] = True
+        if self.categories is not None:
+            out["categories"] = list(self.categories)
+        for key in ("min", "max", "transform", "max_missing"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.nullable:
+            out["nullable"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A parsed, checked schema. `columns` keeps the file's order."""
+
+    name: str
+    id: str
+    time: str
+    columns: tuple[Column, ...]
+    regular: bool = False
+    max_length: int = 64
+    min_patients: int = 10
+    target: str | None = None
+    description: str = ""
+
+    # ---- lookups -------------------------------------------------------------------------
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def static_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.static]
+
+    @property
+    def temporal_columns(self) -> list[Column]:
+        return [c for c in self.columns if not c.static]
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    # ---- (de)serialisation ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "id": self.id,
+            "time": self.time,
+            "regular": self.regular,
+            "max_length": self.max_length,
+            "min_patients": self.min_patients,
+        }
+        if self.target is not None:
+            out["target"] = self.target
+        if self.description:
+            out["description"] = self.description
+        out["columns"] = {c.name: c.to_dict() for c in self.columns}
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml())
+
+    @classmethod
+    def from_dict(cls, raw: Any, *, source: str = "schema") -> "Schema":
+        return _parse(raw, source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Schema":
+        path = Path(path)
+        if not path.exists():
+            raise SchemaError(f"Schema file {path} does not exist.")
+        if path.is_dir():
+            raise SchemaError(f"Schema path {path} is a folder, not a YAML file.")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise SchemaError(f"Schema file {path} is not UTF-8 text.") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise SchemaError(f"Schema file {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}.") from None
+        return _parse(raw, str(path))
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _as_bool(value: Any, key: str, where: str, problems: list[str]) -> bool:
+    if isinstance(value, bool):
+        return value
+    problems.append(f"{where}: '{key}' must be true or false, not {value!r}")
+    return False
+
+
+def _parse(raw: Any, source: str) -> Schema:
+    if not isinstance(raw, dict):
+        raise SchemaError(f"Schema {source} must be a YAML mapping with name, id, time and columns; it holds {type(raw).__name__}.")
+    problems: list[str] = []
+    unknown = sorted(set(map(str, raw)) - SCHEMA_KEYS)
+    if unknown:
+        problems.append(f"unknown top-level key(s) {unknown} (allowed: {sorted(SCHEMA_KEYS)})")
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        problems.append(
+            f"'name' must be a short identifier (letters, digits, '_', '.', '-', starting with a letter), got {name!r}"
+        )
+    id_col, time_col = raw.get("id"), raw.get("time")
+    for key, value in (("id", id_col), ("time", time_col)):
+        if not isinstance(value, str) or not value:
+            problems.append(f"'{key}' (the {'patient identifier' if key == 'id' else 'time'} column) is missing or not a column name")
+    if isinstance(id_col, str) and id_col == time_col:
+        problems.append("'id' and 'time' must be different columns")
+    regular = raw.get("regular", False)
+    regular = _as_bool(regular, "regular", "schema", problems)
+    max_length = raw.get("max_length", 64)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        problems.append(f"'max_length' must be a positive integer, got {max_length!r}")
+        max_length = 1
+    min_patients = raw.get("min_patients", 10)
+    if isinstance(min_patients, bool) or not isinstance(min_patients, int) or min_patients < 1:
+        problems.append(f"'min_patients' must be a positive integer, got {min_patients!r}")
+        min_patients = 1
+
+    raw_cols = raw.get("columns")
+    columns: list[Column] = []
+    if not isinstance(raw_cols, dict) or not raw_cols:
+        problems.append("'columns' must be a non-empty mapping of column name to its description")
+        raw_cols = {}
+    for cname, spec in raw_cols.items():
+        cname = str(cname)
+        where = f"column '{cname}'"
+        if cname in (id_col, time_col):
+            problems.append(f"{where} is the id or time column and must not be listed under 'columns'")
+            continue
+        if not isinstance(spec, dict):
+            problems.append(f"{where} must be a mapping such as {{type: real}}, got {spec!r}")
+            continue
+        bad = sorted(set(map(str, spec)) - COLUMN_KEYS)
+        if bad:
+            problems.append(f"{where} has unknown key(s) {bad} (allowed: {sorted(COLUMN_KEYS)})")
+        ctype = spec.get("type")
+        if ctype not in TYPES:
+            problems.append(f"{where} has type {ctype!r}; it must be one of {list(TYPES)}")
+            continue
+        static = _as_bool(spec.get("static", False), "static", where, problems)
+        nullable = _as_bool(spec.get("nullable", False), "nullable", where, problems)
+        categories = spec.get("categories")
+        if ctype == "categorical":
+            if not isinstance(categories, list) or not categories:
+                problems.append(f"{where} is categorical and needs a non-empty 'categories' list")
+                categories = None
+            else:
+                labels = [canonical_label(v) for v in categories]
+                if len(set(labels)) != len(labels):
+                    problems.append(f"{where} lists a category twice")
+                categories = tuple(labels)
+        elif categories is not None:
+            problems.append(f"{where} has 'categories' but is of type {ctype}; only categorical columns take them")
+            categories = None
+        lo, hi = spec.get("min"), spec.get("max")
+        lo_n, hi_n = _as_number(lo), _as_number(hi)
+        if lo is not None and lo_n is None:
+            problems.append(f"{where}: 'min' must be a finite number, got {lo!r}")
+        if hi is not None and hi_n is None:
+            problems.append(f"{where}: 'max' must be a finite number, got {hi!r}")
+        if (lo_n is not None or hi_n is not None) and ctype not in ("real", "integer"):
+            problems.append(f"{where}: 'min'/'max' apply to real and integer columns only")
+        if lo_n is not None and hi_n is not None and lo_n > hi_n:
+            problems.append(f"{where}: min ({lo_n:g}) is greater than max ({hi_n:g})")
+        transform = spec.get("transform")
+        if transform is not None:
+            if transform not in TRANSFORMS:
+                problems.append(f"{where}: transform {transform!r} is not one of {list(TRANSFORMS)}")
+            elif ctype not in ("real", "integer") and transform != "none":
+                problems.append(f"{where}: transform {transform!r} applies to real and integer columns only")
+        max_missing = spec.get("max_missing")
+        if max_missing is not None:
+            mm = _as_number(max_missing)
+            if mm is None or not 0 <= mm <= 1:
+                problems.append(f"{where}: 'max_missing' must be a rate between 0 and 1, got {max_missing!r}")
+                max_missing = None
+            elif not nullable:
+                problems.append(f"{where}: 'max_missing' needs 'nullable: true'")
+                max_missing = None
+            else:
+                max_missing = mm
+        columns.append(
+            Column(
+                name=cname,
+                type=ctype,
+                static=static,
+                categories=categories,
+                min=lo_n,
+                max=hi_n,
+                transform=transform if transform in TRANSFORMS else None,
+                nullable=nullable,
+                max_missing=max_missing,
+            )
+        )
+    target = raw.get("target")
+    if target is not None and target not in [c.name for c in columns]:
+        problems.append(f"'target' names {target!r}, which is not one of the listed columns")
+    if problems:
+        raise SchemaError(f"Schema {source} has {len(problems)} problem(s): " + "; ".join(problems) + ".")
+    return Schema(
+        name=name,
+        id=id_col,
+        time=time_col,
+        columns=tuple(columns),
+        regular=regular,
+        max_length=max_length,
+        min_patients=min_patients,
+        target=target,
+        description=str(raw.get("description", "") or ""),
+    )
+
+
+# ---- labels: one canonical string per category value ---------------------------------------
+def canonical_label(value: Any) -> str:
+    """The string form of a category value: 1, 1.0 and "1" are all "1"; True is "true"."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if math.isfinite(value) and float(value).is_integer():
+            return str(int(value))
+        return repr(float(value))
+    return str(value).strip()
+
+
+def as_labels(series: pd.Series) -> pd.Series:
+    """Categorical values as canonical strings; missing stays missing (object dtype)."""
+    out = pd.Series(np.full(len(series), None, dtype=object), index=series.index)
+    present = series.notna()
+    out[present] = [canonical_label(v) for v in series[present].tolist()]
+    return out
+
+
+def as_binary(series: pd.Series) -> pd.Series:
+    """Binary values as floats 0.0/1.0 (NaN for missing or unreadable values)."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype(float)
+    if pd.api.types.is_numeric_dtype(series):
+        values = pd.to_numeric(series, errors="coerce").astype(float)
+        return values.where(values.isin([0.0, 1.0]) | values.isna(), np.nan)
+    labels = as_labels(series).str.lower()
+    return labels.map(lambda v: 1.0 if v in TRUE_LABELS else 0.0 if v in FALSE_LABELS else np.nan).astype(float)
+
+
+def infer_schema(df: pd.DataFrame, *, id_col: str, time_col: str, name: str = "cohort", max_categories: int = 12) -> Schema:
+    """A draft schema from an extract: types, staticness, bounds and nullability guessed from the data."""
+    for col in (id_col, time_col):
+        if col not in df.columns:
+            raise SchemaError(f"Column '{col}' is not in the extract (its columns: {list(df.columns)[:30]}).")
+    columns: list[Column] = []
+    groups = df.groupby(id_col, sort=False)
+    lengths = groups.size()
+    times = pd.to_numeric(df[time_col], errors="coerce")
+    regular = bool(
+        times.notna().all()
+        and (df.assign(_t=times).groupby(id_col)["_t"].apply(lambda s: np.array_equal(np.sort(s.to_numpy()), np.arange(len(s))))).all()
+    )
+    for col in df.columns:
+        if col in (id_col, time_col):
+            continue
+        s = df[col]
+        nullable = bool(s.isna().any())
+        static = bool((groups[col].nunique(dropna=False) <= 1).all())
+        nonnull = s.dropna()
+        distinct = nonnull.unique()
+        if pd.api.types.is_bool_dtype(s) or (len(distinct) <= 2 and set(as_labels(pd.Series(distinct)).str.lower()) <= (TRUE_LABELS | FALSE_LABELS)):
+            columns.append(Column(col, "binary", static=static, nullable=nullable))
+        elif pd.api.types.is_numeric_dtype(s) and len(distinct) > max_categories:
+            numeric = pd.to_numeric(nonnull)
+            integral = bool(np.all(np.isclose(numeric, np.round(numeric))))
+            lo = 0.0 if numeric.min() >= 0 else None
+            columns.append(Column(col, "integer" if integral else "real", static=static, nullable=nullable, min=lo))
+        else:
+            labels = sorted(set(as_labels(pd.Series(distinct))))
+            columns.append(Column(col, "categorical", static=static, nullable=nullable, categories=tuple(labels)))
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "cohort"
+    if not safe[0].isalpha():
+        safe = "c" + safe
+    return Schema(
+        name=safe[:64],
+        id=id_col,
+        time=time_col,
+        columns=tuple(columns),
+        regular=regular,
+        max_length=int(lengths.max()) if len(lengths) else 1,
+    )
