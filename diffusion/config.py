@@ -17,8 +17,10 @@ from typing import Any
 
 import yaml
 
+from diffusion.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A configuration file or override that cannot be used."""
 
 

@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from diffusion.errors import InputError
+
 TYPES = ("real", "integer", "binary", "categorical")
 TRANSFORMS = ("boxcox", "log", "none")
 COLUMN_KEYS = {"type", "static", "categories", "min", "max", "transform", "nullable", "max_missing", "description"}
@@ -36,7 +38,7 @@ TRUE_LABELS = {"1", "true", "t", "yes", "y", "1.0"}
 FALSE_LABELS = {"0", "false", "f", "no", "n", "0.0"}
 
 
-class SchemaError(ValueError):
+class SchemaError(InputError):
     """A schema file that cannot be used; the message lists every problem found."""
 
 
