@@ -1,0 +1,132 @@
+"""The model folder: config + schema + fitted encoder + EMA weights + versions, saved together.
+
+    model/
+      config.json    the resolved Config (sampling reads its defaults from here)
+      schema.yaml    the extract's schema
+      encoder.json   the fitted encoder state (plain JSON)
+      weights.pt     the EMA weights: a dict of tensors, loaded with weights_only=True
+      meta.json      channels, training summary, library versions
+
+`HealthGymModel.load(folder)` rebuilds everything on CPU (or a chosen device) from these
+files alone; nothing is pickled, nothing is re-declared.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from diffusion.config import Config
+from diffusion.encoding import TrajectoryEncoder
+from diffusion.errors import InputError
+from diffusion.sampling import sample_loop
+from diffusion.schedule import GaussianDiffusion
+from diffusion.schema import Schema
+from diffusion.unet import build_unet
+
+FILES = ("config.json", "schema.yaml", "encoder.json", "weights.pt", "meta.json")
+FORMAT_VERSION = 1
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "format": str(FORMAT_VERSION)}
+    for pkg in ("healthgym", "numpy", "pandas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class HealthGymModel:
+    config: Config
+    schema: Schema
+    encoder: TrajectoryEncoder
+    net: torch.nn.Module
+    meta: dict[str, Any] = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def diffusion(self) -> GaussianDiffusion:
+        return GaussianDiffusion.from_config(self.config.diffusion)
+
+    # -- sampling ---------------------------------------------------------------------------
+    def sample_tensor(self, n: int, *, seed: int = 0, method: str | None = None, steps: int | None = None,
+                      eta: float | None = None, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """n encoded patients [n, channels, time], in batches of sampling.batch_size."""
+        s = self.config.sampling
+        gen = torch.Generator().manual_seed(seed)
+        shape_rest = (len(self.encoder.channels), self.encoder.length)
+        out = []
+        self.net.eval()
+        done = 0
+        while done < n:
+            b = min(s.batch_size, n - done)
+            x = sample_loop(
+                self.net, self.diffusion, (b, *shape_rest),
+                method=method or s.method, steps=steps or s.steps, eta=s.eta if eta is None else eta,
+                generator=gen, static_channels=self.encoder.static_channels, device=self.device,
+            )
+            out.append(x.numpy())
+            done += b
+            if progress is not None:
+                progress(done, n)
+        return np.concatenate(out, axis=0) if out else np.zeros((0, *shape_rest), np.float32)
+
+    def sample(self, n: int, *, seed: int = 0, method: str | None = None, steps: int | None = None,
+               progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+        """n synthetic patients in the extract's own long format (fresh ids 1..n)."""
+        if n < 1:
+            raise InputError(f"The number of patients to sample must be at least 1, got {n}.")
+        return self.encoder.decode(self.sample_tensor(n, seed=seed, method=method, steps=steps, progress=progress))
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write the folder atomically: a temporary sibling, then one rename."""
+        folder = Path(folder)
+        if folder.exists():
+            raise FileExistsError(f"Model folder {folder} already exists; refusing to overwrite it.")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-model-", dir=folder.parent))
+        try:
+            self.config.save(tmp / "config.json")
+            self.schema.save(tmp / "schema.yaml")
+            (tmp / "encoder.json").write_text(json.dumps(self.encoder.state_dict(), indent=1))
+            weights = {k: v.detach().to("cpu").contiguous() for k, v in self.net.state_dict().items()}
+            torch.save(weights, tmp / "weights.pt")
+            meta = dict(self.meta)
+            meta.update({"channels": self.encoder.channel_names, "length": self.encoder.length, "versions": versions()})
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+            tmp.rename(folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> "HealthGymModel":
+        folder = Path(folder)
+        missing = [f for f in FILES if not (folder / f).is_file()]
+        if missing:
+            raise InputError(f"{folder} is not a Health Gym model folder: it lacks {missing}.")
+        config = Config.load(folder / "config.json")
+        schema = Schema.load(folder / "schema.yaml")
+        encoder = TrajectoryEncoder.from_state(schema, json.loads((folder / "encoder.json").read_text()))
+        meta = json.loads((folder / "meta.json").read_text())
+        net = build_unet(len(encoder.channels), config.model)
+        state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)  # no arbitrary pickle
+        net.load_state_dict(state)
+        device = torch.device(device)
+        return cls(config=config, schema=schema, encoder=encoder, net=net.to(device).eval(), meta=meta, device=device)

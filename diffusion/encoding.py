@@ -1,0 +1,409 @@
+"""Patients <-> tensors: fit on an extract, encode to [patients, channels, time], decode back.
+
+Channel layout (every value lies in [-1, 1]):
+
+- ``__valid__``: +1 at a visit, -1 after the patient's last visit. The model generates it, so
+  the number of visits is generated too; decoding keeps the first ``count(valid > 0)`` steps.
+- ``__gap__`` (irregular schemas): the transformed gap since the previous visit; decoded
+  cumulatively into strictly increasing times.
+- ``__t0__`` (only when patients start at different times): the first visit's time, static.
+- per numeric column: one value channel (Box-Cox / log / identity, then min-max to [-1, 1]).
+- per binary column: one channel, -1 / +1.
+- per categorical column: one channel per category, one-hot as -1 / +1.
+- per nullable column: a ``<name>__missing`` channel, +1 where the value is missing.
+
+Static columns are broadcast over every time step (padding included); decoding averages them
+over the patient's visits, so each synthetic patient gets exactly one value. The loss mask is
+1 where a channel carries information: validity and static channels everywhere, temporal
+channels at real visits only (values also only where present), so padding and missing values
+never pull on the model.
+
+The fitted state is plain JSON (no pickle). This module is numpy + pandas only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from diffusion.errors import InputError
+from diffusion.schema import Column, Schema, as_binary, as_labels, canonical_label
+
+log = logging.getLogger(__name__)
+
+VALID = "__valid__"
+GAP = "__gap__"
+T0 = "__t0__"
+
+
+@dataclass
+class Encoded:
+    """An encoded cohort. x, mask: [patients, channels, time] float32; lengths: [patients]."""
+
+    x: np.ndarray
+    mask: np.ndarray
+    lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, idx: np.ndarray) -> "Encoded":
+        return Encoded(self.x[idx], self.mask[idx], self.lengths[idx])
+
+
+# ---- numeric transforms ---------------------------------------------------------------------
+def _fit_numeric(values: np.ndarray, transform: str | None, integer: bool) -> dict[str, Any]:
+    """Fit transform + min-max scaling on the observed (non-missing) values of one column."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return {"transform": "none", "lower": 0.0, "delta": 1.0, "lam": 1.0, "lo": 0.0, "hi": 0.0, "vmin": 0.0, "vmax": 0.0, "integer": integer}
+    vmin, vmax = float(values.min()), float(values.max())
+    span = vmax - vmin
+    if transform is None:  # chosen from the data: skewed, many-valued columns get Box-Cox
+        skew = float(stats.skew(values)) if span > 0 and np.unique(values).size > 10 else 0.0
+        transform = "boxcox" if abs(skew) > 1.0 else "none"
+    delta = span * 0.01 if span > 0 else 1.0
+    lam = 1.0
+    if transform == "boxcox" and span > 0:
+        shifted = values - vmin + delta
+        try:
+            lam = float(np.clip(stats.boxcox_normmax(shifted, method="mle"), -2.0, 2.0))
+        except (ValueError, FloatingPointError):
+            transform = "log"
+    state = {"transform": transform, "lower": vmin, "delta": delta, "lam": lam, "vmin": vmin, "vmax": vmax, "integer": integer}
+    t = _forward(values, state)
+    state["lo"], state["hi"] = float(t.min()), float(t.max())
+    return state
+
+
+def _forward(v: np.ndarray, s: dict[str, Any]) -> np.ndarray:
+    if s["transform"] == "none":
+        return v.astype(np.float64)
+    shifted = np.maximum(v - s["lower"] + s["delta"], 1e-12)
+    if s["transform"] == "log" or s["lam"] == 0.0:
+        return np.log(shifted)
+    return (np.power(shifted, s["lam"]) - 1.0) / s["lam"]
+
+
+def _inverse(t: np.ndarray, s: dict[str, Any]) -> np.ndarray:
+    if s["transform"] == "none":
+        v = t
+    elif s["transform"] == "log" or s["lam"] == 0.0:
+        v = np.exp(t) - s["delta"] + s["lower"]
+    else:
+        base = np.maximum(t * s["lam"] + 1.0, 1e-12)
+        v = np.power(base, 1.0 / s["lam"]) - s["delta"] + s["lower"]
+    return v
+
+
+def _scale(v: np.ndarray, s: dict[str, Any]) -> np.ndarray:
+    t = _forward(v, s)
+    width = s["hi"] - s["lo"]
+    return np.zeros_like(t) if width <= 0 else 2.0 * (t - s["lo"]) / width - 1.0
+
+
+def _unscale(z: np.ndarray, s: dict[str, Any], col: Column | None) -> np.ndarray:
+    z = np.clip(z, -1.0, 1.0)
+    t = (z + 1.0) / 2.0 * (s["hi"] - s["lo"]) + s["lo"]
+    v = _inverse(t, s)
+    lo, hi = s["vmin"], s["vmax"]
+    if col is not None:
+        lo = lo if col.min is None else max(lo, col.min)
+        hi = hi if col.max is None else min(hi, col.max)
+    if s["integer"]:
+        v = np.round(v)
+        lo, hi = math.ceil(lo - 1e-9), math.floor(hi + 1e-9)
+    return np.clip(v, lo, hi)
+
+
+def _representative(series: pd.Series, labels: pd.Series) -> dict[str, Any]:
+    """label -> one original value (JSON-able), so decoding restores the extract's own coding."""
+    out: dict[str, Any] = {}
+    for raw, lab in zip(series.tolist(), labels.tolist()):
+        if lab is None or lab in out:
+            continue
+        out[lab] = raw.item() if hasattr(raw, "item") else raw
+    return out
+
+
+# ---- the encoder -----------------------------------------------------------------------------
+class TrajectoryEncoder:
+    """Fit on a long extract; `encode` to tensors; `decode` tensors back to a long extract."""
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+        self.state: dict[str, Any] | None = None
+
+    # -- fitting -------------------------------------------------------------------------------
+    def fit(self, df: pd.DataFrame) -> "TrajectoryEncoder":
+        schema = self.schema
+        df = self._prepare(df, warn=True)
+        patients = df.groupby(schema.id, sort=False)
+        first = patients.head(1)
+        lengths = patients.size().to_numpy()
+        columns: dict[str, Any] = {}
+        for col in schema.columns:
+            source = first if col.static else df
+            series = source[col.name]
+            entry: dict[str, Any] = {"dtype": str(df[col.name].dtype)}
+            if col.numeric:
+                values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+                entry["numeric"] = _fit_numeric(values, col.transform, col.type == "integer")
+            elif col.type == "binary":
+                entry["values"] = _representative(series, as_binary(series).map(lambda v: None if pd.isna(v) else str(int(v))))
+            else:
+                labels = as_labels(series)
+                entry["values"] = _representative(series, labels)
+            columns[col.name] = entry
+
+        times = df[schema.time].to_numpy(dtype=np.float64)
+        starts = first[schema.time].to_numpy(dtype=np.float64)
+        time_state: dict[str, Any] = {
+            "dtype": str(df[schema.time].dtype),
+            "integer": bool(pd.api.types.is_integer_dtype(df[schema.time]) or np.all(np.mod(times, 1) == 0)),
+            "t0_constant": float(starts[0]) if np.all(starts == starts[0]) else None,
+        }
+        if time_state["t0_constant"] is None:
+            time_state["t0"] = _fit_numeric(starts, None, time_state["integer"])
+        if not schema.regular:
+            gaps = self._gaps(df)
+            gaps = gaps[gaps > 0]
+            gap_state = _fit_numeric(gaps if gaps.size else np.array([1.0]), "log", time_state["integer"])
+            time_state["gap"] = gap_state
+        id_series = df[schema.id]
+        self.state = {
+            "length": int(min(schema.max_length, lengths.max())),
+            "columns": columns,
+            "time": time_state,
+            "id_integer": bool(pd.api.types.is_integer_dtype(id_series)),
+            "id_dtype": str(id_series.dtype),
+            "column_order": [c for c in df.columns if c in set(schema.column_names) | {schema.id, schema.time}],
+        }
+        return self
+
+    # -- layout ----------------------------------------------------------------------------------
+    @property
+    def length(self) -> int:
+        return self._require()["length"]
+
+    @property
+    def channels(self) -> list[tuple[str, str, str | None]]:
+        """(channel name, kind, column) for every channel, in tensor order."""
+        state = self._require()
+        out: list[tuple[str, str, str | None]] = [(VALID, "valid", None)]
+        if not self.schema.regular:
+            out.append((GAP, "gap", None))
+        if state["time"]["t0_constant"] is None:
+            out.append((T0, "t0", None))
+        for col in self.schema.columns:
+            if col.numeric or col.type == "binary":
+                out.append((col.name, "value", col.name))
+            else:
+                for cat in col.categories or ():
+                    out.append((f"{col.name}={cat}", "onehot", col.name))
+            if col.nullable:
+                out.append((f"{col.name}__missing", "missing", col.name))
+        return out
+
+    @property
+    def channel_names(self) -> list[str]:
+        return [c[0] for c in self.channels]
+
+    @property
+    def static_channels(self) -> list[int]:
+        """Indices of channels that are constant over time within a patient."""
+        static = {c.name for c in self.schema.static_columns}
+        return [i for i, (_, kind, col) in enumerate(self.channels) if kind == "t0" or (col in static)]
+
+    # -- encode ------------------------------------------------------------------------------------
+    def encode(self, df: pd.DataFrame) -> Encoded:
+        state = self._require()
+        schema = self.schema
+        df = self._prepare(df, warn=False)
+        L = state["length"]
+        df = df[df.groupby(schema.id, sort=False).cumcount() < L]
+        pid, _ = pd.factorize(df[schema.id], sort=False)
+        pos = df.groupby(schema.id, sort=False).cumcount().to_numpy()
+        n = int(pid.max()) + 1 if len(pid) else 0
+        lengths = np.bincount(pid, minlength=n)
+        first_rows = np.flatnonzero(pos == 0)
+        channels = self.channels
+        C = len(channels)
+        x = np.zeros((n, C, L), dtype=np.float32)
+        mask = np.zeros((n, C, L), dtype=np.float32)
+        valid = np.arange(L)[None, :] < lengths[:, None]  # [n, L]
+        static_cols = {c.name for c in schema.static_columns}
+
+        def put(ch: int, values: np.ndarray, present: np.ndarray, static: bool) -> None:
+            """Write row values (temporal) or first-row values (static) into channel ch."""
+            values = np.where(present, values, 0.0)
+            if static:
+                x[:, ch, :] = values[first_rows][:, None]
+                mask[:, ch, :] = present[first_rows][:, None]
+            else:
+                x[pid, ch, pos] = values
+                mask[pid, ch, pos] = present
+
+        for ch, (name, kind, colname) in enumerate(channels):
+            if kind == "valid":
+                x[:, ch, :] = np.where(valid, 1.0, -1.0)
+                mask[:, ch, :] = 1.0
+            elif kind == "gap":
+                gaps = self._gaps(df)
+                z = _scale(np.maximum(gaps, 1e-12), state["time"]["gap"])
+                put(ch, z, pos > 0, static=False)
+            elif kind == "t0":
+                starts = df[schema.time].to_numpy(dtype=np.float64)
+                put(ch, _scale(starts, state["time"]["t0"]), np.ones(len(df), bool), static=True)
+            else:
+                col = schema.column(colname)
+                series = df[colname]
+                static = colname in static_cols
+                entry = state["columns"][colname]
+                if kind == "missing":
+                    missing = series.isna().to_numpy()
+                    put(ch, np.where(missing, 1.0, -1.0), np.ones(len(df), bool), static)
+                elif col.numeric:
+                    v = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+                    ok = np.isfinite(v)
+                    put(ch, _scale(np.where(ok, v, entry["numeric"]["vmin"]), entry["numeric"]), ok, static)
+                elif col.type == "binary":
+                    b = as_binary(series).to_numpy()
+                    ok = ~np.isnan(b)
+                    put(ch, np.where(ok, 2.0 * np.nan_to_num(b) - 1.0, 0.0), ok, static)
+                else:
+                    cat = name.split("=", 1)[1]
+                    labels = as_labels(series)
+                    ok = labels.notna().to_numpy()
+                    put(ch, np.where(labels.to_numpy() == cat, 1.0, -1.0), ok, static)
+        return Encoded(x=x, mask=mask, lengths=lengths.astype(np.int64))
+
+    # -- decode ------------------------------------------------------------------------------------
+    def decode(self, x: np.ndarray, *, first_id: int = 1) -> pd.DataFrame:
+        """[patients, channels, time] -> long extract with fresh ids first_id, first_id+1, ..."""
+        state = self._require()
+        schema = self.schema
+        x = np.asarray(x, dtype=np.float64)
+        n, C, L = x.shape
+        channels = self.channels
+        index = {name: i for i, (name, _, _) in enumerate(channels)}
+        lengths = np.clip((x[:, index[VALID], :] > 0).sum(axis=1), 1, L)
+        valid = np.arange(L)[None, :] < lengths[:, None]
+        pid, pos = np.nonzero(valid)  # row-major: patient by patient, visits in order
+        static_cols = {c.name for c in schema.static_columns}
+
+        def static_value(ch: int) -> np.ndarray:
+            per_patient = (x[:, ch, :] * valid).sum(axis=1) / lengths
+            return per_patient[pid]
+
+        def channel(ch: int, static: bool) -> np.ndarray:
+            return static_value(ch) if static else x[pid, ch, pos]
+
+        out: dict[str, Any] = {}
+        ids = np.arange(first_id, first_id + n)
+        out[schema.id] = ids[pid] if state["id_integer"] else np.array([f"syn-{i:06d}" for i in ids], dtype=object)[pid]
+        t_state = state["time"]
+        if t_state["t0_constant"] is not None:
+            start = np.full(n, t_state["t0_constant"])
+        else:
+            start = _unscale((x[:, index[T0], :] * valid).sum(axis=1) / lengths, t_state["t0"], None)
+        if schema.regular:
+            times = start[pid] + pos
+        else:
+            g = _unscale(x[:, index[GAP], :], t_state["gap"], None)
+            floor = 1.0 if t_state["integer"] else max(t_state["gap"]["vmin"], 1e-9)
+            g = np.maximum(g, floor)
+            g[:, 0] = 0.0
+            times = (start[:, None] + np.cumsum(g, axis=1))[pid, pos]
+        if t_state["integer"]:
+            times = np.round(times)
+        out[schema.time] = times
+
+        for col in schema.columns:
+            entry = state["columns"][col.name]
+            static = col.name in static_cols
+            if col.numeric:
+                values = _unscale(channel(index[col.name], static), entry["numeric"], col)
+            elif col.type == "binary":
+                bits = channel(index[col.name], static) > 0
+                rep = entry["values"]
+                values = np.array([rep.get("1" if b else "0", int(b)) for b in bits], dtype=object)
+            else:
+                cats = list(col.categories or ())
+                scores = np.stack([channel(index[f"{col.name}={c}"], static) for c in cats], axis=1)
+                chosen = np.asarray(cats, dtype=object)[scores.argmax(axis=1)]
+                rep = entry["values"]
+                values = np.array([rep.get(c, c) for c in chosen], dtype=object)
+            if col.nullable:
+                missing = channel(index[f"{col.name}__missing"], static) > 0
+                values = np.where(missing, None, values.astype(object))
+            out[col.name] = values
+        frame = pd.DataFrame(out)
+        return self._restore_dtypes(frame)
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _restore_dtypes(self, frame: pd.DataFrame) -> pd.DataFrame:
+        state = self._require()
+        dtypes = {name: e["dtype"] for name, e in state["columns"].items()}
+        dtypes[self.schema.time] = state["time"]["dtype"]
+        dtypes[self.schema.id] = state["id_dtype"]
+        for name, dtype in dtypes.items():
+            s = frame[name]
+            try:
+                if dtype.startswith(("int", "uint", "Int")) and s.isna().any():
+                    frame[name] = pd.to_numeric(s).astype("float64" if dtype.startswith(("int", "uint")) else dtype)
+                elif dtype == "bool" and s.isna().any():
+                    frame[name] = s.astype("boolean")
+                elif dtype in ("object", "str", "string"):
+                    frame[name] = s.astype(object)
+                else:
+                    frame[name] = s.astype(dtype)
+            except (TypeError, ValueError):
+                frame[name] = s
+        order = [c for c in state["column_order"] if c in frame.columns]
+        return frame[order]
+
+    def _prepare(self, df: pd.DataFrame, *, warn: bool) -> pd.DataFrame:
+        schema = self.schema
+        missing = [c for c in [schema.id, schema.time, *schema.column_names] if c not in df.columns]
+        if missing:
+            raise InputError(f"The extract lacks column(s) {missing} that the schema '{schema.name}' declares.")
+        df = df.sort_values([schema.id, schema.time], kind="mergesort").reset_index(drop=True)
+        if warn:
+            lengths = df.groupby(schema.id, sort=False).size()
+            too_long = int((lengths > schema.max_length).sum())
+            if too_long:
+                log.warning("%d patient(s) have more than max_length=%d visits; their later visits are cut.", too_long, schema.max_length)
+        return df
+
+    def _gaps(self, df: pd.DataFrame) -> np.ndarray:
+        """Time since the previous visit, per row (0 at each patient's first visit)."""
+        t = df[self.schema.time].to_numpy(dtype=np.float64)
+        gaps = np.diff(t, prepend=t[:1] if len(t) else t)
+        first = (df.groupby(self.schema.id, sort=False).cumcount() == 0).to_numpy()
+        gaps[first] = 0.0
+        return gaps
+
+    def _require(self) -> dict[str, Any]:
+        if self.state is None:
+            raise RuntimeError("The encoder is not fitted: call fit(extract) first.")
+        return self.state
+
+    # -- (de)serialisation ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return self._require()
+
+    @classmethod
+    def from_state(cls, schema: Schema, state: dict[str, Any]) -> "TrajectoryEncoder":
+        enc = cls(schema)
+        enc.state = state
+        return enc
+
+
+__all__ = ["Encoded", "TrajectoryEncoder", "canonical_label", "VALID", "GAP", "T0"]

@@ -1,0 +1,41 @@
+"""One call from a training extract to a fitted model: fit encoder -> encode -> train U-Net."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+
+from diffusion.bundle import HealthGymModel
+from diffusion.config import Config
+from diffusion.encoding import TrajectoryEncoder
+from diffusion.schedule import GaussianDiffusion
+from diffusion.schema import Schema
+from diffusion.training import TrainResult, train
+from diffusion.unet import build_unet
+
+
+def fit(
+    df: pd.DataFrame,
+    schema: Schema,
+    config: Config,
+    *,
+    workdir: Path | None = None,
+    callback: Callable[[str, dict[str, Any]], None] | None = None,
+    progress: bool = True,
+) -> tuple[HealthGymModel, TrainResult]:
+    """Fit the encoder on `df` (the training patients only) and train the denoiser on it."""
+    torch.manual_seed(config.pipeline.seed)
+    encoder = TrajectoryEncoder(schema).fit(df)
+    data = encoder.encode(df)
+    net = build_unet(len(encoder.channels), config.model)
+    diffusion = GaussianDiffusion.from_config(config.diffusion)
+    state, result = train(
+        net, diffusion, data, config.train, seed=config.pipeline.seed, workdir=workdir, callback=callback, progress=progress
+    )
+    net.load_state_dict(state)
+    net = net.to("cpu").eval()
+    meta = {"training": result.summary(), "patients": len(data), "parameters": sum(p.numel() for p in net.parameters())}
+    return HealthGymModel(config=config, schema=schema, encoder=encoder, net=net, meta=meta), result

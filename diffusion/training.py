@@ -1,0 +1,231 @@
+"""The training loop: AdamW, warm-up, gradient clipping, EMA, bf16 autocast on CUDA, a time
+budget, the best EMA weights by a validation loss, resumable checkpoints, a progress bar.
+
+No logger is imported here: pass `callback(event, payload)` to receive "step", "eval" and
+"checkpoint" events (the Prefect task turns them into MLflow metrics).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diffusion.config import TrainConfig
+from diffusion.encoding import Encoded
+from diffusion.schedule import GaussianDiffusion
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda was asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]] = field(default_factory=list)  # {"step", "loss", "val_loss"?}
+    best_val_loss: float = float("inf")
+    best_step: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    stopped_by: str = ""
+    device: str = "cpu"
+    resumed_from: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "history"}
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (buffers copied)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))  # short warm-up so early EMA is not stale
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - d)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Patient indices for training and for the validation loss (seeded, disjoint)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    n_val = int(round(n * fraction)) if n >= 10 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+@torch.no_grad()
+def validation_loss(model, diffusion: GaussianDiffusion, data: Encoded, device: torch.device, *, seed: int = 1234, batch: int = 256) -> float:
+    """Loss on fixed (t, noise) draws: a deterministic yardstick between checkpoints."""
+    gen = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    reps = max(1, 256 // max(1, len(data)))  # small validation sets are scored at several t each
+    for _ in range(reps):
+        for start in range(0, len(data), batch):
+            x0 = torch.from_numpy(data.x[start : start + batch])
+            mask = torch.from_numpy(data.mask[start : start + batch])
+            t = torch.randint(0, diffusion.steps, (x0.shape[0],), generator=gen)
+            noise = torch.randn(x0.shape, generator=gen)
+            loss = diffusion.training_losses(model, x0.to(device), t.to(device), mask.to(device), noise.to(device))
+            total += float(loss.sum())
+            count += x0.shape[0]
+    return total / max(count, 1)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a kill mid-write never leaves a torn checkpoint
+
+
+def train(
+    model: torch.nn.Module,
+    diffusion: GaussianDiffusion,
+    data: Encoded,
+    cfg: TrainConfig,
+    *,
+    seed: int = 0,
+    workdir: Path | None = None,
+    resume: bool = True,
+    callback: Callable[[str, dict[str, Any]], None] | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, torch.Tensor], TrainResult]:
+    """Train `model` on `data`; return (best EMA state dict on CPU, TrainResult).
+
+    With `workdir`, a checkpoint is written every `cfg.checkpoint_every` steps and at the end,
+    and a later call with the same workdir continues from it (`resume=True`).
+    """
+    device = pick_device(cfg.device)
+    torch.manual_seed(seed)
+    model = model.to(device)
+    train_idx, val_idx = split_validation(len(data), cfg.validation_fraction, seed)
+    train_data, val_data = data.subset(train_idx), data.subset(val_idx)
+    x_all = torch.from_numpy(train_data.x).to(device)
+    m_all = torch.from_numpy(train_data.mask).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    ema = EMA(model, cfg.ema_decay)
+    gen = torch.Generator().manual_seed(seed)
+    result = TrainResult(device=str(device))
+    best_state: dict[str, torch.Tensor] | None = None
+    step = 0
+
+    ckpt_path = Path(workdir) / CHECKPOINT if workdir else None
+    if ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and ckpt_path.exists():
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            ema.model.load_state_dict(state["ema"])
+            opt.load_state_dict(state["optimizer"])
+            gen.set_state(state["generator"])
+            step = int(state["step"])
+            result.history = list(state["history"])
+            result.best_val_loss = float(state["best_val_loss"])
+            result.best_step = int(state["best_step"])
+            best_state = state.get("best") or None
+            result.resumed_from = step
+            log.info("Resumed training from step %d (%s).", step, ckpt_path)
+
+    use_amp = cfg.amp and device.type == "cuda"
+    budget = cfg.max_minutes * 60.0
+    start = time.monotonic()
+    bar = tqdm(
+        total=cfg.max_steps, initial=step, desc="train", unit="step", disable=not progress,
+        mininterval=1.0 if sys.stderr.isatty() else 15.0, dynamic_ncols=True,
+    )
+    running = None
+
+    def checkpoint() -> None:
+        if ckpt_path is None:
+            return
+        _save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "ema": ema.model.state_dict(), "optimizer": opt.state_dict(),
+            "generator": gen.get_state(), "step": step, "history": result.history,
+            "best_val_loss": result.best_val_loss, "best_step": result.best_step, "best": best_state or {},
+        })
+        if callback:
+            callback("checkpoint", {"step": step, "path": str(ckpt_path)})
+
+    def evaluate() -> None:
+        nonlocal best_state
+        if len(val_data):
+            val = validation_loss(ema.model, diffusion, val_data, device, seed=seed + 1)
+        else:  # no patients to spare: fall back to the training loss
+            val = float(running if running is not None else float("inf"))
+        result.history.append({"step": step, "loss": float(running or 0.0), "val_loss": val})
+        if val < result.best_val_loss:
+            result.best_val_loss, result.best_step = val, step
+            best_state = {k: v.detach().to("cpu").clone() for k, v in ema.model.state_dict().items()}
+        if callback:
+            callback("eval", {"step": step, "val_loss": val, "best_val_loss": result.best_val_loss})
+
+    model.train()
+    stopped_by = "max_steps"
+    while step < cfg.max_steps:
+        if time.monotonic() - start > budget:
+            stopped_by = "time"
+            break
+        idx = torch.randint(0, x_all.shape[0], (min(cfg.batch_size, x_all.shape[0]),), generator=gen).to(device)
+        t = torch.randint(0, diffusion.steps, (idx.shape[0],), generator=gen).to(device)
+        noise = torch.randn((idx.shape[0], *x_all.shape[1:]), generator=gen).to(device)
+        lr = cfg.learning_rate * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = diffusion.training_losses(model, x_all[idx], t, m_all[idx], noise).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        ema.update(model, step)
+        step += 1
+        value = float(loss.detach())
+        running = value if running is None else 0.98 * running + 0.02 * value
+        bar.update(1)
+        if step % cfg.log_every == 0:
+            bar.set_postfix(loss=f"{running:.4f}", best_val=f"{result.best_val_loss:.4f}")
+            if callback:
+                callback("step", {"step": step, "loss": running, "lr": lr})
+        if step % cfg.eval_every == 0:
+            evaluate()
+        if step % cfg.checkpoint_every == 0:
+            checkpoint()
+    bar.close()
+    if not result.history or result.history[-1]["step"] != step:
+        evaluate()
+    result.steps = step
+    result.seconds = time.monotonic() - start
+    result.stopped_by = stopped_by
+    checkpoint()
+    if best_state is None:
+        best_state = {k: v.detach().to("cpu").clone() for k, v in ema.model.state_dict().items()}
+    log.info(
+        "Training stopped by %s after %d steps in %.0f s (%.1f steps/s); best validation loss %.4f at step %d.",
+        stopped_by, step, result.seconds, (step - result.resumed_from) / max(result.seconds, 1e-9),
+        result.best_val_loss, result.best_step,
+    )
+    return best_state, result
