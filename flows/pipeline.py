@@ -1,0 +1,147 @@
+"""Prefect flows: they only wire tasks together."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from diffusion.config import Config
+from diffusion.errors import InputError
+from diffusion.schema import Schema
+from tasks import stages
+from tasks.registry import register
+from tasks.tracking import Run, resolve_model_dir
+
+STATE_DIR = Path(".healthgym")
+
+
+class GateError(RuntimeError):
+    """Synthetic data that failed a release gate: no release is made."""
+
+
+def _flow_run_id() -> str:
+    try:
+        return str(flow_run.get_id() or "")
+    except Exception:
+        return ""
+
+
+def _workdir(kind: str) -> Path:
+    d = STATE_DIR / "work" / f"{kind}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{time.monotonic_ns() % 10**6:06d}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@flow(name="healthgym-train", log_prints=True)
+def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, release: bool = False) -> dict[str, Any]:
+    """validate -> split -> train -> sample -> evaluate -> register (-> release when asked)."""
+    sch = Schema.load(schema)
+    cfg = Config.from_dict(config)
+    data_path = str(Path(data).resolve())
+    run = Run.start(f"healthgym-{sch.name}", run_name=f"train-{sch.name}", tags={
+        "healthgym.kind": "train", "prefect.flow_run_id": _flow_run_id(),
+        "healthgym.extract_path": data_path, "healthgym.schema_path": str(Path(schema).resolve()),
+    })
+    work = _workdir("train")
+    try:
+        run.params(cfg.flat())
+        run.json(sch.to_dict(), "schema.json")
+        run.json(cfg.to_dict(), "config.json")
+        df, fp = stages.read_extract(data_path)
+        run.tags({"extract.fingerprint": fp})
+        run.params({"extract.fingerprint": fp})
+        stages.validate_extract(df, sch, run, work / "data_docs", schema)
+        train, holdout = stages.split(df, sch, cfg)
+        run.params({"split.train_patients": train[sch.id].nunique(), "split.holdout_patients": holdout[sch.id].nunique()})
+        # checkpoints are keyed by extract + config, so a killed run resumes where it stopped
+        key = hashlib.sha256((fp + json.dumps(cfg.to_dict(), sort_keys=True)).encode()).hexdigest()[:16]
+        ckpt = STATE_DIR / "checkpoints" / f"{sch.name}-{key}"
+        model, result = stages.train_model(train, sch, cfg, run, ckpt)
+        model_dir = stages.save_model(model, work / "model")
+        patients = cfg.sampling.patients or int(df[sch.id].nunique())
+        synthetic = stages.sample(model, patients, cfg.pipeline.seed)
+        report_dir = work / "report"
+        evaluation = stages.evaluate(train, synthetic, sch, holdout, cfg, result.history, report_dir, run)
+        reg = register(model_dir, sch.name, run, evaluation.metrics, evaluation.passed, cfg.evaluation.primary_metric)
+        out: dict[str, Any] = {"run_id": run.id, "model_uri": reg["uri"], "promoted": reg["promoted"], "decision": reg["decision"],
+                               "passed": evaluation.passed, "metrics": evaluation.metrics, "release": None}
+        if release:
+            if not evaluation.passed:
+                raise GateError(evaluation.failed_gates_message())
+            manifest = {"model_uri": reg["uri"], "model_name": sch.name, "model_version": reg["version"], "training_run_id": run.id,
+                        "seed": cfg.pipeline.seed, "patients": patients, "extract_fingerprint": fp,
+                        "gates_passed": evaluation.passed, "flow_run_id": _flow_run_id()}
+            out["release"] = stages.publish(synthetic, sch, manifest, report_dir)
+            run.tags({"release.path": out["release"]})
+        shutil.rmtree(ckpt, ignore_errors=True)  # finished: the next training starts fresh
+        run.end("FINISHED")
+        return out
+    except BaseException:
+        run.end("FAILED")
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@flow(name="healthgym-release", log_prints=True)
+def release_flow(model: str | None = None, schema_name: str | None = None, patients: int | None = None,
+                 seed: int | None = None) -> dict[str, Any]:
+    """Sample from a model (the champion by default), evaluate against the real holdout, gate, publish."""
+    from mlflow import MlflowClient
+
+    if model is None:
+        if not schema_name:
+            raise InputError("Name the model: --model models:/NAME@champion (or a local model folder).")
+        model = f"models:/{schema_name}@champion"
+    work = _workdir("release")
+    try:
+        model_dir, info = resolve_model_dir(model, work / "download")
+        from diffusion.bundle import HealthGymModel
+
+        hg = HealthGymModel.load(model_dir)
+        sch, cfg = hg.schema, hg.config
+        train_run = MlflowClient().get_run(info["run_id"]) if info.get("run_id") else None
+        extract_path = train_run.data.tags.get("healthgym.extract_path") if train_run else None
+        expected_fp = train_run.data.tags.get("extract.fingerprint") if train_run else None
+        if not extract_path or not Path(extract_path).exists():
+            raise InputError(f"The extract model {model} was trained on is not available ({extract_path}); a release is "
+                             "evaluated against the real holdout patients, so it needs that extract.")
+        seed = int(seed if seed is not None else int(time.time()) % 2**31)
+        run = Run.start(f"healthgym-{sch.name}", run_name=f"release-{sch.name}", tags={
+            "healthgym.kind": "release", "prefect.flow_run_id": _flow_run_id(), "model.uri": model,
+            "model.version": info.get("model_version", ""), "training_run_id": info.get("run_id", ""),
+        })
+        try:
+            df, fp = stages.read_extract(extract_path)
+            if expected_fp and fp != expected_fp:
+                raise InputError(f"The extract at {extract_path} changed since model {model} was trained "
+                                 f"(fingerprint {fp[:12]} vs {expected_fp[:12]}); retrain before releasing.")
+            run.tags({"extract.fingerprint": fp})
+            train, holdout = stages.split(df, sch, cfg)
+            n = patients or cfg.sampling.patients or int(df[sch.id].nunique())
+            synthetic = stages.sample(hg, n, seed)
+            report_dir = work / "report"
+            history = (hg.meta.get("training") or {}).get("history")
+            evaluation = stages.evaluate(train, synthetic, sch, holdout, cfg, history, report_dir, run)
+            if not evaluation.passed:
+                raise GateError(evaluation.failed_gates_message())
+            manifest = {"model_uri": model, "model_name": info.get("model_name", sch.name), "model_version": info.get("model_version"),
+                        "training_run_id": info.get("run_id"), "release_run_id": run.id, "seed": seed, "patients": n,
+                        "extract_fingerprint": fp, "gates_passed": True, "flow_run_id": _flow_run_id()}
+            path = stages.publish(synthetic, sch, manifest, report_dir)
+            run.tags({"release.path": path})
+            run.end("FINISHED")
+            return {"release": path, "run_id": run.id, "model_uri": model, "metrics": evaluation.metrics}
+        except BaseException:
+            run.end("FAILED")
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,140 @@
+"""The pipeline's Prefect tasks. Each calls library code and logs to the MLflow run it is given."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from diffusion.bundle import HealthGymModel
+from diffusion.config import Config
+from diffusion.data import split_patients
+from diffusion.fit import fit
+from diffusion.release import write_release
+from diffusion.schema import Schema
+from tasks import hg_task, retry_on_io
+from tasks.tracking import Run
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except Exception:  # called outside a flow (tests via .fn)
+        return logging.getLogger("healthgym")
+
+
+@hg_task(name="read-extract", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_io)
+def read_extract(path: str) -> tuple[pd.DataFrame, str]:
+    """The extract and its SHA-256 fingerprint."""
+    from expectations.reading import fingerprint, read_extract as read
+
+    df = read(path)
+    fp = fingerprint(path)
+    _logger().info("Read extract: %d rows, %d columns, sha256 %s.", len(df), df.shape[1], fp[:12])
+    return df, fp
+
+
+@hg_task(name="validate-extract")
+def validate_extract(df: pd.DataFrame, schema: Schema, run: Run | None, docs_dir: Path, schema_path: str | None = None):
+    """Great Expectations on the extract; logs the result; raises on failure (nothing downstream runs)."""
+    from expectations.validate import load_extra_expectations, validate_extract as validate
+
+    extra = load_extra_expectations(Path(schema_path)) if schema_path else []
+    report = validate(df, schema, docs_dir=docs_dir, extra_expectations=extra)
+    logger = _logger()
+    for w in report.warnings:
+        logger.warning(w)
+    if run is not None:
+        run.json(report.to_dict(), "validation/result.json")
+        if report.docs_path is not None:
+            run.artifact(Path(report.docs_path).parent, "validation/data_docs")
+        profile = report.profile
+        run.params({"extract.rows": profile.get("rows"), "extract.patients": profile.get("patients")})
+        run.metrics({f"extract.missing_rate.{k}": v for k, v in (profile.get("missing_rates") or {}).items()})
+        run.tags({"validation.success": report.success})
+    if not report.success:
+        logger.error("Validation failed: %d expectation(s).", len(report.failures))
+        report.raise_for_failures()
+    logger.info("Validation passed: %s.", report.summary)
+    return report
+
+
+@hg_task(name="split-patients")
+def split(df: pd.DataFrame, schema: Schema, config: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    train, holdout = split_patients(df, schema.id, config.pipeline.holdout_fraction, config.pipeline.seed)
+    _logger().info("Split patients: %d train, %d holdout.", train[schema.id].nunique(), holdout[schema.id].nunique())
+    return train, holdout
+
+
+@hg_task(name="train-model")
+def train_model(train: pd.DataFrame, schema: Schema, config: Config, run: Run | None, workdir: Path) -> tuple[HealthGymModel, Any]:
+    """Fit encoder + denoiser; training/validation losses stream to MLflow as they come."""
+    logger = _logger()
+
+    def callback(event: str, payload: dict[str, Any]) -> None:
+        if event == "step":
+            logger.info("step %d: loss %.4f", payload["step"], payload["loss"])
+            if run is not None:
+                run.metrics({"train.loss": payload["loss"]}, step=payload["step"])
+        elif event == "eval" and run is not None:
+            run.metrics({"train.val_loss": payload["val_loss"]}, step=payload["step"])
+
+    model, result = fit(train, schema, config, workdir=workdir, callback=callback)
+    if run is not None:
+        run.metrics({"train.steps": result.steps, "train.seconds": result.seconds, "train.best_val_loss": result.best_val_loss,
+                     "train.best_step": result.best_step})
+        run.tags({"train.stopped_by": result.stopped_by, "train.device": result.device})
+        run.json(result.history, "training/loss_history.json")
+    return model, result
+
+
+@hg_task(name="save-model")
+def save_model(model: HealthGymModel, folder: Path) -> Path:
+    return model.save(folder)
+
+
+@hg_task(name="sample-patients")
+def sample(model: HealthGymModel, patients: int, seed: int) -> pd.DataFrame:
+    logger = _logger()
+    logger.info("Sampling %d synthetic patients (%s, %d steps, seed %d).", patients, model.config.sampling.method,
+                model.config.sampling.steps, seed)
+    return model.sample(patients, seed=seed, progress=lambda done, n: logger.info("sampled %d/%d patients", done, n))
+
+
+@hg_task(name="evaluate-synthetic")
+def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, holdout: pd.DataFrame | None, config: Config,
+             history: list[dict] | None, out_dir: Path, run: Run | None):
+    """Fidelity, privacy and utility report; metrics, report and figures go to MLflow."""
+    from evaluation import evaluate as run_evaluation
+
+    result = run_evaluation(real, synthetic, schema, holdout=holdout, config=config.evaluation, loss_history=history, out_dir=out_dir)
+    if run is not None:
+        run.metrics(result.metrics)
+        run.metrics({f"calibration.{k}": v for k, v in result.calibration.items()})
+        run.tags({"evaluation.passed": result.passed})
+        run.artifact(out_dir, "evaluation")
+    rows = [{"measure": g.name, "value": round(float(g.value), 4) if g.value is not None else None, "threshold": g.threshold,
+             "passed": g.passed} for g in result.gates]
+    try:
+        create_table_artifact(key="headline-metrics", table=rows, description="Release gates: value vs threshold")
+    except Exception:  # no Prefect run context (library-style call)
+        pass
+    _logger().info("Evaluation %s: %s", "passed" if result.passed else "FAILED", "; ".join(f"{r['measure']}={r['value']}" for r in rows))
+    return result
+
+
+@hg_task(name="publish-release", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
+def publish(synthetic: pd.DataFrame, schema: Schema, manifest: dict[str, Any], report_dir: Path | None) -> str:
+    path = write_release(synthetic, name=schema.name, manifest=manifest, report_dir=report_dir)
+    _logger().info("Release written: %s", path)
+    try:
+        create_markdown_artifact(key="release", markdown=f"# Release\n\n`{path}`\n\n- model: `{manifest.get('model_uri')}`\n"
+                                 f"- patients: {manifest.get('patients')}\n- rows: {len(synthetic)}\n")
+    except Exception:
+        pass
+    return path
