@@ -161,7 +161,7 @@ def build_suite(schema: Schema) -> dict:
     idc, tc = schema.id, schema.time
     exps: list[dict] = []
     for col in [idc, tc, *schema.column_names]:
-        exps.append(_exp("expect_column_to_exist", {"column": col}, col, "present", "required column is missing from the extract"))
+        exps.append(_exp("expect_column_to_exist", {"column": col}, col, "present", "required by the schema but missing from the extract"))
     exps.append(_exp("expect_table_row_count_to_be_between", {"min_value": 1}, "table", "rows", "at least one row"))
     exps.append(_exp("expect_column_values_to_not_be_null", {"column": idc}, idc, "not_null", "the patient id must never be missing",
                      notes="Patient ids are replaced by anonymous codes before validation; no id reaches results or docs."))
@@ -403,16 +403,16 @@ def _gx_frame(df: pd.DataFrame, schema: Schema, extra_columns: set[str]) -> tupl
     for name in sorted(extra_columns):
         if name in present and name not in cols:
             cols[name] = df[name]
-    frame = pd.DataFrame(cols, index=pd.RangeIndex(n)) if n else pd.DataFrame(cols)
-    if n:
-        frame.index = pd.RangeIndex(n)
+    frame = pd.DataFrame(cols)
     return frame, facts
 
 
 # ---- validation -------------------------------------------------------------------------------
 def _quiet_gx() -> None:
-    """GX's own logging above ERROR only (it may describe batches); progress bars are off per context."""
+    """GX's own logging at ERROR only (it may describe batches); progress bars are off per context."""
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    # this one module sets its own logger to INFO when imported
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.ERROR)
 
 
 def _referenced_columns(exp: dict) -> list[str]:
@@ -450,6 +450,10 @@ def validate_extract(
     """
     if not isinstance(df, pd.DataFrame):
         raise InputError(f"validate_extract needs a pandas DataFrame, got {type(df).__name__}.")
+    if not all(isinstance(c, str) for c in df.columns):
+        df = df.rename(columns=str)
+    if not df.index.equals(pd.RangeIndex(len(df))):
+        df = df.reset_index(drop=True)  # derived columns are aligned by position
     suite_json = build_suite(schema)
     schema_exps = suite_json["expectations"]
     extras = []
@@ -568,6 +572,7 @@ def _run_gx_quietly(frame: pd.DataFrame, schema: Schema, expectations: list[dict
     from great_expectations.data_context.types.base import ProgressBarsConfig
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
+    _quiet_gx()
     gx_exps = []
     for e in expectations:
         try:
