@@ -4,6 +4,9 @@ Channel layout (every value lies in [-1, 1]):
 
 - ``__valid__``: +1 at a visit, -1 after the patient's last visit. The model generates it, so
   the number of visits is generated too; decoding keeps the first ``count(valid > 0)`` steps.
+- ``__length__``: the number of visits, scaled to [-1, 1], static. Decoding takes the length
+  from here (one number per patient, sampled like any static value); ``__valid__`` gives the
+  network the same information laid out over time.
 - ``__gap__`` (irregular schemas): the transformed gap since the previous visit; decoded
   cumulatively into strictly increasing times.
 - ``__t0__`` (only when patients start at different times): the first visit's time, static.
@@ -38,6 +41,7 @@ from diffusion.schema import Column, Schema, as_binary, as_labels, canonical_lab
 log = logging.getLogger(__name__)
 
 VALID = "__valid__"
+LENGTH = "__length__"
 GAP = "__gap__"
 T0 = "__t0__"
 
@@ -196,7 +200,7 @@ class TrajectoryEncoder:
     def channels(self) -> list[tuple[str, str, str | None]]:
         """(channel name, kind, column) for every channel, in tensor order."""
         state = self._require()
-        out: list[tuple[str, str, str | None]] = [(VALID, "valid", None)]
+        out: list[tuple[str, str, str | None]] = [(VALID, "valid", None), (LENGTH, "length", None)]
         if not self.schema.regular:
             out.append((GAP, "gap", None))
         if state["time"]["t0_constant"] is None:
@@ -219,7 +223,7 @@ class TrajectoryEncoder:
     def static_channels(self) -> list[int]:
         """Indices of channels that are constant over time within a patient."""
         static = {c.name for c in self.schema.static_columns}
-        return [i for i, (_, kind, col) in enumerate(self.channels) if kind == "t0" or (col in static)]
+        return [i for i, (_, kind, col) in enumerate(self.channels) if kind in ("t0", "length") or (col in static)]
 
     # -- encode ------------------------------------------------------------------------------------
     def encode(self, df: pd.DataFrame) -> Encoded:
@@ -253,6 +257,9 @@ class TrajectoryEncoder:
         for ch, (name, kind, colname) in enumerate(channels):
             if kind == "valid":
                 x[:, ch, :] = np.where(valid, 1.0, -1.0)
+                mask[:, ch, :] = 1.0
+            elif kind == "length":
+                x[:, ch, :] = self._length_to_z(lengths)[:, None]
                 mask[:, ch, :] = 1.0
             elif kind == "gap":
                 gaps = self._gaps(df)
@@ -293,7 +300,7 @@ class TrajectoryEncoder:
         n, C, L = x.shape
         channels = self.channels
         index = {name: i for i, (name, _, _) in enumerate(channels)}
-        lengths = np.clip((x[:, index[VALID], :] > 0).sum(axis=1), 1, L)
+        lengths = self._z_to_length(x[:, index[LENGTH], :].mean(axis=1))
         valid = np.arange(L)[None, :] < lengths[:, None]
         pid, pos = np.nonzero(valid)  # row-major: patient by patient, visits in order
         static_cols = {c.name for c in schema.static_columns}
@@ -381,6 +388,14 @@ class TrajectoryEncoder:
             if too_long:
                 log.warning("%d patient(s) have more than max_length=%d visits; their later visits are cut.", too_long, schema.max_length)
         return df
+
+    def _length_to_z(self, lengths: np.ndarray) -> np.ndarray:
+        L = self.length
+        return np.zeros(len(lengths)) if L == 1 else 2.0 * (lengths - 1) / (L - 1) - 1.0
+
+    def _z_to_length(self, z: np.ndarray) -> np.ndarray:
+        L = self.length
+        return np.clip(np.rint((np.clip(z, -1, 1) + 1) / 2 * (L - 1) + 1), 1, L).astype(np.int64)
 
     def _gaps(self, df: pd.DataFrame) -> np.ndarray:
         """Time since the previous visit, per row (0 at each patient's first visit)."""

@@ -1,0 +1,27 @@
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_DATA = ROOT / "flows" / "data" / "pbcseq.csv"
+DEMO_SCHEMA = ROOT / "flows" / "data" / "pbc.yaml"
+
+
+@pytest.fixture(scope="session")
+def pbc() -> pd.DataFrame:
+    return pd.read_csv(DEMO_DATA)
+
+
+@pytest.fixture(scope="session")
+def pbc_schema():
+    from diffusion.schema import Schema
+
+    return Schema.load(DEMO_SCHEMA)

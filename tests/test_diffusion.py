@@ -1,0 +1,176 @@
+"""The diffusion library: encoder round trip, U-Net shapes, sampler properties, bundle save/load."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from diffusion.bundle import HealthGymModel
+from diffusion.config import Config
+from diffusion.encoding import VALID, TrajectoryEncoder
+from diffusion.sampling import respaced_steps, sample_loop
+from diffusion.schedule import GaussianDiffusion, make_betas
+from diffusion.schema import Schema
+from diffusion.unet import Unet1D, build_unet
+
+
+def mixed_cohort(seed: int = 0, n: int = 40, regular: bool = False) -> tuple[pd.DataFrame, Schema]:
+    """Every column type, static and temporal, missing values, lengths 1..7, rows shuffled."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for pid in range(n):
+        length = int(rng.integers(1, 8))
+        sex = rng.choice(["f", "m"])
+        arm = bool(rng.integers(0, 2))
+        weight = float(np.round(rng.normal(70, 10), 3))
+        t = 0.0 if regular else float(rng.integers(0, 3))
+        for k in range(length):
+            rows.append({
+                "pid": f"P{pid:03d}", "t": k if regular else t,
+                "sex": sex, "arm": arm, "weight": weight,
+                "lab": None if rng.random() < 0.2 else float(np.round(np.exp(rng.normal(1, 1)), 4)),
+                "count": int(rng.poisson(5)), "flag": None if rng.random() < 0.1 else int(rng.integers(0, 2)),
+                "grade": rng.choice(["a", "b", "c"]),
+            })
+            t += float(rng.integers(1, 90))
+    df = pd.DataFrame(rows).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    schema = Schema.from_dict({
+        "name": "mixed", "id": "pid", "time": "t", "regular": regular, "max_length": 8,
+        "columns": {
+            "sex": {"type": "categorical", "static": True, "categories": ["f", "m"]},
+            "arm": {"type": "binary", "static": True},
+            "weight": {"type": "real", "static": True, "min": 0},
+            "lab": {"type": "real", "min": 0, "nullable": True, "transform": "boxcox"},
+            "count": {"type": "integer", "min": 0},
+            "flag": {"type": "binary", "nullable": True},
+            "grade": {"type": "categorical", "categories": ["a", "b", "c"]},
+        },
+    })
+    return df, schema
+
+
+def assert_same(real: pd.DataFrame, decoded: pd.DataFrame, schema: Schema) -> None:
+    ref = real.sort_values([schema.id, schema.time]).reset_index(drop=True)
+    assert list(decoded.columns) == list(ref.columns)
+    for col in ref.columns:
+        if col == schema.id:
+            continue
+        a, b = ref[col], decoded[col]
+        if pd.api.types.is_float_dtype(a):
+            np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), rtol=2e-5, atol=1e-5, err_msg=col)
+        else:
+            assert a.astype(str).tolist() == b.astype(str).tolist(), col
+
+
+@pytest.mark.parametrize("regular", [False, True])
+def test_encoder_round_trip_is_exact_for_every_type(regular):
+    df, schema = mixed_cohort(regular=regular)
+    enc = TrajectoryEncoder(schema).fit(df)
+    e = enc.encode(df)
+    assert e.x.shape == (40, len(enc.channels), 7)
+    assert e.x.min() >= -1 and e.x.max() <= 1
+    decoded = enc.decode(e.x)
+    assert_same(df, decoded, schema)
+    assert decoded["lab"].isna().sum() == df["lab"].isna().sum()
+
+
+def test_encoder_round_trip_on_pbc(pbc, pbc_schema):
+    enc = TrajectoryEncoder(pbc_schema).fit(pbc)
+    decoded = enc.decode(enc.encode(pbc).x)
+    assert_same(pbc, decoded, pbc_schema)
+    assert (decoded.dtypes.values == pbc.dtypes.values).all()
+
+
+def test_padding_never_reaches_the_output():
+    df, schema = mixed_cohort()
+    enc = TrajectoryEncoder(schema).fit(df)
+    e = enc.encode(df)
+    x = e.x.copy()
+    valid = x[:, 0, :] > 0
+    temporal = [i for i, (_, kind, col) in enumerate(enc.channels) if i not in enc.static_channels and kind not in ("valid", "length")]
+    for i in temporal:  # garbage in the padded region
+        x[:, i, :] = np.where(valid, x[:, i, :], 0.987)
+    assert_same(df, enc.decode(x), schema)
+    assert (e.mask[:, temporal, :][~np.repeat(valid[:, None, :], len(temporal), axis=1)] == 0).all()
+
+
+def test_static_columns_are_decoded_once_per_patient():
+    df, schema = mixed_cohort()
+    enc = TrajectoryEncoder(schema).fit(df)
+    x = np.random.default_rng(1).uniform(-1, 1, size=(30, len(enc.channels), enc.length)).astype(np.float32)
+    out = enc.decode(x)
+    for col in ("sex", "arm", "weight"):
+        assert (out.groupby("pid")[col].nunique(dropna=False) == 1).all()
+    assert out.groupby("pid")["t"].apply(lambda s: bool(np.all(np.diff(s.to_numpy()) > 0))).all()
+    assert set(out["grade"]) <= {"a", "b", "c"} and set(out["sex"]) <= {"f", "m"}
+    assert out["count"].between(df["count"].min(), df["count"].max()).all()
+    assert (out["count"] == out["count"].round()).all()
+    assert (out["lab"].dropna() >= 0).all()
+
+
+def test_long_patients_are_cut_with_a_warning(caplog):
+    df, schema = mixed_cohort()
+    schema = Schema.from_dict({**schema.to_dict(), "max_length": 3})
+    enc = TrajectoryEncoder(schema).fit(df)
+    assert "cut" in caplog.text
+    assert enc.encode(df).x.shape[-1] == 3
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 5, 7, 13, 16])
+def test_unet_keeps_odd_lengths(length):
+    net = Unet1D(9, base_channels=16, channel_mults=(1, 2, 2), blocks_per_level=1, time_embed_dim=32)
+    x = torch.randn(3, 9, length)
+    out = net(x, torch.tensor([0, 10, 999]))
+    assert out.shape == x.shape
+
+
+def test_schedules_are_valid():
+    for name in ("cosine", "linear"):
+        b = make_betas(name, 1000)
+        assert b.shape == (1000,) and (b > 0).all() and (b < 1).all()
+    d = GaussianDiffusion(steps=100)
+    assert d.alphas_cumprod[0] > 0.99 and d.alphas_cumprod[-1] < 0.01
+    assert respaced_steps(1000, 50)[0] == 999 and respaced_steps(1000, 50)[-1] == 0 and len(respaced_steps(1000, 50)) == 50
+
+
+def tiny_model(seed: int = 0) -> HealthGymModel:
+    df, schema = mixed_cohort()
+    cfg = Config().with_overrides(["model.base_channels=16", "model.time_embed_dim=16", "diffusion.steps=50", "sampling.steps=10"])
+    enc = TrajectoryEncoder(schema).fit(df)
+    torch.manual_seed(seed)
+    net = build_unet(len(enc.channels), cfg.model)
+    for p in net.parameters():  # an untrained but non-trivial network
+        torch.nn.init.normal_(p, std=0.05)
+    return HealthGymModel(config=cfg, schema=schema, encoder=enc, net=net.eval())
+
+
+@pytest.mark.parametrize("method", ["ddim", "ddpm"])
+def test_sampled_patients_respect_the_schema(method):
+    model = tiny_model()
+    out = model.sample(25, seed=3, method=method)
+    assert out["pid"].nunique() == 25
+    assert (out.groupby("pid")[["sex", "arm", "weight"]].nunique(dropna=False) == 1).all().all()
+    assert out.groupby("pid")["t"].apply(lambda s: bool(np.all(np.diff(s.to_numpy()) > 0))).all()
+    assert out.groupby("pid").size().max() <= model.encoder.length
+    assert set(out["grade"]) <= {"a", "b", "c"}
+    assert (out["weight"] >= 0).all() and (out["count"] >= 0).all()
+
+
+def test_saved_model_samples_identically(tmp_path):
+    model = tiny_model()
+    a = model.sample(12, seed=7)
+    model.save(tmp_path / "m")
+    with pytest.raises(FileExistsError):
+        model.save(tmp_path / "m")
+    loaded = HealthGymModel.load(tmp_path / "m")
+    b = loaded.sample(12, seed=7)
+    pd.testing.assert_frame_equal(a, b)
+    c = loaded.sample(12, seed=8)
+    assert not a.equals(c)
+
+
+def test_sampler_projects_static_channels():
+    model = tiny_model()
+    x = model.sample_tensor(5, seed=1)
+    for ch in model.encoder.static_channels:
+        assert np.allclose(x[:, ch, :], x[:, ch, :1], atol=1e-6)
