@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -421,9 +420,8 @@ def _referenced_columns(exp: dict) -> list[str]:
     for key in ("column", "column_A", "column_B"):
         if isinstance(kw.get(key), str):
             out.append(kw[key])
-    for key in ("column_list", "column_set"):
-        if isinstance(kw.get(key), list) and key == "column_list":
-            out.extend(str(x) for x in kw[key])
+    if isinstance(kw.get("column_list"), list):
+        out.extend(str(x) for x in kw["column_list"])
     return out
 
 

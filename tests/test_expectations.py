@@ -338,6 +338,13 @@ def test_extra_expectations_errors(tmp_path: Path, small: pd.DataFrame, schema: 
     report = validate_extract(small, schema, extra_expectations=[
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "not_there"}}])
     assert not report.success and "not_there" in report.message() and "not in the extract" in report.message()
+    report = validate_extract(small, schema, extra_expectations=[
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "sex", "min_value": 0}},  # text vs number
+        {"type": "expect_column_max_to_be_between", "kwargs": {"column": "age", "max_value": 50}}])
+    msg = report.message()
+    assert "'sex'" in msg and "could not be evaluated" in msg
+    assert "'age'" in msg and "max_value=50" in msg
+    assert f"{small['age'].max()}" not in msg and f"{small['age'].max():g}" not in msg, "observed max is a raw value"
 
 
 def test_data_docs_written_without_raw_values(tmp_path: Path, small: pd.DataFrame, schema: Schema) -> None:
