@@ -74,10 +74,11 @@ class Run:
             self.client.set_tag(self.id, k, str(v))
 
     def json(self, obj: Any, name: str) -> None:
+        folder, _, filename = name.rpartition("/")
         with tempfile.TemporaryDirectory() as d:
-            p = Path(d) / name
+            p = Path(d) / filename
             p.write_text(json.dumps(obj, indent=2, default=str))
-            self.client.log_artifact(self.id, str(p))
+            self.client.log_artifact(self.id, str(p), folder or None)
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
         path = Path(path)
@@ -126,5 +127,5 @@ def resolve_model_dir(uri_or_path: str, dest: Path) -> tuple[Path, dict[str, Any
             raise InputError(f"No registered model version matches {uri_or_path} in the MLflow store {mlflow.get_tracking_uri()}.") from None
         info.update({"model_name": name, "model_version": mv.version, "run_id": mv.run_id})
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri_or_path, dst_path=str(dest)))
-    model_dir = local / "artifacts" / "model_dir"
-    return (model_dir if model_dir.is_dir() else local), info
+    found = sorted(local.rglob("encoder.json"))  # the model folder travels as the pyfunc's artifact
+    return (found[0].parent if found else local), info

@@ -1,0 +1,144 @@
+"""End to end through the `healthgym` command, as a user runs it: train -> register -> release,
+sample from the champion in a new process, and bad input that changes nothing."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_DATA = ROOT / "flows" / "data" / "pbcseq.csv"
+DEMO_SCHEMA = ROOT / "flows" / "data" / "pbc.yaml"
+
+FAST = [
+    "--set", "train.max_steps=40", "--set", "train.eval_every=20", "--set", "diffusion.steps=50",
+    "--set", "sampling.steps=5", "--set", "model.base_channels=16", "--set", "model.time_embed_dim=16",
+    # an untrained model cannot pass the fidelity gates; these runs test the plumbing
+    "--set", "evaluation.gates.max_discriminator_auc=1.0", "--set", "evaluation.gates.min_quality_score=0.0",
+    "--set", "evaluation.gates.max_mia_auc=1.0", "--set", "evaluation.gates.max_dcr_share=1.0",
+]
+
+
+def healthgym(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_HOME", "HEALTHGYM_"))}
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env={**env, "PYTHONPATH": str(Path(__file__).parents[1])},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def registered_versions(cwd: Path) -> int:
+    db = cwd / "mlflow.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as con:
+        try:
+            return con.execute("select count(*) from model_versions").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
+def real_row_strings(n: int = 25) -> list[str]:
+    """Exact lab sequences of real training rows, as they would appear in any CSV-like dump."""
+    df = pd.read_csv(DEMO_DATA)
+    labs = ["bili", "albumin", "ast", "protime"]
+    full = df.dropna(subset=labs).sample(n, random_state=1)
+    return [",".join(repr(float(v)) for v in row) for row in full[labs].to_numpy()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("pipeline")
+    res = healthgym(cwd, "train", str(DEMO_DATA), "--schema", str(DEMO_SCHEMA), *FAST)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return cwd, res
+
+
+@pytest.mark.slow
+def test_train_registers_a_champion_and_logs_the_run(trained):
+    cwd, res = trained
+    assert res.stdout.strip().splitlines()[-1] == "models:/pbc/1"
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{cwd / 'mlflow.db'}")
+    client = MlflowClient()
+    mv = client.get_model_version_by_alias("pbc", "champion")
+    run = client.get_run(mv.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["diffusion.steps"] == "50"
+    assert len(run.data.params["extract.fingerprint"]) == 64
+    assert run.data.params["extract.patients"] == "312"
+    assert "discriminator_auc" in run.data.metrics and "privacy.dcr_share" in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "train.val_loss")) >= 2
+    arts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/report.html" in arts and "evaluation/metrics.json" in arts
+    assert mv.tags["gates_passed"] == "True"
+
+
+@pytest.mark.slow
+def test_sample_from_the_champion_in_a_new_process(trained):
+    cwd, _ = trained
+    res = healthgym(cwd, "sample", "--model", "models:/pbc@champion", "--patients", "50", "--out", "x.csv")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = pd.read_csv(cwd / "x.csv")
+    real = pd.read_csv(DEMO_DATA)
+    assert list(out.columns) == list(real.columns)
+    assert out["id"].nunique() == 50
+    assert (out.groupby("id")[["futime", "status", "trt", "age", "sex"]].nunique() == 1).all().all()
+    assert out.groupby("id")["day"].apply(lambda s: s.is_monotonic_increasing and s.is_unique).all()
+    assert set(out["sex"]) <= {"f", "m"} and set(out["stage"]) <= {1, 2, 3, 4}
+
+
+@pytest.mark.slow
+def test_release_is_whole_verified_and_holds_no_real_rows(trained):
+    cwd, _ = trained
+    res = healthgym(cwd, "release", "--name", "pbc", "--patients", "60", "--seed", "3")
+    assert res.returncode == 0, res.stderr[-3000:]
+    from diffusion.release import verify_release
+
+    releases = list((cwd / "releases" / "pbc").iterdir())
+    assert len(releases) == 1
+    rel = releases[0]
+    assert {"synthetic.parquet", "synthetic.csv", "report.html", "metrics.json", "manifest.json"} <= {p.name for p in rel.iterdir()}
+    assert verify_release(rel) == []
+    manifest = json.loads((rel / "manifest.json").read_text())
+    assert manifest["patients"] == 60 and manifest["seed"] == 3 and manifest["model_version"] == "1"
+    assert len(manifest["extract_fingerprint"]) == 64
+    # no real patient row anywhere in MLflow's store, Prefect's home or the release
+    needles = [s.encode() for s in real_row_strings()]
+    for root in (cwd / "mlruns", cwd / ".healthgym", cwd / "releases"):
+        for f in root.rglob("*"):
+            if f.is_file():
+                data = f.read_bytes()
+                assert not any(n in data for n in needles), f
+    db = (cwd / "mlflow.db").read_bytes()
+    assert not any(n in db for n in needles)
+
+
+@pytest.mark.slow
+def test_a_broken_extract_changes_nothing(trained, tmp_path):
+    cwd, _ = trained
+    bad = pd.read_csv(DEMO_DATA)
+    bad.loc[5, "sex"] = "x"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    before = registered_versions(cwd)
+    res = healthgym(cwd, "train", str(tmp_path / "bad.csv"), "--schema", str(DEMO_SCHEMA), *FAST)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and "sex" in res.stderr
+    assert registered_versions(cwd) == before
+    assert len(list((cwd / "releases" / "pbc").iterdir())) <= 1
+
+
+def test_bad_flags_and_missing_files_exit_2(tmp_path):
+    res = healthgym(tmp_path, "train", "nope.csv", "--schema", str(DEMO_SCHEMA))
+    assert res.returncode == 2 and "does not exist" in res.stderr and "Traceback" not in res.stderr
+    res = healthgym(tmp_path, "train", str(DEMO_DATA), "--schema", str(DEMO_SCHEMA), "--set", "train.nope=1")
+    assert res.returncode == 2 and "train.nope" in res.stderr
+    res = healthgym(tmp_path, "sample", "--model", str(tmp_path), "--patients", "5", "--out", "x.csv")
+    assert res.returncode == 2 and "model folder" in res.stderr
+    assert not (tmp_path / "mlflow.db").exists() or registered_versions(tmp_path) == 0
