@@ -61,6 +61,7 @@ class TrainConfig:
     validation_fraction: float = 0.1  # training patients held out for the validation loss
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
     log_every: int = 100
 
 
@@ -75,22 +76,34 @@ class SamplingConfig:
 
 @dataclass
 class GateConfig:
-    """Pass/fail thresholds a release must meet (a data custodian's defaults)."""
+    """Pass/fail thresholds a release must meet (a data custodian's defaults).
 
-    max_discriminator_auc: float = 0.85
-    max_dcr_share: float = 0.65  # share of synthetic patients closer to training than holdout
-    max_mia_auc: float = 0.65
-    max_exact_copies: int = 0
-    min_quality_score: float = 0.7
-    min_static_consistency: float = 1.0
-    min_time_order: float = 1.0
+    Each gate compares one measure of `evaluation` with its threshold. Privacy gates need real
+    holdout patients; without them they are reported as "not evaluated", and they block the
+    release unless `require_holdout` is false.
+    """
+
+    max_discriminator_auc: float = 0.85  # patient-level real-vs-synthetic classifier, cross-validated
+    max_dcr_share: float = 0.65  # share of synthetic patients closer to training than holdout (0.5 ideal)
+    max_mia_auc: float = 0.65  # distance membership-inference attack (0.5 ideal)
+    max_exact_copies: int = 0  # synthetic patients identical to a training patient
+    min_quality_score: float = 0.7  # sdmetrics QualityReport, patients + visits tables
+    min_static_consistency: float = 1.0  # share of synthetic patients whose static columns are constant
+    min_time_order: float = 1.0  # share of synthetic patients whose times strictly increase
+    min_in_bounds: float = 1.0  # share of values inside declared bounds and categories
+    max_lag1_abs_diff: float = 0.2  # mean |lag-1 autocorrelation real - synthetic| over temporal numbers
+    max_missing_rate_diff: float = 0.1  # largest |missing rate real - synthetic| over nullable columns
+    require_holdout: bool = True  # gates that need a holdout block the release when it is missing
 
 
 @dataclass
 class EvaluationConfig:
     seed: int = 0
     discriminator_folds: int = 5
-    privacy_subsample: int = 2000
+    privacy_subsample: int = 2000  # patients per side in the distance privacy measures
+    sdmetrics_privacy_rows: int = 500  # num_rows_subsample for sdmetrics' DCR metrics
+    trend_window: int = 3  # visits in the moving average that splits trend from cycle
+    example_patients: int = 6  # synthetic trajectories drawn in the report
     gates: GateConfig = field(default_factory=GateConfig)
     primary_metric: str = "discriminator_auc"  # lower is better; decides champion vs challenger
 

@@ -120,6 +120,8 @@ def train(
     and a later call with the same workdir continues from it (`resume=True`).
     """
     device = pick_device(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(seed)
     model = model.to(device)
     train_idx, val_idx = split_validation(len(data), cfg.validation_fraction, seed)
