@@ -1,0 +1,73 @@
+"""Training: a known process is learned, runs resume from checkpoints, the best checkpoint is kept."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from diffusion.config import Config
+from diffusion.fit import fit
+from diffusion.schema import Schema
+from diffusion.training import CHECKPOINT
+
+
+def ar1_cohort(n: int = 256, length: int = 12, phi: float = 0.8, seed: int = 0) -> tuple[pd.DataFrame, Schema]:
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, length))
+    x[:, 0] = rng.normal(size=n)
+    for k in range(1, length):
+        x[:, k] = phi * x[:, k - 1] + np.sqrt(1 - phi**2) * rng.normal(size=n)
+    df = pd.DataFrame({"pid": np.repeat(np.arange(n), length), "step": np.tile(np.arange(length), n), "v": x.ravel()})
+    schema = Schema.from_dict({"name": "ar1", "id": "pid", "time": "step", "regular": True, "max_length": length,
+                               "columns": {"v": {"type": "real", "transform": "none"}}})
+    return df, schema
+
+
+def lag1(df: pd.DataFrame) -> float:
+    prev = df.groupby("pid")["v"].shift(1)
+    ok = prev.notna()
+    return float(np.corrcoef(df["v"][ok], prev[ok])[0, 1])
+
+
+SMALL = ["model.base_channels=32", "model.time_embed_dim=32", "diffusion.steps=200", "sampling.steps=50",
+         "train.batch_size=128", "train.eval_every=100", "train.warmup_steps=50", "train.learning_rate=0.002", "train.threads=1"]
+
+
+@pytest.mark.slow
+def test_a_known_ar1_process_is_recovered():
+    df, schema = ar1_cohort()
+    cfg = Config().with_overrides(SMALL + ["train.max_steps=1500"])
+    model, result = fit(df, schema, cfg, progress=False)
+    syn = model.sample(256, seed=1)
+    assert (syn.groupby("pid").size() == 12).mean() > 0.9
+    assert abs(lag1(syn) - lag1(df)) < 0.1, (lag1(syn), lag1(df))
+    assert abs(syn["v"].std() - df["v"].std()) < 0.2
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
+    df, schema = ar1_cohort(n=32, length=5)
+    base = SMALL + ["model.base_channels=8", "model.time_embed_dim=8", "train.batch_size=16", "train.eval_every=5",
+                    "train.checkpoint_every=10"]
+    # the "killed" run: stopped after 20 steps with its checkpoint on disk
+    fit(df, schema, Config().with_overrides(base + ["train.max_steps=20"]), workdir=tmp_path, progress=False)
+    assert (tmp_path / CHECKPOINT).exists()
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert state["step"] == 20
+    # the same run again, allowed 30 steps: it continues from step 20, not from 0
+    _, resumed = fit(df, schema, Config().with_overrides(base + ["train.max_steps=30"]), workdir=tmp_path, progress=False)
+    assert resumed.resumed_from == 20 and resumed.steps == 30
+    assert [h["step"] for h in resumed.history][:4] == [5, 10, 15, 20]
+    # and the resumed run ends where an uninterrupted one ends
+    _, straight = fit(df, schema, Config().with_overrides(base + ["train.max_steps=30"]), workdir=tmp_path / "fresh", progress=False)
+    assert straight.history[-1]["val_loss"] == pytest.approx(resumed.history[-1]["val_loss"], rel=1e-4)
+
+
+def test_time_budget_stops_training_and_keeps_the_best_checkpoint():
+    df, schema = ar1_cohort(n=32, length=5)
+    cfg = Config().with_overrides(SMALL + ["model.base_channels=8", "model.time_embed_dim=8", "train.max_steps=100000",
+                                           "train.max_minutes=0.05", "train.eval_every=5"])
+    model, result = fit(df, schema, cfg, progress=False)
+    assert result.stopped_by == "time" and result.steps < 100000
+    vals = [h["val_loss"] for h in result.history]
+    assert result.best_val_loss == min(vals)
+    assert result.best_step == result.history[int(np.argmin(vals))]["step"]
