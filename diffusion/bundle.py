@@ -68,6 +68,8 @@ class HealthGymModel:
         """n encoded patients [n, channels, time], in batches of sampling.batch_size."""
         s = self.config.sampling
         gen = torch.Generator().manual_seed(seed)
+        lengths = self.encoder.draw_lengths(n, np.random.default_rng(seed))
+        k_idx, k_val = self.encoder.known_channels(lengths)
         shape_rest = (len(self.encoder.channels), self.encoder.length)
         out = []
         self.net.eval()
@@ -78,6 +80,7 @@ class HealthGymModel:
                 self.net, self.diffusion, (b, *shape_rest),
                 method=method or s.method, steps=steps or s.steps, eta=s.eta if eta is None else eta,
                 generator=gen, static_channels=self.encoder.static_channels, device=self.device,
+                known=(k_idx, torch.from_numpy(k_val[done : done + b])),
             )
             out.append(x.numpy())
             done += b

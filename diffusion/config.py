@@ -56,6 +56,7 @@ class TrainConfig:
     ema_decay: float = 0.995
     grad_clip: float = 1.0
     warmup_steps: int = 200
+    lr_schedule: str = "cosine"  # cosine: decay to 5% over max_steps or the time budget, whichever ends first; constant
     eval_every: int = 250  # steps between validation-loss checks (and best-checkpoint updates)
     checkpoint_every: int = 1000  # steps between resumable checkpoints
     validation_fraction: float = 0.1  # training patients held out for the validation loss
@@ -270,6 +271,8 @@ def _check(obj: Any, prefix: str) -> None:
             problems.append("train.max_minutes must be positive")
         if not 0 <= obj.validation_fraction < 0.5:
             problems.append("train.validation_fraction must be in [0, 0.5)")
+        if obj.lr_schedule not in ("cosine", "constant"):
+            problems.append("train.lr_schedule must be cosine or constant")
         if obj.device not in ("auto", "cpu", "cuda"):
             problems.append("train.device must be auto, cpu or cuda")
     if isinstance(obj, PipelineConfig) and not 0 <= obj.holdout_fraction < 0.9:

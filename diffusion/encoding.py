@@ -181,8 +181,11 @@ class TrajectoryEncoder:
             gap_state = _fit_numeric(gaps if gaps.size else np.array([1.0]), "log", time_state["integer"])
             time_state["gap"] = gap_state
         id_series = df[schema.id]
+        cut = np.minimum(lengths, schema.max_length)
         self.state = {
             "length": int(min(schema.max_length, lengths.max())),
+            # patients per number of visits: an aggregate, from which sampling draws lengths
+            "length_counts": {str(k): int(v) for k, v in zip(*np.unique(cut, return_counts=True))},
             "columns": columns,
             "time": time_state,
             "id_integer": bool(pd.api.types.is_integer_dtype(id_series)),
@@ -388,6 +391,21 @@ class TrajectoryEncoder:
             if too_long:
                 log.warning("%d patient(s) have more than max_length=%d visits; their later visits are cut.", too_long, schema.max_length)
         return df
+
+    def draw_lengths(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n visit counts drawn from the training patients' length distribution."""
+        counts = self._require()["length_counts"]
+        values = np.array([int(k) for k in counts])
+        p = np.array(list(counts.values()), dtype=float)
+        return rng.choice(values, size=n, p=p / p.sum())
+
+    def known_channels(self, lengths: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """(channel indices, values [n, k, L]) of the length and validity channels for given lengths."""
+        names = self.channel_names
+        L = self.length
+        valid = np.where(np.arange(L)[None, :] < lengths[:, None], 1.0, -1.0)
+        z = np.repeat(self._length_to_z(lengths)[:, None], L, axis=1)
+        return [names.index(VALID), names.index(LENGTH)], np.stack([valid, z], axis=1).astype(np.float32)
 
     def _length_to_z(self, lengths: np.ndarray) -> np.ndarray:
         L = self.length

@@ -34,9 +34,15 @@ def sample_loop(
     static_channels: list[int] | None = None,
     device: torch.device | str = "cpu",
     clip: bool = True,
+    known: tuple[list[int], torch.Tensor] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Denoise pure noise of `shape` [B, C, L] into x0 samples (float32, on CPU)."""
+    """Denoise pure noise of `shape` [B, C, L] into x0 samples (float32, on CPU).
+
+    `known=(channels, values [B, k, L])` fixes those channels (inpainting): their x0 is the
+    given value and x_t is re-noised from it at every step, so the rest is generated
+    conditionally on them (used for the number of visits, drawn from the real distribution).
+    """
     if method not in ("ddim", "ddpm"):
         raise ValueError(f"unknown sampling method {method!r} (ddim or ddpm)")
     device = torch.device(device)
@@ -44,6 +50,9 @@ def sample_loop(
     x = torch.randn(shape, generator=gen).to(device)
     abar = diffusion.alphas_cumprod
     seq = respaced_steps(diffusion.steps, steps)
+    if known is not None:
+        k_idx = torch.as_tensor(known[0], device=device)
+        k_val = known[1].to(device)
     for i, t in enumerate(seq):
         t_prev = seq[i + 1] if i + 1 < len(seq) else -1
         a_t = float(abar[t])
@@ -56,6 +65,8 @@ def sample_loop(
         if static_channels:
             idx = torch.as_tensor(static_channels, device=device)
             x0[:, idx, :] = x0[:, idx, :].mean(dim=-1, keepdim=True)
+        if known is not None:
+            x0[:, k_idx, :] = k_val
         eps = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
         if t_prev < 0:
             x = x0
@@ -69,6 +80,9 @@ def sample_loop(
             mean = (a_prev**0.5 * beta / (1 - a_t)) * x0 + ((1 - beta) ** 0.5 * (1 - a_prev) / (1 - a_t)) * x
             var = beta * (1 - a_prev) / (1 - a_t)
             x = mean + var**0.5 * torch.randn(shape, generator=gen).to(device)
+        if known is not None and t_prev >= 0:
+            noise = torch.randn(k_val.shape, generator=gen).to(device)
+            x[:, k_idx, :] = a_prev**0.5 * k_val + (1 - a_prev) ** 0.5 * noise
         if progress is not None:
             progress(i + 1, len(seq))
     return x.float().cpu()

@@ -8,6 +8,7 @@ No logger is imported here: pass `callback(event, payload)` to receive "step", "
 from __future__ import annotations
 
 import copy
+import math
 import logging
 import os
 import sys
@@ -195,6 +196,9 @@ def train(
         t = torch.randint(0, diffusion.steps, (idx.shape[0],), generator=gen).to(device)
         noise = torch.randn((idx.shape[0], *x_all.shape[1:]), generator=gen).to(device)
         lr = cfg.learning_rate * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        if cfg.lr_schedule == "cosine":  # progress: by steps or by the clock, whichever is further on
+            done = max(step / cfg.max_steps, (time.monotonic() - start) / budget)
+            lr *= 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):

@@ -48,17 +48,26 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     df, schema = ar1_cohort(n=32, length=5)
     base = SMALL + ["model.base_channels=8", "model.time_embed_dim=8", "train.batch_size=16", "train.eval_every=5",
                     "train.checkpoint_every=10"]
-    # the "killed" run: stopped after 20 steps with its checkpoint on disk
-    fit(df, schema, Config().with_overrides(base + ["train.max_steps=20"]), workdir=tmp_path, progress=False)
+    cfg = Config().with_overrides(base + ["train.max_steps=30"])
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_20(event, payload):
+        if event == "checkpoint" and payload["step"] == 20:
+            raise Killed
+
+    with pytest.raises(Killed):  # the "killed" run: dies right after its step-20 checkpoint
+        fit(df, schema, cfg, workdir=tmp_path, progress=False, callback=kill_at_20)
     assert (tmp_path / CHECKPOINT).exists()
     state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
     assert state["step"] == 20
     # the same run again, allowed 30 steps: it continues from step 20, not from 0
-    _, resumed = fit(df, schema, Config().with_overrides(base + ["train.max_steps=30"]), workdir=tmp_path, progress=False)
+    _, resumed = fit(df, schema, cfg, workdir=tmp_path, progress=False)
     assert resumed.resumed_from == 20 and resumed.steps == 30
     assert [h["step"] for h in resumed.history][:4] == [5, 10, 15, 20]
     # and the resumed run ends where an uninterrupted one ends
-    _, straight = fit(df, schema, Config().with_overrides(base + ["train.max_steps=30"]), workdir=tmp_path / "fresh", progress=False)
+    _, straight = fit(df, schema, cfg, workdir=tmp_path / "fresh", progress=False)
     assert straight.history[-1]["val_loss"] == pytest.approx(resumed.history[-1]["val_loss"], rel=1e-4)
 
 
