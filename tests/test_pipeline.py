@@ -133,6 +133,19 @@ def test_a_broken_extract_changes_nothing(trained, tmp_path):
     assert "Traceback" not in res.stderr and "sex" in res.stderr
     assert registered_versions(cwd) == before
     assert len(list((cwd / "releases" / "pbc").iterdir())) <= 1
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{cwd / 'mlflow.db'}")
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("healthgym-pbc")
+    failed = client.search_runs([exp.experiment_id], "attributes.status = 'FAILED'")
+    assert failed, "the failed validation must leave a FAILED run"
+    run = failed[0]
+    assert run.data.tags["validation.success"] == "False"
+    assert "validation/result.json" in {a.path for a in client.list_artifacts(run.info.run_id, "validation")}
+    result = client.download_artifacts(run.info.run_id, "validation/result.json", str(tmp_path))
+    assert "PBC" not in Path(result).read_text() and "sex" in Path(result).read_text()
 
 
 def test_bad_flags_and_missing_files_exit_2(tmp_path):
