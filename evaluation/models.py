@@ -1,7 +1,9 @@
 """Patient-level models: the real-vs-synthetic discriminator and the train-on-synthetic utility test.
 
 Both work on `evaluation.data.patient_features` (one numeric row per patient, missing kept as
-NaN, which the histogram gradient-boosting models handle natively). Every model is seeded.
+NaN, which the histogram gradient-boosting models handle natively). Every model is seeded and
+fits on one OpenMP thread: the tables are small (patients x ~100 features), and OpenMP's
+busy-waiting threads slow down many-fold on a shared, oversubscribed CI machine.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 from diffusion.schema import Column, Schema
 from evaluation.data import PID, align, patient_features
@@ -29,8 +32,9 @@ def discriminator_auc(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, *, 
     y = np.r_[np.ones(len(fr)), np.zeros(len(fs))]
     folds = int(max(2, min(folds, len(fr), len(fs))))
     proba = np.zeros(len(y))
-    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y):
-        proba[test] = _classifier(seed).fit(X[train], y[train]).predict_proba(X[test])[:, 1]
+    with threadpool_limits(limits=1, user_api="openmp"):
+        for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y):
+            proba[test] = _classifier(seed).fit(X[train], y[train]).predict_proba(X[test])[:, 1]
     return float(roc_auc_score(y, proba))
 
 
@@ -69,6 +73,11 @@ def utility(real: pd.DataFrame, syn: pd.DataFrame, test: pd.DataFrame, schema: S
     ``utility.auc_gap`` = TRTR - TSTR; a numeric one ``utility.{trtr,tstr}.{r2,mae}`` and
     ``utility.r2_gap``. Empty when there is no target or the test set has a single class.
     """
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return _utility(real, syn, test, schema, seed=seed)
+
+
+def _utility(real: pd.DataFrame, syn: pd.DataFrame, test: pd.DataFrame, schema: Schema, *, seed: int = 0) -> dict[str, float]:
     target = default_target(schema)
     if target is None:
         return {}

@@ -1,271 +1,149 @@
-"""`evaluate`: every measure, the calibration floor, the gates, figures and a self-contained report."""
+"""The self-contained HTML report: verdict, gates, headline measures, figures, every measure.
+
+Every image is embedded as base64, so the one file opens anywhere. The text holds only
+aggregate measures, counts, column names and thresholds: never a real patient's row or id.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 import math
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import matplotlib
+from diffusion.schema import Schema
+from evaluation.gates import DESCRIPTIONS
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+# (metric, plain words, which way is better)
+HEADLINE = [
+    ("fidelity.quality_score", "sdmetrics quality score (patients + visits tables)", "higher, 1 = identical"),
+    ("fidelity.marginal_score", "mean KS / TV complement over columns", "higher, 1 = identical"),
+    ("fidelity.correlation_abs_diff", "mean |difference| of Spearman correlations", "lower, 0 = identical"),
+    ("temporal.lag1_abs_diff.mean", "mean |difference| of lag-1 autocorrelations", "lower, 0 = identical"),
+    ("temporal.transition_tvd.mean", "mean total variation of label transitions", "lower, 0 = identical"),
+    ("temporal.trend_corr_abs_diff", "trend correlations within patients, mean |difference|", "lower, 0 = identical"),
+    ("temporal.cycle_corr_abs_diff", "cycle correlations within patients, mean |difference|", "lower, 0 = identical"),
+    ("temporal.length_tvd", "visits per patient, total variation distance", "lower, 0 = identical"),
+    ("temporal.gap_ks", "gaps between visits, KS statistic", "lower, 0 = identical"),
+    ("missing.rate_abs_diff.max", "largest |difference| of missing rates", "lower, 0 = identical"),
+    ("discriminator_auc", "real-vs-synthetic classifier, cross-validated AUC", "lower, 0.5 = indistinguishable"),
+    ("utility.trtr.auc", "target AUC, trained on real, tested on holdout", "reference"),
+    ("utility.tstr.auc", "target AUC, trained on synthetic, tested on holdout", "higher, close to TRTR"),
+    ("utility.trtr.r2", "target R², trained on real, tested on holdout", "reference"),
+    ("utility.tstr.r2", "target R², trained on synthetic, tested on holdout", "higher, close to TRTR"),
+    ("privacy.dcr_share", "share of synthetic patients closer to training than holdout", "0.5 ideal, 1 = copies"),
+    ("privacy.mia_auc", "membership-inference attack AUC", "0.5 ideal"),
+    ("privacy.exact_copies", "synthetic patients identical to a training patient", "0"),
+    ("privacy.near_copy_share", "share closer to training than 95% of unseen real patients", "about 0.05"),
+    ("privacy.sdmetrics.dcr_overfitting_protection", "sdmetrics DCR overfitting protection", "higher, 1 = safest"),
+    ("privacy.sdmetrics.dcr_baseline_protection", "sdmetrics DCR baseline protection", "higher, 1 = safest"),
+    ("privacy.sdmetrics.disclosure_protection", "sdmetrics disclosure protection (CAP)", "higher, 1 = safest"),
+]
 
-from diffusion.config import EvaluationConfig  # noqa: E402
-from diffusion.schema import Schema  # noqa: E402
-from evaluation import measures as M  # noqa: E402
+SECTIONS = [
+    ("Marginals and correlations", ["marginals", "correlations"],
+     "Static columns are compared one value per patient, temporal ones one value per visit."),
+    ("Trajectories", ["trajectories", "temporal", "trend_cycle", "sequence_lengths"],
+     "Static scores can look fine while trajectories are wrong, so the report compares how values move within "
+     "patients: lag-1 autocorrelation, label transitions, and the Health Gym trend and cycle correlations."),
+    ("Privacy", ["privacy"], "Distances to the closest real training patient on standardised patient-level features."),
+    ("Training", ["loss_curve"], ""),
+]
 
+GROUPS = [("fidelity.", "Fidelity"), ("temporal.", "Temporal"), ("missing.", "Missing values"), ("validity.", "Validity"),
+          ("discriminator", "Discrimination"), ("utility.", "Utility"), ("privacy.", "Privacy")]
 
-@dataclass
-class GateResult:
-    name: str
-    value: float | None
-    threshold: float
-    passed: bool
-    direction: str  # "<=" or ">="
-    note: str = ""
-
-
-@dataclass
-class EvaluationResult:
-    metrics: dict[str, float]
-    calibration: dict[str, float]
-    gates: list[GateResult]
-    passed: bool
-    figures: dict[str, Path] = field(default_factory=dict)
-    report_path: Path | None = None
-    metrics_path: Path | None = None
-
-    def failed_gates_message(self) -> str:
-        failed = [g for g in self.gates if not g.passed]
-        if not failed:
-            return "Every release gate passed."
-        parts = [f"{g.name} = {_fmt(g.value)} (must be {g.direction} {g.threshold:g}{'; ' + g.note if g.note else ''})" for g in failed]
-        return f"The synthetic data failed {len(failed)} release gate(s), so no release is made: " + "; ".join(parts) + "."
-
-
-def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def compute(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, holdout: pd.DataFrame | None, cfg: EvaluationConfig,
-            *, privacy: bool = True) -> dict[str, float]:
-    """All measures of `syn` against `real` (tidy frames)."""
-    out: dict[str, float] = {}
-    out.update(M.validity(syn, schema))
-    out.update(M.marginals(real, syn, schema))
-    out.update(M.correlations(real, syn, schema))
-    out.update(M.temporal(real, syn, schema))
-    out.update(M.dynamic_correlations(real, syn, schema))
-    out.update(M.sdmetrics_quality(real, syn, schema))
-    out["discriminator_auc"] = M.discriminator_auc(real, syn, schema, seed=cfg.seed, folds=cfg.discriminator_folds)
-    if holdout is not None and len(holdout):
-        if privacy:
-            out.update(M.utility(real, syn, holdout, schema, seed=cfg.seed))
-            out.update(M.privacy(real, syn, holdout, schema, seed=cfg.seed, subsample=cfg.privacy_subsample))
-    return out
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1400px;color:#222;padding:0 16px}
+h1{font-size:24px} h2{font-size:19px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px} h3{font-size:15px}
+table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #d0d0d0;padding:3px 9px;font-size:13px;text-align:left}
+th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.pass td.st{background:#dff5df} tr.fail td.st{background:#fbdcdc;font-weight:bold} tr.skip td.st{background:#fff2cc}
+.verdict{padding:12px 16px;border-radius:6px;font-size:16px;margin:12px 0} .ok{background:#dff5df} .bad{background:#fbdcdc}
+img{max-width:100%;border:1px solid #eee;margin:6px 0} .note{color:#555;font-size:13px} details{margin:8px 0}
+"""
 
 
-def gates(metrics: dict[str, float], cfg: EvaluationConfig, has_holdout: bool) -> list[GateResult]:
-    g = cfg.gates
-    spec = [
-        ("validity.static_consistency", ">=", g.min_static_consistency, False),
-        ("validity.time_order", ">=", g.min_time_order, False),
-        ("fidelity.quality_score", ">=", g.min_quality_score, False),
-        ("discriminator_auc", "<=", g.max_discriminator_auc, False),
-        ("privacy.dcr_share", "<=", g.max_dcr_share, True),
-        ("privacy.mia_auc", "<=", g.max_mia_auc, True),
-        ("privacy.exact_copies", "<=", float(g.max_exact_copies), True),
-    ]
-    out = []
-    for name, direction, threshold, needs_holdout in spec:
-        value = metrics.get(name)
-        if needs_holdout and not has_holdout:
-            out.append(GateResult(name, None, threshold, False, direction, "not evaluated: needs real holdout patients"))
-            continue
-        ok = value is not None and not math.isnan(value) and (value <= threshold if direction == "<=" else value >= threshold)
-        out.append(GateResult(name, value, threshold, bool(ok), direction))
-    return out
+def fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "&ndash;"
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e9:
+        return str(int(v))
+    return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
 
 
-# ---- figures ------------------------------------------------------------------------------------
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def figures(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, out: Path, loss_history: list[dict] | None) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    figs: dict[str, Path] = {}
-    cols = schema.columns
-    ncol = 4
-    nrow = max(1, math.ceil(len(cols) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 2.8 * nrow))
-    rs, ss = real.groupby(schema.id).first(), syn.groupby(schema.id).first()
-    for ax, col in zip(np.ravel(axes), cols):
-        a = (rs if col.static else real)[col.name].dropna()
-        b = (ss if col.static else syn)[col.name].dropna()
-        if col.numeric:
-            lo, hi = np.nanpercentile(np.r_[a, b], [0.5, 99.5]) if len(a) + len(b) else (0, 1)
-            bins = np.linspace(lo, hi if hi > lo else lo + 1, 30)
-            ax.hist(a, bins=bins, alpha=0.5, density=True, label="real")
-            ax.hist(b, bins=bins, alpha=0.5, density=True, label="synthetic")
-        else:
-            pa, pb = a.value_counts(normalize=True), b.value_counts(normalize=True)
-            idx = pa.index.union(pb.index)
-            x = np.arange(len(idx))
-            ax.bar(x - 0.2, pa.reindex(idx, fill_value=0), 0.4, label="real")
-            ax.bar(x + 0.2, pb.reindex(idx, fill_value=0), 0.4, label="synthetic")
-            ax.set_xticks(x, [str(i) for i in idx], fontsize=7)
-        ax.set_title(col.name + (" (static)" if col.static else ""), fontsize=9)
-    for ax in np.ravel(axes)[len(cols):]:
-        ax.axis("off")
-    np.ravel(axes)[0].legend(fontsize=7)
-    figs["marginals"] = _save(fig, out / "marginals.png")
-
-    cr, cs = M.correlation_matrix(real, schema), M.correlation_matrix(syn, schema)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
-    for ax, m, title in zip(axes, (cr, cs, cs - cr), ("real", "synthetic", "synthetic - real")):
-        im = ax.imshow(m.to_numpy(), vmin=-1, vmax=1, cmap="coolwarm")
-        ax.set_xticks(range(len(m)), m.columns, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(m)), m.columns, fontsize=7)
-        ax.set_title(f"Spearman correlation: {title}", fontsize=10)
-    fig.colorbar(im, ax=axes, shrink=0.7)
-    fig.savefig(out / "correlations.png", dpi=90)
-    plt.close(fig)
-    figs["correlations"] = out / "correlations.png"
-
-    (rt, rc), (st, sc) = M.trend_cycle(real, schema), M.trend_cycle(syn, schema)
-    if len(rt) >= 2:
-        fig, axes = plt.subplots(2, 2, figsize=(11, 10))
-        for ax, m, title in zip(np.ravel(axes), (rt, st, rc, sc), ("trend: real", "trend: synthetic", "cycle: real", "cycle: synthetic")):
-            ax.imshow(m.to_numpy(), vmin=-1, vmax=1, cmap="coolwarm")
-            ax.set_xticks(range(len(m)), m.columns, rotation=90, fontsize=7)
-            ax.set_yticks(range(len(m)), m.columns, fontsize=7)
-            ax.set_title(f"within-patient {title}", fontsize=10)
-        figs["trend_cycle"] = _save(fig, out / "trend_cycle.png")
-
-    labs = [c.name for c in schema.temporal_columns if c.numeric][:6]
-    if labs:
-        fig, axes = plt.subplots(1, len(labs), figsize=(4 * len(labs), 3.2), squeeze=False)
-        pos_r = real.groupby(schema.id).cumcount()
-        pos_s = syn.groupby(schema.id).cumcount()
-        example = syn[schema.id].drop_duplicates().iloc[:5]
-        for ax, lab in zip(axes[0], labs):
-            # real patients only as aggregate bands (median, IQR per visit index): no individual trajectory
-            q = real.groupby(pos_r)[lab].quantile([0.25, 0.5, 0.75]).unstack()
-            ax.fill_between(q.index, q[0.25], q[0.75], alpha=0.25, color="C0", label="real IQR")
-            ax.plot(q.index, q[0.5], color="C0", label="real median")
-            for pid in example:
-                sel = syn[schema.id] == pid
-                ax.plot(pos_s[sel], syn.loc[sel, lab], color="C1", alpha=0.6, lw=1)
-            ax.set_title(lab, fontsize=9)
-            ax.set_xlabel("visit", fontsize=8)
-        axes[0][0].plot([], [], color="C1", label="synthetic patients")
-        axes[0][0].legend(fontsize=7)
-        figs["trajectories"] = _save(fig, out / "trajectories.png")
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    lr, ls = real.groupby(schema.id).size(), syn.groupby(schema.id).size()
-    bins = np.arange(0.5, max(lr.max(), ls.max()) + 1.5)
-    axes[0].hist(lr, bins=bins, alpha=0.5, density=True, label="real")
-    axes[0].hist(ls, bins=bins, alpha=0.5, density=True, label="synthetic")
-    axes[0].set_title("visits per patient", fontsize=9)
-    axes[0].legend(fontsize=7)
-    gr = real.groupby(schema.id)[schema.time].diff().dropna()
-    gs = syn.groupby(schema.id)[schema.time].diff().dropna()
-    if len(gr) and len(gs):
-        hi = np.nanpercentile(np.r_[gr, gs], 99)
-        axes[1].hist(gr, bins=np.linspace(0, hi, 30), alpha=0.5, density=True, label="real")
-        axes[1].hist(gs, bins=np.linspace(0, hi, 30), alpha=0.5, density=True, label="synthetic")
-    axes[1].set_title(f"gap between visits ({schema.time})", fontsize=9)
-    figs["sequence_lengths"] = _save(fig, out / "sequence_lengths.png")
-
-    if loss_history:
-        h = pd.DataFrame(loss_history)
-        fig, ax = plt.subplots(figsize=(7, 3.2))
-        if "loss" in h:
-            ax.plot(h["step"], h["loss"], label="training loss (smoothed)")
-        if "val_loss" in h:
-            ax.plot(h["step"], h["val_loss"], label="validation loss (EMA)")
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.legend(fontsize=8)
-        ax.set_title("training", fontsize=9)
-        figs["loss_curve"] = _save(fig, out / "loss_curve.png")
-    return figs
-
-
-def write_report(result: EvaluationResult, schema: Schema, out: Path, *, n_real: int, n_syn: int) -> Path:
+def _gates_table(result) -> str:
     rows = []
-    for k in sorted(result.metrics):
-        cal = result.calibration.get(k)
-        rows.append(f"<tr><td>{html.escape(k)}</td><td>{_fmt(result.metrics[k])}</td><td>{_fmt(cal)}</td></tr>")
-    gate_rows = "".join(
-        f"<tr class='{'ok' if g.passed else 'bad'}'><td>{html.escape(g.name)}</td><td>{_fmt(g.value)}</td><td>{g.direction} {g.threshold:g}</td>"
-        f"<td>{'pass' if g.passed else 'FAIL'}</td><td>{html.escape(g.note)}</td></tr>" for g in result.gates)
-    imgs = "".join(
-        f"<h3>{html.escape(name.replace('_', ' '))}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,"
-        f"{base64.b64encode(path.read_bytes()).decode()}'/>" for name, path in result.figures.items())
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>Health Gym report: {html.escape(schema.name)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1500px}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}
-tr.ok td{{background:#eaffea}} tr.bad td{{background:#ffe8e8}} img{{max-width:100%;border:1px solid #eee}}</style></head><body>
-<h1>Health Gym synthetic data report: {html.escape(schema.name)}</h1>
-<p>{n_syn} synthetic patients judged against {n_real} real training patients. Verdict: <b>{'all release gates passed' if result.passed else 'release blocked'}</b>.
-The calibration column gives the same measure for real holdout patients against the training patients: the floor a perfect generator would reach.</p>
-<h2>Release gates</h2><table><tr><th>measure</th><th>value</th><th>rule</th><th>result</th><th>note</th></tr>{gate_rows}</table>
-<h2>Figures</h2>{imgs}
-<h2>All measures</h2><table><tr><th>measure</th><th>synthetic</th><th>calibration (real holdout)</th></tr>{''.join(rows)}</table>
+    for g in result.gates:
+        css = "pass" if g.passed and g.evaluated else ("skip" if not g.evaluated else "fail")
+        rows.append(
+            f"<tr class='{css}'><td>{html.escape(g.name)}</td><td>{html.escape(DESCRIPTIONS.get(g.name, ''))}</td>"
+            f"<td class='num'>{fmt(g.value)}</td><td>{g.direction} {g.threshold:g}</td>"
+            f"<td class='num'>{fmt(result.calibration.get(g.name))}</td><td class='st'>{html.escape(g.status)}</td>"
+            f"<td>{html.escape(g.note)}</td></tr>")
+    return ("<table><tr><th>measure</th><th>what it checks</th><th>synthetic</th><th>rule</th><th>real holdout (floor)</th>"
+            "<th>result</th><th>note</th></tr>" + "".join(rows) + "</table>")
+
+
+def _headline(result) -> str:
+    rows = [f"<tr><td>{html.escape(k)}</td><td>{html.escape(words)}</td><td class='num'>{fmt(result.metrics.get(k))}</td>"
+            f"<td class='num'>{fmt(result.calibration.get(k))}</td><td>{html.escape(better)}</td></tr>"
+            for k, words, better in HEADLINE if k in result.metrics]
+    return ("<table><tr><th>measure</th><th>meaning</th><th>synthetic</th><th>real holdout (floor)</th><th>better</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _all_measures(result) -> str:
+    out = []
+    keys = sorted(set(result.metrics) | set(result.calibration))
+    for prefix, title in GROUPS:
+        mine = [k for k in keys if k.startswith(prefix)]
+        if not mine:
+            continue
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td class='num'>{fmt(result.metrics.get(k))}</td>"
+                       f"<td class='num'>{fmt(result.calibration.get(k))}</td></tr>" for k in mine)
+        out.append(f"<details{' open' if prefix in ('discriminator', 'privacy.') else ''}><summary><b>{title}</b> "
+                   f"({len(mine)} measures)</summary><table><tr><th>measure</th><th>synthetic</th>"
+                   f"<th>real holdout (floor)</th></tr>{rows}</table></details>")
+    return "".join(out)
+
+
+def _img(name: str, path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f"<h3>{html.escape(name.replace('_', ' '))}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'/>"
+
+
+def write_report(result, schema: Schema, path: Path, *, counts: dict[str, int]) -> Path:
+    verdict = ("All release gates passed." if result.passed else
+               "Release blocked: " + html.escape(result.failed_gates_message()))
+    holdout = counts.get("holdout_patients", 0)
+    intro = (f"{counts['synthetic_patients']:,} synthetic patients ({counts['synthetic_visits']:,} visits) judged against "
+             f"{counts['real_patients']:,} real training patients ({counts['real_visits']:,} visits)")
+    intro += (f" and {holdout:,} real holdout patients the model never saw. The <i>real holdout (floor)</i> column gives each "
+              "measure for the holdout in place of the synthetic set: what a perfect generator would score."
+              if holdout else ". No real holdout was given: utility and privacy could not be judged.")
+    sections = []
+    used = set()
+    for title, names, note in SECTIONS:
+        figs = [(n, result.figures[n]) for n in names if n in result.figures]
+        used.update(n for n, _ in figs)
+        if figs:
+            sections.append(f"<h2>{title}</h2>" + (f"<p class='note'>{note}</p>" if note else "") + "".join(_img(n, p) for n, p in figs))
+    extra = [(n, p) for n, p in result.figures.items() if n not in used]
+    if extra:
+        sections.append("<h2>Other figures</h2>" + "".join(_img(n, p) for n, p in extra))
+    doc = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Health Gym evaluation: {html.escape(schema.name)}</title>
+<style>{CSS}</style></head><body>
+<h1>Health Gym synthetic data evaluation: {html.escape(schema.name)}</h1>
+<p>{intro}</p>
+<div class="verdict {'ok' if result.passed else 'bad'}">{verdict}</div>
+<h2>Release gates</h2>{_gates_table(result)}
+<h2>Headline measures</h2>{_headline(result)}
+{''.join(sections)}
+<h2>Every measure</h2>{_all_measures(result)}
+<p class="note">This report holds aggregate measures and distribution plots only; it quotes no real patient's values or
+identifiers. Real patients appear in the trajectory plot only as per-visit quantile bands over at least 10 patients.</p>
 </body></html>"""
-    path = out / "report.html"
-    path.write_text(doc)
+    path.write_text(doc, encoding="utf-8")
     return path
-
-
-def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, holdout: pd.DataFrame | None = None,
-             config: EvaluationConfig | None = None, loss_history: list[dict] | None = None,
-             out_dir: Path | None = None) -> EvaluationResult:
-    """Judge `synthetic` against the real training patients (and the real holdout, when given).
-
-    Without a holdout, privacy and utility measures are skipped and their gates are reported
-    as failed with the note "not evaluated", so a release is never made without them.
-    """
-    cfg = config or EvaluationConfig()
-    started = time.monotonic()
-    r, s = M.tidy(real, schema), M.tidy(synthetic, schema)
-    h = M.tidy(holdout, schema) if holdout is not None and len(holdout) else None
-    metrics = compute(r, s, schema, h, cfg)
-    calibration = compute(r, h, schema, None, cfg, privacy=False) if h is not None else {}
-    metrics["evaluation.seconds"] = time.monotonic() - started
-    gate_results = gates(metrics, cfg, h is not None)
-    result = EvaluationResult(metrics=metrics, calibration=calibration, gates=gate_results, passed=all(g.passed for g in gate_results))
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        result.figures = figures(r, s, schema, out_dir / "figures", loss_history)
-        result.metrics_path = out_dir / "metrics.json"
-        result.metrics_path.write_text(json.dumps({
-            "metrics": metrics, "calibration": calibration, "passed": result.passed,
-            "gates": [g.__dict__ for g in gate_results],
-        }, indent=2, default=float))
-        result.report_path = write_report(result, schema, out_dir, n_real=r[schema.id].nunique(), n_syn=s[schema.id].nunique())
-    return result
-
-
-def evaluate_files(real_path, synthetic_path, schema_path, out_dir, *, holdout_path=None, config: EvaluationConfig | None = None) -> EvaluationResult:
-    from expectations.reading import read_extract
-
-    schema = Schema.load(schema_path)
-    holdout = read_extract(holdout_path) if holdout_path else None
-    return evaluate(read_extract(real_path), read_extract(synthetic_path), schema, holdout=holdout, config=config, out_dir=Path(out_dir))

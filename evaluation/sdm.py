@@ -122,15 +122,24 @@ def privacy(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema
     tr, meta = patient_table(real, schema)
     sy, _ = patient_table(syn, schema)
     ho, _ = patient_table(holdout, schema)
-    n = min(rows, len(tr), len(sy), len(ho))
-    sub = n if n < max(len(tr), len(sy), len(ho)) else None
+    # sdmetrics subsamples every table to the same size; that would drop training patients (and
+    # hide copies of them), so subsample only when every table is larger than `rows`
+    sub = rows if min(len(tr), len(sy), len(ho)) > rows else None
     out: dict[str, float] = {}
     with seeded(seed):
+        # its random baseline table is drawn from default_rng(cls._seed): seed it, then put it back
+        had, old = "_seed" in DCRBaselineProtection.__dict__, DCRBaselineProtection.__dict__.get("_seed")
+        DCRBaselineProtection._seed = seed
         try:
-            r = DCRBaselineProtection.compute_breakdown(tr, sy, meta, None, num_rows_subsample=sub if sub and sub < len(sy) else None)
+            r = DCRBaselineProtection.compute_breakdown(tr, sy, meta, None, num_rows_subsample=rows if min(len(tr), len(sy)) > rows else None)
             out["privacy.sdmetrics.dcr_baseline_protection"] = float(r["score"])
         except Exception as exc:  # noqa: BLE001 - a third-party metric must not sink the evaluation
             log.warning("sdmetrics DCRBaselineProtection skipped: %s", type(exc).__name__)
+        finally:
+            if had:
+                DCRBaselineProtection._seed = old
+            else:
+                del DCRBaselineProtection._seed
         try:
             r = DCROverfittingProtection.compute_breakdown(tr, sy, ho, meta, None, num_rows_subsample=sub)
             out["privacy.sdmetrics.dcr_overfitting_protection"] = float(r["score"])

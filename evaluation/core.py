@@ -1,0 +1,203 @@
+"""`evaluate`: every measure, the calibration floor, the gates, the figures and the report.
+
+Metric names (all flat, JSON-able floats; a measure that cannot be computed is left out):
+
+- ``fidelity.*``   marginals, correlations, sdmetrics Quality/Diagnostic reports (see
+  `evaluation.measures` and `evaluation.sdm`)
+- ``temporal.*``   lag-1 autocorrelations, label transitions, sequence lengths, visit gaps,
+  trend/cycle (dynamic) correlations
+- ``missing.*``    missing rates per nullable column
+- ``validity.*``   static consistency, time order, values in bounds / categories
+- ``discriminator_auc``  patient-level real-vs-synthetic classifier (0.5 = indistinguishable)
+- ``utility.*``    TSTR vs TRTR on the schema's target (needs the holdout as test set)
+- ``privacy.*``    distance-to-closest-record, membership inference, copies, sdmetrics DCR and
+  disclosure protection (need the holdout)
+
+Calibration: when a holdout is given, the same fidelity, temporal and discriminator measures
+are computed for the real holdout in place of the synthetic set (the floor a perfect
+generator reaches), and the privacy measures for one half of the holdout posing as the
+synthetic set against the other half (DCR share and MIA AUC near 0.5, no copies).
+
+Without a holdout, utility and privacy are skipped, `calibration` is empty, and the privacy
+gates are reported as "not evaluated" (blocking while `GateConfig.require_holdout` is true).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from diffusion.config import ConfigError, EvaluationConfig
+from diffusion.errors import InputError
+from diffusion.schema import Schema
+from evaluation import figures as F
+from evaluation import gates as G
+from evaluation import measures as M
+from evaluation import models, privacy, sdm
+from evaluation.data import n_patients, split_patients, tidy
+from evaluation.gates import GateResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict[str, float]
+    calibration: dict[str, float]
+    gates: list[GateResult]
+    passed: bool
+    figures: dict[str, Path] = field(default_factory=dict)
+    report_path: Path | None = None
+    metrics_path: Path | None = None
+    seconds: float = 0.0  # wall time of the evaluation (kept out of `metrics` so they repeat exactly)
+
+    def failed_gates_message(self) -> str:
+        """One paragraph naming each failing measure, its value and its threshold."""
+        return G.failed_message(self.gates)
+
+
+def _finite(d: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items() if v is not None and math.isfinite(float(v))}
+
+
+def _check_config(cfg: EvaluationConfig) -> None:
+    problems = []
+    if cfg.discriminator_folds < 2:
+        problems.append("evaluation.discriminator_folds must be at least 2")
+    if cfg.privacy_subsample < 2 or cfg.sdmetrics_privacy_rows < 2:
+        problems.append("evaluation.privacy_subsample and evaluation.sdmetrics_privacy_rows must be at least 2")
+    if cfg.trend_window < 2:
+        problems.append("evaluation.trend_window must be at least 2")
+    if problems:
+        raise ConfigError("; ".join(problems) + ".")
+
+
+def fidelity(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, cfg: EvaluationConfig, raw: pd.DataFrame | None = None) -> dict[str, float]:
+    """Fidelity, temporal, missingness, validity and discriminator measures of `syn` vs `real`."""
+    out: dict[str, float] = {}
+    out.update(M.validity(syn, schema, raw))
+    out.update(M.marginals(real, syn, schema))
+    out.update(M.correlations(real, syn, schema))
+    out.update(M.temporal(real, syn, schema))
+    out.update(M.missingness(real, syn, schema))
+    out.update(M.dynamic_correlations(real, syn, schema, cfg.trend_window))
+    try:
+        out.update(sdm.reports(real, syn, schema, seed=cfg.seed))
+    except Exception as exc:  # noqa: BLE001 - reported as a missing measure (its gate then blocks)
+        log.warning("sdmetrics reports skipped: %s: %s", type(exc).__name__, exc)
+    if n_patients(real) >= 2 and n_patients(syn) >= 2:
+        out["discriminator_auc"] = models.discriminator_auc(real, syn, schema, seed=cfg.seed, folds=cfg.discriminator_folds)
+    return out
+
+
+def risk(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema: Schema, cfg: EvaluationConfig) -> dict[str, float]:
+    """Privacy measures (distance-based and sdmetrics) of `syn`, with `holdout` as the unseen reference."""
+    out = privacy.privacy(real, syn, holdout, schema, seed=cfg.seed, subsample=cfg.privacy_subsample)
+    out.update(sdm.privacy(real, syn, holdout, schema, seed=cfg.seed, rows=cfg.sdmetrics_privacy_rows,
+                           sensitive=models.default_target(schema)))
+    return out
+
+
+def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, holdout: pd.DataFrame | None = None,
+             config: EvaluationConfig | None = None, loss_history: list[dict] | None = None,
+             out_dir: Path | None = None) -> EvaluationResult:
+    """Judge `synthetic` against the real training patients `real` (and the real `holdout`).
+
+    All three frames are in the extract's long format (see `evaluation.data.tidy`; patients
+    longer than `schema.max_length` visits are cut). `holdout` holds real patients the model
+    never saw: it is the utility test set, the privacy reference and the calibration floor.
+    Without it, utility and privacy measures are skipped and the gates that need them are
+    reported as not evaluated (they block the release unless `gates.require_holdout` is
+    false). `loss_history` ([{"step", "loss", "val_loss"}]) adds the loss-curve figure.
+    With `out_dir`, writes ``report.html`` (self-contained), ``metrics.json`` and
+    ``figures/*.png`` there. Seeded by `config.seed`: the same inputs give the same metrics.
+    """
+    cfg = config or EvaluationConfig()
+    _check_config(cfg)
+    started = time.monotonic()
+    r = tidy(real, schema, what="real data")
+    s = tidy(synthetic, schema, what="synthetic data")
+    h = tidy(holdout, schema, what="holdout data") if holdout is not None else None
+    if h is not None and n_patients(h) < 2:
+        log.warning("The holdout has fewer than 2 patients; privacy and utility are skipped.")
+        h = None
+    if n_patients(r) < 2 or n_patients(s) < 2:
+        raise InputError("Evaluation needs at least 2 real training patients and 2 synthetic patients.")
+
+    metrics = fidelity(r, s, schema, cfg, raw=synthetic)
+    calibration: dict[str, float] = {}
+    if h is not None:
+        metrics.update(models.utility(r, s, h, schema, seed=cfg.seed))
+        metrics.update(risk(r, s, h, schema, cfg))
+        calibration = fidelity(r, h, schema, cfg, raw=holdout)
+        if n_patients(h) >= 4:
+            rest, half = split_patients(h, 0.5, cfg.seed)
+            calibration.update(risk(r, half, rest, schema, cfg))
+    metrics, calibration = _finite(metrics), _finite(calibration)
+    gate_results = G.check(metrics, cfg.gates, has_holdout=h is not None)
+    result = EvaluationResult(metrics=metrics, calibration=calibration, gates=gate_results,
+                              passed=all(g.passed for g in gate_results))
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        fig_dir = out_dir / "figures"
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        result.figures = make_figures(r, s, h, schema, cfg, metrics, calibration, loss_history, fig_dir)
+    result.seconds = time.monotonic() - started
+    if out_dir is not None:
+        from evaluation.report import write_report
+
+        counts = {"real_patients": n_patients(r), "real_visits": len(r), "synthetic_patients": n_patients(s),
+                  "synthetic_visits": len(s), "holdout_patients": n_patients(h) if h is not None else 0,
+                  "holdout_visits": len(h) if h is not None else 0}
+        result.metrics_path = out_dir / "metrics.json"
+        result.metrics_path.write_text(json.dumps({
+            "schema": schema.name, "passed": result.passed, "counts": counts,
+            "gates": [g.to_dict() for g in gate_results], "metrics": metrics, "calibration": calibration,
+            "config": _plain(cfg), "seconds": round(result.seconds, 2),
+        }, indent=2))
+        result.report_path = write_report(result, schema, out_dir / "report.html", counts=counts)
+    return result
+
+
+def _plain(cfg: EvaluationConfig) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(cfg)
+
+
+def make_figures(r, s, h, schema: Schema, cfg: EvaluationConfig, metrics, calibration, loss_history, fig_dir: Path) -> dict[str, Path]:
+    figs: dict[str, Path | None] = {
+        "marginals": F.marginals(r, s, schema, fig_dir / "marginals.png"),
+        "correlations": F.correlations(r, s, schema, fig_dir / "correlations.png"),
+        "trajectories": F.trajectories(r, s, schema, fig_dir / "trajectories.png", cfg.example_patients, cfg.seed),
+        "temporal": F.temporal(metrics, calibration, schema, fig_dir / "temporal.png"),
+        "trend_cycle": F.trend_cycle(r, s, schema, fig_dir / "trend_cycle.png", cfg.trend_window),
+        "sequence_lengths": F.lengths_and_gaps(r, s, schema, fig_dir / "sequence_lengths.png"),
+    }
+    if h is not None:
+        figs["privacy"] = F.privacy(privacy.distances(r, s, h, schema), fig_dir / "privacy.png")
+    if loss_history:
+        figs["loss_curve"] = F.loss_curve(loss_history, fig_dir / "loss_curve.png")
+    return {k: v for k, v in figs.items() if v is not None}
+
+
+def read_frame(path) -> pd.DataFrame:
+    """A .csv / .parquet extract (errors as one clear `InputError` paragraph)."""
+    from expectations.reading import read_extract
+
+    return read_extract(path)
+
+
+def evaluate_files(real_path, synthetic_path, schema_path, out_dir, *, holdout_path=None,
+                   config: EvaluationConfig | None = None) -> EvaluationResult:
+    """`evaluate` on files: extracts as .csv/.parquet, the schema as YAML; writes the report to `out_dir`."""
+    schema = Schema.load(schema_path)
+    holdout = read_frame(holdout_path) if holdout_path else None
+    return evaluate(read_frame(real_path), read_frame(synthetic_path), schema, holdout=holdout, config=config, out_dir=Path(out_dir))
+
