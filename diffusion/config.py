@@ -101,7 +101,7 @@ class GateConfig:
 class EvaluationConfig:
     seed: int = 0
     discriminator_folds: int = 5
-    privacy_subsample: int = 2000  # patients per side in the distance privacy measures
+    privacy_subsample: int = 2000  # most patients per set in the distance privacy measures (ratio kept)
     sdmetrics_privacy_rows: int = 500  # num_rows_subsample for sdmetrics' DCR metrics
     trend_window: int = 3  # visits in the moving average that splits trend from cycle
     example_patients: int = 6  # synthetic trajectories drawn in the report

@@ -187,7 +187,7 @@ def privacy(dist: dict[str, np.ndarray], path: Path) -> Path:
     ax.hist(np.clip(dist["synthetic"], 0, hi), bins=edges, alpha=0.55, density=True, color=SYN, label="synthetic patients")
     ax.set_xlabel("distance to the closest real training patient (standardised patient features)", fontsize=8)
     ax.set_yticks([])
-    ax.set_title("Distance to closest record: synthetic should not sit closer to training patients than unseen real patients do", fontsize=9)
+    ax.set_title("Distance to the closest training patient:\nsynthetic patients should not sit closer than unseen real patients do", fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, path)
 

@@ -303,3 +303,43 @@ def test_default_target_and_missing_columns(halves, pbc_schema):
     train, holdout, _ = halves
     with pytest.raises(InputError, match="lacks schema column"):
         evaluate(train, holdout.drop(columns=["bili"]), pbc_schema)
+
+
+# ---- another shape of schema ----------------------------------------------------------------------------
+def make_cohort(n: int, seed: int) -> pd.DataFrame:
+    """A regular-time cohort: AR(1) series, a sticky label, a numeric static target."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for pid in range(n):
+        age = rng.uniform(20, 80)
+        x, c = rng.normal(), rng.choice(["lo", "hi"])
+        for t in range(int(rng.integers(3, 9))):
+            x = 0.8 * x + rng.normal(0, 0.6)
+            c = c if rng.random() < 0.85 else ("lo" if c == "hi" else "hi")
+            rows.append({"pid": f"p{seed}-{pid}", "step": t, "age": age, "x": x + age / 20, "n": int(rng.poisson(3)),
+                         "c": c, "flag": float(rng.random() < 0.3) if rng.random() > 0.1 else np.nan})
+    return pd.DataFrame(rows)
+
+
+GENERIC = {
+    "name": "generic", "id": "pid", "time": "step", "regular": True, "max_length": 6, "target": "age",
+    "columns": {"age": {"type": "real", "static": True, "min": 0}, "x": {"type": "real"}, "n": {"type": "integer", "min": 0},
+                "c": {"type": "categorical", "categories": ["lo", "hi"]}, "flag": {"type": "binary", "nullable": True}},
+}
+
+
+def test_generic_schema_numeric_target_and_truncation(tmp_path):
+    schema = Schema.from_dict(GENERIC)
+    real, holdout, syn = make_cohort(80, 1), make_cohort(40, 2), make_cohort(80, 3)
+    res = evaluate(real, syn, schema, holdout=holdout, config=FAST, out_dir=tmp_path)
+    m = res.metrics
+    assert {"utility.trtr.r2", "utility.tstr.r2", "utility.trtr.mae", "utility.r2_gap"} <= set(m)
+    assert m["utility.tstr.r2"] > 0.5  # age is recoverable from the series' level
+    assert m["discriminator_auc"] <= 0.7 and m["privacy.exact_copies"] == 0
+    assert tidy(real, schema).groupby("_pid").size().max() == 6  # cut to max_length
+    assert m["temporal.gap_ks"] == 0.0  # regular steps
+    assert "temporal.trend_corr_abs_diff" in m and "temporal.lag1.real.n" in m
+    assert m["temporal.lag1.real.x"] > 0.5 and "temporal.transition_tvd.c" in m and "temporal.stay_prob.real.flag" in m
+    assert "privacy.sdmetrics.disclosure_protection" not in m  # numeric target: no CAP attack
+    assert res.passed, res.failed_gates_message()
+    assert {"marginals", "trajectories", "temporal", "trend_cycle", "sequence_lengths", "privacy"} <= set(res.figures)
