@@ -17,6 +17,7 @@ from pathlib import Path
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_DATA = DATA_DIR / "pbcseq.csv"
 DEMO_SCHEMA = DATA_DIR / "pbc.yaml"
+DEMO_CONFIG = DATA_DIR / "demo.yaml"
 
 
 def _embedded_defaults() -> None:
@@ -90,13 +91,16 @@ def cmd_train(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from diffusion.config import Config
     from flows.pipeline import train_flow
     from tasks.tracking import ui_command
 
+    if not getattr(args, "config", None):
+        args.config = str(DEMO_CONFIG)
     cfg = _config(args)
-    print(f"Health Gym demo: {DEMO_DATA.name} (bundled PBC cohort) with schema {DEMO_SCHEMA.name}; "
-          f"training for at most {cfg.train.max_minutes:g} minutes.", flush=True)
+    g = cfg.evaluation.gates
+    print(f"Health Gym demo: {DEMO_DATA.name} (bundled PBC cohort) with schema {DEMO_SCHEMA.name} and config {Path(args.config).name}; "
+          f"training for at most {cfg.train.max_minutes:g} minutes. Demo gates: discriminator AUC <= {g.max_discriminator_auc:g}, "
+          f"mean lag-1 difference <= {g.max_lag1_abs_diff:g} (widened for a short CPU run; privacy gates at their defaults).", flush=True)
     out = train_flow(data=str(DEMO_DATA), schema=str(DEMO_SCHEMA), config=cfg.to_dict(), release=True)
     m = out["metrics"]
     headline = ", ".join(f"{k}={m[k]:.3f}" for k in ("discriminator_auc", "fidelity.quality_score", "privacy.dcr_share") if k in m)

@@ -76,7 +76,7 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
         if release:
             if not evaluation.passed:
                 raise GateError(evaluation.failed_gates_message())
-            manifest = {"model_uri": reg["uri"], "model_name": sch.name, "model_version": reg["version"], "training_run_id": run.id,
+            manifest = {"model_uri": reg["uri"], "model_name": sch.name, "model_version": str(reg["version"]), "training_run_id": run.id,
                         "seed": cfg.pipeline.seed, "patients": patients, "extract_fingerprint": fp,
                         "gates_passed": evaluation.passed, "flow_run_id": _flow_run_id()}
             out["release"] = stages.publish(synthetic, sch, manifest, report_dir)
@@ -133,7 +133,7 @@ def release_flow(model: str | None = None, schema_name: str | None = None, patie
             evaluation = stages.evaluate(train, synthetic, sch, holdout, cfg, history, report_dir, run)
             if not evaluation.passed:
                 raise GateError(evaluation.failed_gates_message())
-            manifest = {"model_uri": model, "model_name": info.get("model_name", sch.name), "model_version": info.get("model_version"),
+            manifest = {"model_uri": model, "model_name": info.get("model_name", sch.name), "model_version": str(info.get("model_version", "")),
                         "training_run_id": info.get("run_id"), "release_run_id": run.id, "seed": seed, "patients": n,
                         "extract_fingerprint": fp, "gates_passed": True, "flow_run_id": _flow_run_id()}
             path = stages.publish(synthetic, sch, manifest, report_dir)
