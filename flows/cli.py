@@ -250,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _no_tracebacks_in_logs() -> None:
+    """Without --debug, log records carry no traceback (Prefect logs one for every failed task)."""
+    make = logging.getLogRecordFactory()
+
+    def factory(name, level, fn, lno, msg, args, exc_info, func=None, sinfo=None, **kwargs):
+        return make(name, level, fn, lno, msg, args, None, func, sinfo, **kwargs)
+
+    logging.setLogRecordFactory(factory)
+
+
 def _paragraph(text: str) -> str:
     return textwrap.fill(" ".join(str(text).split()), width=100)
 
@@ -261,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "alembic", "mlflow", "great_expectations", "urllib3", "prefect.server", "docket"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.debug:
+        _no_tracebacks_in_logs()
     from diffusion.errors import InputError
 
     try:
