@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 from pathlib import Path
 
 import pandas as pd
+
+from diffusion.release import sha256
 
 from diffusion.errors import InputError
 
@@ -33,11 +34,7 @@ def fingerprint(path: str | Path) -> str:
     """SHA-256 (hex) of the file's bytes: the extract's identity in runs and releases."""
     path = Path(path)
     _check_file(path)
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256(path)
 
 
 def read_extract(path: str | Path) -> pd.DataFrame:

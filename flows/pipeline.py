@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,9 +36,8 @@ def _flow_run_id() -> str:
 
 
 def _workdir(kind: str) -> Path:
-    d = STATE_DIR / "work" / f"{kind}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{time.monotonic_ns() % 10**6:06d}"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    (STATE_DIR / "work").mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{kind}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-", dir=STATE_DIR / "work"))
 
 
 @flow(name="healthgym-train", log_prints=True)
