@@ -79,7 +79,7 @@ class HealthGymModel:
             x = sample_loop(
                 self.net, self.diffusion, (b, *shape_rest),
                 method=method or s.method, steps=steps or s.steps, eta=s.eta if eta is None else eta,
-                generator=gen, static_channels=self.encoder.static_channels, device=self.device,
+                generator=gen, static_channels=self.encoder.static_channels, clip=self.encoder.clip_bounds, device=self.device,
                 known=(k_idx, torch.from_numpy(k_val[done : done + b])),
             )
             out.append(x.numpy())

@@ -38,6 +38,17 @@ class ModelConfig:
 
 
 @dataclass
+class EncodingConfig:
+    """How patients become tensors (fitted on the training patients, saved with the model)."""
+
+    # Temporal numbers split into a static per-patient level (the patient's mean, transformed
+    # and scaled) and the visit's deviation from it, scaled by the cohort's typical within-patient
+    # spread. Between-patient spread is usually far larger than visit-to-visit change, so without
+    # this the denoiser's small errors become implausible visit-to-visit jumps.
+    patient_levels: bool = True
+
+
+@dataclass
 class DiffusionConfig:
     """The forward noise process and the training objective."""
 
@@ -118,6 +129,7 @@ class PipelineConfig:
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
+    encoding: EncodingConfig = field(default_factory=EncodingConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

@@ -1,6 +1,6 @@
 """Patients <-> tensors: fit on an extract, encode to [patients, channels, time], decode back.
 
-Channel layout (every value lies in [-1, 1]):
+Channel layout (values lie in [-1, 1], deviation channels within their ``clip_bounds``):
 
 - ``__valid__``: +1 at a visit, -1 after the patient's last visit. The model generates it, so
   the number of visits is generated too; decoding keeps the first ``count(valid > 0)`` steps.
@@ -11,6 +11,12 @@ Channel layout (every value lies in [-1, 1]):
   cumulatively into strictly increasing times.
 - ``__t0__`` (only when patients start at different times): the first visit's time, static.
 - per numeric column: one value channel (Box-Cox / log / identity, then min-max to [-1, 1]).
+  With ``patient_levels`` (the default), a temporal numeric column gets two channels instead:
+  ``<name>__level``, static, the patient's mean of the scaled values, and ``<name>``, the visit's
+  deviation from that level divided by the cohort's within-patient spread (its 99th percentile
+  |deviation| maps to 1; rarer, larger deviations go beyond, up to ``clip_bounds``). Decoding
+  adds them back. The denoiser then sees visit-to-visit change at full scale, so its residual
+  error no longer shows up as implausible jumps between visits.
 - per binary column: one channel, -1 / +1.
 - per categorical column: one channel per category, one-hot as -1 / +1.
 - per nullable column: a ``<name>__missing`` channel, +1 where the value is missing.
@@ -126,6 +132,14 @@ def _unscale(z: np.ndarray, s: dict[str, Any], col: Column | None) -> np.ndarray
     return np.clip(v, lo, hi)
 
 
+def _patient_mean(values: np.ndarray, present: np.ndarray, pid: np.ndarray) -> np.ndarray:
+    """Each patient's mean of the present values (0 for a patient with none)."""
+    n = int(pid.max()) + 1 if len(pid) else 0
+    total = np.bincount(pid, weights=np.where(present, values, 0.0), minlength=n)
+    count = np.bincount(pid, weights=present.astype(float), minlength=n)
+    return np.where(count > 0, total / np.maximum(count, 1.0), 0.0)
+
+
 def _representative(series: pd.Series, labels: pd.Series) -> dict[str, Any]:
     """label -> one original value (JSON-able), so decoding restores the extract's own coding."""
     out: dict[str, Any] = {}
@@ -140,8 +154,9 @@ def _representative(series: pd.Series, labels: pd.Series) -> dict[str, Any]:
 class TrajectoryEncoder:
     """Fit on a long extract; `encode` to tensors; `decode` tensors back to a long extract."""
 
-    def __init__(self, schema: Schema):
+    def __init__(self, schema: Schema, *, patient_levels: bool = True):
         self.schema = schema
+        self.patient_levels = patient_levels
         self.state: dict[str, Any] | None = None
 
     # -- fitting -------------------------------------------------------------------------------
@@ -191,8 +206,49 @@ class TrajectoryEncoder:
             "id_integer": bool(pd.api.types.is_integer_dtype(id_series)),
             "id_dtype": str(id_series.dtype),
             "column_order": [c for c in df.columns if c in set(schema.column_names) | {schema.id, schema.time}],
+            "patient_levels": self.patient_levels,
         }
+        if self.patient_levels:
+            pid = pd.factorize(df[schema.id], sort=False)[0]
+            for name in self._levels():
+                z, ok, level = self._z_and_level(df, name, pid)
+                dev = np.abs(z - level[pid])[ok]
+                scale = float(np.quantile(dev, 0.99)) if dev.size else 0.0
+                scale = scale if scale > 1e-6 else 1.0
+                num = self._numeric_state(name)
+                num["dev_scale"] = scale
+                num["dev_bound"] = float(max(1.0, dev.max() / scale)) if dev.size else 1.0
         return self
+
+    def _levels(self) -> list[str]:
+        """Channels split into a static patient level + a scaled deviation (temporal numbers, the gap)."""
+        if not self._require().get("patient_levels", False):
+            return []
+        names = [c.name for c in self.schema.columns if c.numeric and not c.static]
+        return names if self.schema.regular else [GAP, *names]
+
+    def _shares(self) -> list[str]:
+        """Temporal binary/categorical columns that get static per-patient share channels."""
+        if not self._require().get("patient_levels", False):
+            return []
+        return [c.name for c in self.schema.columns if not c.numeric and not c.static]
+
+    def _numeric_state(self, name: str) -> dict[str, Any]:
+        state = self._require()
+        return state["time"]["gap"] if name == GAP else state["columns"][name]["numeric"]
+
+    def _z_and_level(self, df: pd.DataFrame, name: str, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scaled values per row, their presence, and each patient's mean of them (0 if none)."""
+        num = self._numeric_state(name)
+        if name == GAP:
+            v = self._gaps(df)
+            ok = (df.groupby(self.schema.id, sort=False).cumcount() > 0).to_numpy()
+            z = _scale(np.maximum(v, 1e-12), num)
+        else:
+            v = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
+            ok = np.isfinite(v)
+            z = _scale(np.where(ok, v, num["vmin"]), num)
+        return z, ok, _patient_mean(z, ok, pid)
 
     # -- layout ----------------------------------------------------------------------------------
     @property
@@ -204,16 +260,25 @@ class TrajectoryEncoder:
         """(channel name, kind, column) for every channel, in tensor order."""
         state = self._require()
         out: list[tuple[str, str, str | None]] = [(VALID, "valid", None), (LENGTH, "length", None)]
+        levels, shares = set(self._levels()), set(self._shares())
         if not self.schema.regular:
-            out.append((GAP, "gap", None))
+            out.append((GAP, "gap", GAP))
+            if GAP in levels:
+                out.append((f"{GAP}level", "level", GAP))
         if state["time"]["t0_constant"] is None:
             out.append((T0, "t0", None))
         for col in self.schema.columns:
             if col.numeric or col.type == "binary":
                 out.append((col.name, "value", col.name))
+                if col.name in levels:
+                    out.append((f"{col.name}__level", "level", col.name))
+                if col.name in shares:
+                    out.append((f"{col.name}__share", "share", col.name))
             else:
                 for cat in col.categories or ():
                     out.append((f"{col.name}={cat}", "onehot", col.name))
+                if col.name in shares:
+                    out.extend((f"{col.name}={cat}__share", "share", col.name) for cat in col.categories or ())
             if col.nullable:
                 out.append((f"{col.name}__missing", "missing", col.name))
         return out
@@ -226,7 +291,16 @@ class TrajectoryEncoder:
     def static_channels(self) -> list[int]:
         """Indices of channels that are constant over time within a patient."""
         static = {c.name for c in self.schema.static_columns}
-        return [i for i, (_, kind, col) in enumerate(self.channels) if kind in ("t0", "length") or (col in static)]
+        return [i for i, (_, kind, col) in enumerate(self.channels) if kind in ("t0", "length", "level", "share") or (col in static)]
+
+    @property
+    def clip_bounds(self) -> list[float]:
+        """Per channel, the largest |value| an x0 estimate may take during sampling."""
+        levels = set(self._levels())
+        return [
+            self._numeric_state(col)["dev_bound"] if kind in ("value", "gap") and col in levels else 1.0
+            for _, kind, col in self.channels
+        ]
 
     # -- encode ------------------------------------------------------------------------------------
     def encode(self, df: pd.DataFrame) -> Encoded:
@@ -246,6 +320,7 @@ class TrajectoryEncoder:
         mask = np.zeros((n, C, L), dtype=np.float32)
         valid = np.arange(L)[None, :] < lengths[:, None]  # [n, L]
         static_cols = {c.name for c in schema.static_columns}
+        levels = set(self._levels())
 
         def put(ch: int, values: np.ndarray, present: np.ndarray, static: bool) -> None:
             """Write row values (temporal) or first-row values (static) into channel ch."""
@@ -264,6 +339,13 @@ class TrajectoryEncoder:
             elif kind == "length":
                 x[:, ch, :] = self._length_to_z(lengths)[:, None]
                 mask[:, ch, :] = 1.0
+            elif kind == "level":
+                _, ok, level = self._z_and_level(df, colname, pid)
+                x[:, ch, :] = level[:, None]
+                mask[:, ch, :] = (np.bincount(pid, weights=ok.astype(float), minlength=n) > 0)[:, None]
+            elif kind in ("value", "gap") and colname in levels:  # a deviation from the patient's level
+                z, ok, level = self._z_and_level(df, colname, pid)
+                put(ch, (z - level[pid]) / self._numeric_state(colname)["dev_scale"], ok, static=False)
             elif kind == "gap":
                 gaps = self._gaps(df)
                 z = _scale(np.maximum(gaps, 1e-12), state["time"]["gap"])
@@ -279,6 +361,15 @@ class TrajectoryEncoder:
                 if kind == "missing":
                     missing = series.isna().to_numpy()
                     put(ch, np.where(missing, 1.0, -1.0), np.ones(len(df), bool), static)
+                elif kind == "share":  # share of the patient's visits with this value, static
+                    if col.type == "binary":
+                        b = as_binary(series).to_numpy()
+                        ok, hit = ~np.isnan(b), np.nan_to_num(b) > 0
+                    else:
+                        labels = as_labels(series)
+                        ok, hit = labels.notna().to_numpy(), labels.to_numpy() == name.split("=", 1)[1].rsplit("__share", 1)[0]
+                    x[:, ch, :] = (2.0 * _patient_mean(hit.astype(float), ok, pid) - 1.0)[:, None]
+                    mask[:, ch, :] = (np.bincount(pid, weights=ok.astype(float), minlength=n) > 0)[:, None]
                 elif col.numeric:
                     v = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
                     ok = np.isfinite(v)
@@ -307,6 +398,7 @@ class TrajectoryEncoder:
         valid = np.arange(L)[None, :] < lengths[:, None]
         pid, pos = np.nonzero(valid)  # row-major: patient by patient, visits in order
         static_cols = {c.name for c in schema.static_columns}
+        levels = set(self._levels())
 
         def static_value(ch: int) -> np.ndarray:
             per_patient = (x[:, ch, :] * valid).sum(axis=1) / lengths
@@ -326,7 +418,10 @@ class TrajectoryEncoder:
         if schema.regular:
             times = start[pid] + pos
         else:
-            g = _unscale(x[:, index[GAP], :], t_state["gap"], None)
+            zg = x[:, index[GAP], :]
+            if GAP in levels:
+                zg = self._undeviate(zg, (x[:, index[f"{GAP}level"], :] * valid).sum(axis=1, keepdims=True) / lengths[:, None], GAP)
+            g = _unscale(zg, t_state["gap"], None)
             floor = 1.0 if t_state["integer"] else max(t_state["gap"]["vmin"], 1e-9)
             g = np.maximum(g, floor)
             g[:, 0] = 0.0
@@ -338,7 +433,10 @@ class TrajectoryEncoder:
         for col in schema.columns:
             entry = state["columns"][col.name]
             static = col.name in static_cols
-            if col.numeric:
+            if col.numeric and col.name in levels:
+                z = self._undeviate(x[pid, index[col.name], pos], static_value(index[f"{col.name}__level"]), col.name)
+                values = _unscale(z, entry["numeric"], col)
+            elif col.numeric:
                 values = _unscale(channel(index[col.name], static), entry["numeric"], col)
             elif col.type == "binary":
                 bits = channel(index[col.name], static) > 0
@@ -392,6 +490,9 @@ class TrajectoryEncoder:
                 log.warning("%d patient(s) have more than max_length=%d visits; their later visits are cut.", too_long, schema.max_length)
         return df
 
+    def _undeviate(self, deviation: np.ndarray, level: np.ndarray, name: str) -> np.ndarray:
+        return level + deviation * self._numeric_state(name)["dev_scale"]
+
     def draw_lengths(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n visit counts drawn from the training patients' length distribution."""
         counts = self._require()["length_counts"]
@@ -434,7 +535,7 @@ class TrajectoryEncoder:
 
     @classmethod
     def from_state(cls, schema: Schema, state: dict[str, Any]) -> "TrajectoryEncoder":
-        enc = cls(schema)
+        enc = cls(schema, patient_levels=bool(state.get("patient_levels", False)))
         enc.state = state
         return enc
 

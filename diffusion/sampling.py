@@ -33,7 +33,7 @@ def sample_loop(
     generator: torch.Generator | None = None,
     static_channels: list[int] | None = None,
     device: torch.device | str = "cpu",
-    clip: bool = True,
+    clip: bool | list[float] = True,
     known: tuple[list[int], torch.Tensor] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
@@ -42,6 +42,7 @@ def sample_loop(
     `known=(channels, values [B, k, L])` fixes those channels (inpainting): their x0 is the
     given value and x_t is re-noised from it at every step, so the rest is generated
     conditionally on them (used for the number of visits, drawn from the real distribution).
+    `clip`: True clips x0 estimates to [-1, 1]; a list gives each channel its own bound.
     """
     if method not in ("ddim", "ddpm"):
         raise ValueError(f"unknown sampling method {method!r} (ddim or ddpm)")
@@ -50,6 +51,10 @@ def sample_loop(
     x = torch.randn(shape, generator=gen).to(device)
     abar = diffusion.alphas_cumprod
     seq = respaced_steps(diffusion.steps, steps)
+    bounds = None
+    if clip is not False:
+        per_channel = [1.0] * shape[1] if clip is True else list(clip)
+        bounds = torch.tensor(per_channel, dtype=torch.float32, device=device).view(1, -1, 1)
     if known is not None:
         k_idx = torch.as_tensor(known[0], device=device)
         k_val = known[1].to(device)
@@ -60,8 +65,8 @@ def sample_loop(
         tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
         eps = model(x, tt).float()
         x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-        if clip:
-            x0 = x0.clamp(-1.0, 1.0)
+        if bounds is not None:
+            x0 = torch.maximum(torch.minimum(x0, bounds), -bounds)
         if static_channels:
             idx = torch.as_tensor(static_channels, device=device)
             x0[:, idx, :] = x0[:, idx, :].mean(dim=-1, keepdim=True)

@@ -62,13 +62,16 @@ def assert_same(real: pd.DataFrame, decoded: pd.DataFrame, schema: Schema) -> No
             assert a.astype(str).tolist() == b.astype(str).tolist(), col
 
 
+@pytest.mark.parametrize("levels", [True, False])
 @pytest.mark.parametrize("regular", [False, True])
-def test_encoder_round_trip_is_exact_for_every_type(regular):
+def test_encoder_round_trip_is_exact_for_every_type(regular, levels):
     df, schema = mixed_cohort(regular=regular)
-    enc = TrajectoryEncoder(schema).fit(df)
+    enc = TrajectoryEncoder(schema, patient_levels=levels).fit(df)
     e = enc.encode(df)
     assert e.x.shape == (40, len(enc.channels), 7)
-    assert e.x.min() >= -1 and e.x.max() <= 1
+    bounds = np.asarray(enc.clip_bounds)[None, :, None]
+    assert (np.abs(e.x) <= bounds + 1e-6).all()
+    assert any(kind == "level" for _, kind, _ in enc.channels) == levels
     decoded = enc.decode(e.x)
     assert_same(df, decoded, schema)
     assert decoded["lab"].isna().sum() == df["lab"].isna().sum()
