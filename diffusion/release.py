@@ -1,6 +1,10 @@
 """Writing a release folder: data (Parquet + CSV), report, metrics, manifest with SHA-256 of
 every file. Written whole into a temporary folder and moved into place in one step; an
-existing release is never overwritten. The destination may be any fsspec URL."""
+existing release is never overwritten. The destination may be any fsspec URL.
+
+On a local disk the folder is written under `<root>/.incoming/<pid>@<host>@.../` (the same
+filesystem, outside every `<root>/<name>/`) and renamed into place, so a writer killed half-way
+leaves nothing under `<root>/<name>/`; the next write removes what dead writers left there."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,38 +52,81 @@ def write_release(
     local = isinstance(fs, LocalFileSystem)
     if fs.exists(target):
         raise FileExistsError(f"Release {target} already exists; releases are never overwritten.")
-    with tempfile.TemporaryDirectory(prefix="healthgym-release-") as tmpdir:
-        stage = Path(tmpdir) / stamp
-        stage.mkdir()
-        synthetic.to_parquet(stage / "synthetic.parquet", index=False)
-        synthetic.to_csv(stage / "synthetic.csv", index=False)
-        if report_dir is not None:
-            for item in ("report.html", "metrics.json"):
-                if (Path(report_dir) / item).exists():
-                    shutil.copy2(Path(report_dir) / item, stage / item)
-            if (Path(report_dir) / "figures").is_dir():
-                shutil.copytree(Path(report_dir) / "figures", stage / "figures")
-        files = sorted(p for p in stage.rglob("*") if p.is_file())
-        full = dict(manifest)
-        full.update({
-            "release": stamp,
-            "created_utc": datetime.now(timezone.utc).isoformat(),
-            "rows": int(len(synthetic)),
-            "files": {str(p.relative_to(stage)): sha256(p) for p in files},
-        })
-        (stage / "manifest.json").write_text(json.dumps(full, indent=2, default=str))
-        if local:
-            parent = Path(target).parent
-            parent.mkdir(parents=True, exist_ok=True)
-            landing = Path(tempfile.mkdtemp(prefix=".incoming-", dir=parent))
-            shutil.move(str(stage), landing / stamp)
-            os.rename(landing / stamp, target)  # atomic on one filesystem; fails if target exists
-            landing.rmdir()
-        else:
+    if local:
+        landing = _landing(Path(base))
+        try:
+            stage = landing / stamp
+            _write_folder(stage, synthetic, manifest, report_dir, stamp)
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            os.rename(stage, target)  # atomic on one filesystem; fails if target exists (and is not empty)
+        finally:
+            shutil.rmtree(landing, ignore_errors=True)
+            try:
+                landing.parent.rmdir()  # only when no other writer is using it
+            except OSError:
+                pass
+    else:
+        with tempfile.TemporaryDirectory(prefix="healthgym-release-") as tmpdir:
+            stage = Path(tmpdir) / stamp
+            _write_folder(stage, synthetic, manifest, report_dir, stamp)
             staging = f"{target}.incoming"
             fs.put(str(stage), staging, recursive=True)
             fs.mv(staging, target, recursive=True)
     return target if local else fs.unstrip_protocol(target)
+
+
+def _write_folder(stage: Path, synthetic: pd.DataFrame, manifest: dict[str, Any], report_dir: Path | None, stamp: str) -> None:
+    stage.mkdir()
+    synthetic.to_parquet(stage / "synthetic.parquet", index=False)
+    synthetic.to_csv(stage / "synthetic.csv", index=False)
+    if report_dir is not None:
+        for item in ("report.html", "metrics.json"):
+            if (Path(report_dir) / item).exists():
+                shutil.copy2(Path(report_dir) / item, stage / item)
+        if (Path(report_dir) / "figures").is_dir():
+            shutil.copytree(Path(report_dir) / "figures", stage / "figures")
+    files = sorted(p for p in stage.rglob("*") if p.is_file())
+    full = dict(manifest)
+    full.update({
+        "release": stamp,
+        "created_utc": datetime.now(timezone.utc).isoformat(),
+        "rows": int(len(synthetic)),
+        "files": {str(p.relative_to(stage)): sha256(p) for p in files},
+    })
+    (stage / "manifest.json").write_text(json.dumps(full, indent=2, default=str))
+
+
+INCOMING = ".incoming"
+
+
+def _landing(root: Path) -> Path:
+    """A fresh private folder under `<root>/.incoming/`, named after this process, after
+    removing the folders of writers on this host that no longer run (killed mid-write)."""
+    incoming = root / INCOMING
+    host = socket.gethostname()
+    if incoming.is_dir():
+        for old in incoming.iterdir():
+            pid, _, rest = old.name.partition("@")
+            if pid.isdigit() and rest.partition("@")[0] == host and not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+    for attempt in range(5):
+        incoming.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}@{host}@", dir=incoming))
+        except FileNotFoundError:  # another writer removed the empty .incoming just now
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def verify_release(path: str | Path) -> list[str]:
