@@ -35,6 +35,13 @@ def _flow_run_id() -> str:
         return ""
 
 
+def _parent_flow_run_id() -> str:
+    try:
+        return str(flow_run.get_parent_flow_run_id() or "")
+    except Exception:
+        return ""
+
+
 def _workdir(kind: str) -> Path:
     (STATE_DIR / "work").mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{kind}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-", dir=STATE_DIR / "work"))
@@ -47,7 +54,7 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
     cfg = Config.from_dict(config)
     data_path = str(Path(data).resolve())
     run = Run.start(f"healthgym-{sch.name}", run_name=f"train-{sch.name}", tags={
-        "healthgym.kind": "train", "prefect.flow_run_id": _flow_run_id(),
+        "healthgym.kind": "train", "prefect.flow_run_id": _flow_run_id(), "prefect.parent_flow_run_id": _parent_flow_run_id(),
         "healthgym.extract_path": data_path, "healthgym.schema_path": str(Path(schema).resolve()),
     })
     work = _workdir("train")
@@ -70,7 +77,8 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
         synthetic = stages.sample(model, patients, cfg.pipeline.seed)
         report_dir = work / "report"
         evaluation = stages.evaluate(train, synthetic, sch, holdout, cfg, result.history, report_dir, run)
-        reg = register(model_dir, sch.name, run, evaluation.metrics, evaluation.passed, cfg.evaluation.primary_metric)
+        reg = register(model_dir, sch.name, run, evaluation.metrics, evaluation.passed, cfg.evaluation.primary_metric,
+                       links={"extract.fingerprint": fp, "training_run_id": run.id, "prefect.flow_run_id": _flow_run_id()})
         out: dict[str, Any] = {"run_id": run.id, "model_uri": reg["uri"], "promoted": reg["promoted"], "decision": reg["decision"],
                                "passed": evaluation.passed, "metrics": evaluation.metrics, "release": None}
         if release:
@@ -80,7 +88,8 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
                         "seed": cfg.pipeline.seed, "patients": patients, "extract_fingerprint": fp,
                         "gates_passed": evaluation.passed, "flow_run_id": _flow_run_id()}
             out["release"] = stages.publish(synthetic, sch, manifest, report_dir)
-            run.tags({"release.path": out["release"]})
+            run.tags({"release.path": out["release"], "release.run_id": run.id})
+            _link_back({"model_name": sch.name, "model_version": reg["version"]}, {"release.path": out["release"]})
         shutil.rmtree(ckpt, ignore_errors=True)  # finished: the next training starts fresh
         run.end("FINISHED")
         return out
@@ -89,6 +98,18 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _link_back(info: dict[str, Any], tags: dict[str, str]) -> None:
+    """The training run and the model version point at their latest release."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if info.get("run_id"):
+        for k, v in tags.items():
+            client.set_tag(info["run_id"], k, v)
+    if info.get("model_name") and info.get("model_version"):
+        client.set_model_version_tag(info["model_name"], str(info["model_version"]), "release.path", tags["release.path"])
 
 
 @flow(name="healthgym-release", log_prints=True)
@@ -115,9 +136,12 @@ def release_flow(model: str | None = None, schema_name: str | None = None, patie
             raise InputError(f"The extract model {model} was trained on is not available ({extract_path}); a release is "
                              "evaluated against the real holdout patients, so it needs that extract.")
         seed = int(seed if seed is not None else int(time.time()) % 2**31)
+        train_tags = train_run.data.tags if train_run else {}
         run = Run.start(f"healthgym-{sch.name}", run_name=f"release-{sch.name}", tags={
             "healthgym.kind": "release", "prefect.flow_run_id": _flow_run_id(), "model.uri": model,
-            "model.version": info.get("model_version", ""), "training_run_id": info.get("run_id", ""),
+            "model.name": info.get("model_name", sch.name), "model.version": info.get("model_version", ""),
+            "training_run_id": info.get("run_id", ""), "training.prefect_flow_run_id": train_tags.get("prefect.flow_run_id", ""),
+            "healthgym.extract_path": extract_path,
         })
         try:
             df, fp = stages.read_extract(extract_path)
@@ -138,6 +162,7 @@ def release_flow(model: str | None = None, schema_name: str | None = None, patie
                         "extract_fingerprint": fp, "gates_passed": True, "flow_run_id": _flow_run_id()}
             path = stages.publish(synthetic, sch, manifest, report_dir)
             run.tags({"release.path": path})
+            _link_back(info, {"release.path": path, "release.run_id": run.id, "release.prefect_flow_run_id": _flow_run_id()})
             run.end("FINISHED")
             return {"release": path, "run_id": run.id, "model_uri": model, "metrics": evaluation.metrics}
         except BaseException:

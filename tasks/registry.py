@@ -7,6 +7,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from prefect.artifacts import create_markdown_artifact
 
 from tasks import hg_task, retry_on_io
 from tasks.stages import _logger
@@ -22,8 +23,11 @@ def better(candidate: float, champion: float, metric: str) -> bool:
 
 
 @hg_task(name="register-model", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
-def register(model_dir: Path, name: str, run: Run, metrics: dict[str, float], passed: bool, primary: str) -> dict[str, Any]:
-    """Log the model (pyfunc + folder) to the run, register a version, promote if it earns it."""
+def register(model_dir: Path, name: str, run: Run, metrics: dict[str, float], passed: bool, primary: str,
+             links: dict[str, str] | None = None) -> dict[str, Any]:
+    """Log the model (pyfunc + folder) to the run, register a version, promote if it earns it.
+
+    `links` (extract fingerprint, training run, flow run ids) become tags of the model version."""
     from tasks.mlflow_model import HealthGymPyfunc
 
     tracking_uri()
@@ -43,6 +47,10 @@ def register(model_dir: Path, name: str, run: Run, metrics: dict[str, float], pa
         if k in metrics:
             client.set_model_version_tag(name, mv.version, k, f"{metrics[k]:.4f}")
     client.set_model_version_tag(name, mv.version, "gates_passed", str(passed))
+    client.set_model_version_tag(name, mv.version, "primary_metric", primary)
+    for k, v in (links or {}).items():
+        if v:
+            client.set_model_version_tag(name, mv.version, k, str(v))
     current = champion_version(name)
     value = metrics.get(primary)
     if not passed:
@@ -62,5 +70,10 @@ def register(model_dir: Path, name: str, run: Run, metrics: dict[str, float], pa
     client.set_model_version_tag(name, mv.version, "decision", decision)
     run.tags({"model.name": name, "model.version": mv.version, "model.decision": decision, "model.promoted": promoted})
     logger.info("Registered %s v%s; %s.", name, mv.version, decision)
+    try:
+        create_markdown_artifact(key="model-decision", markdown=f"# Model {name} v{mv.version}\n\n{decision}\n\n"
+                                 f"- primary metric: `{primary}` = {value}\n- gates passed: {passed}\n- MLflow run: `{run.id}`\n")
+    except Exception:  # no Prefect run context
+        pass
     return {"name": name, "version": mv.version, "uri": f"models:/{name}/{mv.version}", "promoted": promoted,
             "decision": decision, "model_uri": info.model_uri}

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
 from diffusion.bundle import HealthGymModel
 from diffusion.config import Config
@@ -71,12 +71,36 @@ def split(df: pd.DataFrame, schema: Schema, config: Config) -> tuple[pd.DataFram
     return train, holdout
 
 
+class _Progress:
+    """The training's progress bar on the Prefect flow run page (a progress artifact)."""
+
+    def __init__(self, max_steps: int):
+        self.max_steps = max(int(max_steps), 1)
+        try:
+            self.id = create_progress_artifact(0.0, key="training-progress", description=f"training steps (of at most {self.max_steps})")
+        except Exception:  # no Prefect run context (library-style call)
+            self.id = None
+
+    def update(self, step: int, description: str | None = None) -> None:
+        if self.id is not None:
+            try:
+                update_progress_artifact(self.id, min(100.0, 100.0 * step / self.max_steps), description=description)
+            except Exception:
+                pass
+
+    def done(self, steps: int, stopped_by: str) -> None:
+        self.update(self.max_steps, f"{steps} steps, stopped by {stopped_by}")
+
+
 @hg_task(name="train-model")
 def train_model(train: pd.DataFrame, schema: Schema, config: Config, run: Run | None, workdir: Path) -> tuple[HealthGymModel, Any]:
     """Fit encoder + denoiser; training/validation losses stream to MLflow as they come."""
     logger = _logger()
+    progress = _Progress(config.train.max_steps)
 
     def callback(event: str, payload: dict[str, Any]) -> None:
+        if event in ("step", "eval"):
+            progress.update(payload["step"])
         if event == "step":
             logger.info("step %d: loss %.4f", payload["step"], payload["loss"])
             if run is not None:
@@ -85,6 +109,7 @@ def train_model(train: pd.DataFrame, schema: Schema, config: Config, run: Run | 
             run.metrics({"train.val_loss": payload["val_loss"]}, step=payload["step"])
 
     model, result = fit(train, schema, config, workdir=workdir, callback=callback)
+    progress.done(result.steps, result.stopped_by)
     if run is not None:
         run.metrics({"train.steps": result.steps, "train.seconds": result.seconds, "train.best_val_loss": result.best_val_loss,
                      "train.best_step": result.best_step})
