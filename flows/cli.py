@@ -173,6 +173,25 @@ def cmd_schema_infer(args) -> int:
     return 0
 
 
+def cmd_submit(args) -> int:
+    from diffusion.schema import Schema
+
+    _need_file(args.data, "extract")
+    _need_file(args.schema, "schema file")
+    Schema.load(args.schema)  # a schema error is the submitter's to see, not the watcher's
+    from flows.serve import EVENT, submit
+
+    out = submit(args.data, schema=args.schema, inbox=args.inbox)
+    if out["already_seen"]:
+        print(f"Extract {out['path']} (sha256 {out['fingerprint']}) was seen before: no retraining.")
+    else:
+        print(f"Submitted {out['path']} (sha256 {out['fingerprint']}) with schema {out['schema']}: "
+              f"record in {out['inbox']}; `healthgym serve` retrains on it once.")
+    print(f"Event {EVENT} (resource healthgym.extract.{out['fingerprint']}): "
+          + (f"emitted, id {out['event_id']}." if out["event_id"] else "not emitted (Prefect events are switched off)."))
+    return 0
+
+
 def cmd_serve(args) -> int:
     from flows.serve import serve
 
@@ -238,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--cron", default="0 2 * * *")
     sv.add_argument("--timezone", default="UTC")
     sv.set_defaults(func=cmd_serve)
+
+    sb = sub.add_parser("submit", help="announce a new extract: retrain on it once (serve's inbox, and a Prefect event)")
+    sb.add_argument("data")
+    sb.add_argument("--schema", default=str(DEMO_SCHEMA), help="schema of the extract (default: the bundled PBC schema)")
+    sb.add_argument("--inbox", default="inbox", help="the inbox folder that `healthgym serve` watches (default: inbox)")
+    sb.set_defaults(func=cmd_submit)
 
     sc = sub.add_parser("schema", help="schema tools")
     scs = sc.add_subparsers(dest="schema_command", required=True)

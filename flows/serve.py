@@ -1,11 +1,27 @@
-"""Schedules: the nightly release from the champion, and retraining when a new extract lands
-in the inbox folder (detected by SHA-256 fingerprint, so each file triggers once)."""
+"""Schedules: the nightly release from the champion, and retraining when a new extract arrives.
+
+An extract arrives in one of two ways, and both end in the same inbox folder:
+- a file dropped into the inbox (`inbox/*.csv`, `*.parquet`, ...);
+- `healthgym submit DATA --schema S`, which leaves a small submission record
+  (`inbox/<fingerprint>.submitted.json`: the file's absolute path, the schema, the SHA-256) and
+  emits the Prefect event `healthgym.extract.arrived` (resource `healthgym.extract.<sha256>`).
+
+The watcher flow (`watch_inbox`) reads the inbox, and a ledger of fingerprints already seen
+(`.healthgym/inbox/*.json`, read and written under a file lock) makes each new fingerprint
+retrain exactly once, whether the watcher runs on its one-minute schedule (`healthgym serve`,
+embedded: events reach no trigger there) or is started by the event's trigger on a real Prefect
+server (prefect.yaml). A submitted record is consumed when the watcher reads it; dropped files
+stay where they are.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from prefect import flow, get_run_logger
 
@@ -13,36 +29,127 @@ from diffusion.errors import InputError
 from flows.pipeline import STATE_DIR, release_flow, train_flow
 
 EXTRACT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+SUBMISSION_SUFFIX = ".submitted.json"
+EVENT = "healthgym.extract.arrived"
+
+
+@dataclass
+class Arrival:
+    path: Path
+    fingerprint: str
+    schema: str | None = None  # a submission names its schema; a dropped file uses the watcher's
+    source: str = "inbox"  # inbox | submit
 
 
 def _seen_path(inbox: Path) -> Path:
     return STATE_DIR / "inbox" / (str(inbox.resolve()).strip("/").replace("/", "_") + ".json")
 
 
-def new_extracts(inbox: str | Path) -> list[tuple[Path, str]]:
-    """Files in the inbox whose fingerprint was never seen, marked as seen (each triggers once)."""
+@contextlib.contextmanager
+def _ledger(inbox: Path) -> Iterator[dict[str, str]]:
+    """The fingerprints already seen for this inbox, locked while in use and saved on exit."""
+    seen_file = _seen_path(inbox)
+    seen_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(seen_file.with_suffix(".lock"), "a+") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # not POSIX: one watcher at a time is the user's to keep
+            pass
+        seen: dict[str, str] = json.loads(seen_file.read_text()) if seen_file.exists() else {}
+        before = dict(seen)
+        yield seen
+        if seen != before:
+            tmp = seen_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(seen, indent=1))
+            tmp.replace(seen_file)
+
+
+def _log():
+    try:
+        return get_run_logger()
+    except Exception:  # outside a flow run
+        import logging
+
+        return logging.getLogger("healthgym")
+
+
+def new_extracts(inbox: str | Path) -> list[Arrival]:
+    """Extracts in the inbox (dropped files and submission records) whose fingerprint was never
+    seen, marked as seen: each triggers once."""
     from expectations.reading import fingerprint
 
     inbox = Path(inbox)
     if not inbox.is_dir():
         return []
-    seen_file = _seen_path(inbox)
-    seen: dict[str, str] = json.loads(seen_file.read_text()) if seen_file.exists() else {}
-    fresh = []
-    for path in sorted(p for p in inbox.iterdir() if p.is_file() and p.name.lower().endswith(EXTRACT_SUFFIXES)):
-        try:
-            fp = fingerprint(path)
-        except InputError:
-            continue
-        if fp not in seen:
-            seen[fp] = path.name
-            fresh.append((path, fp))
-    if fresh:
-        seen_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = seen_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(seen, indent=1))
-        tmp.replace(seen_file)
+    fresh: list[Arrival] = []
+    with _ledger(inbox) as seen:
+        for record in sorted(inbox.glob(f"*{SUBMISSION_SUFFIX}")):
+            try:
+                sub = json.loads(record.read_text())
+                path = Path(sub["path"])
+                fp = fingerprint(path) if sub["fingerprint"] not in seen else sub["fingerprint"]
+            except (OSError, ValueError, KeyError, InputError) as exc:
+                _log().error("Submission %s cannot be used (%s); it is dropped.", record.name, exc)
+                record.unlink(missing_ok=True)
+                continue
+            if fp != sub["fingerprint"]:
+                _log().warning("%s changed since it was submitted; training on its current content (sha256 %s).", path, fp[:12])
+                seen.setdefault(sub["fingerprint"], str(path))
+            if fp not in seen:
+                seen[fp] = str(path)
+                fresh.append(Arrival(path, fp, sub.get("schema"), "submit"))
+            record.unlink(missing_ok=True)  # consumed: the ledger remembers the fingerprint
+        for path in sorted(p for p in inbox.iterdir() if p.is_file() and p.name.lower().endswith(EXTRACT_SUFFIXES)):
+            try:
+                fp = fingerprint(path)
+            except InputError:
+                continue
+            if fp not in seen:
+                seen[fp] = path.name
+                fresh.append(Arrival(path, fp))
     return fresh
+
+
+def submit(data: str | Path, *, schema: str | Path, inbox: str | Path) -> dict[str, Any]:
+    """Announce an extract: a submission record in the inbox (what `healthgym serve` reacts to)
+    and the event `healthgym.extract.arrived` (what a deployment trigger on a server reacts to)."""
+    from expectations.reading import fingerprint
+
+    path = Path(data).resolve()
+    if not path.is_file():
+        raise InputError(f"The extract {data} does not exist (or is not a file).")
+    if not path.name.lower().endswith(EXTRACT_SUFFIXES):
+        raise InputError(f"The extract {data} must be a CSV or Parquet file ({', '.join(EXTRACT_SUFFIXES)}).")
+    fp = fingerprint(path)
+    inbox = Path(inbox).resolve()
+    inbox.mkdir(parents=True, exist_ok=True)
+    record = {"path": str(path), "schema": str(Path(schema).resolve()), "fingerprint": fp,
+              "submitted_utc": datetime.now(timezone.utc).isoformat()}
+    with _ledger(inbox) as seen:
+        already = fp in seen
+        if not already:
+            target = inbox / f"{fp}{SUBMISSION_SUFFIX}"
+            tmp = inbox / f".{target.name}.partial"
+            tmp.write_text(json.dumps(record, indent=1))
+            tmp.replace(target)
+    event_id = _emit(fp, path, record, inbox)
+    return {**record, "inbox": str(inbox), "already_seen": already, "event_id": event_id}
+
+
+def _emit(fp: str, path: Path, record: dict[str, Any], inbox: Path) -> str | None:
+    """Emit the event and wait until it is sent; its id, or None when events are switched off."""
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    event = emit_event(
+        event=EVENT,
+        resource={"prefect.resource.id": f"healthgym.extract.{fp}", "prefect.resource.name": path.name},
+        payload={"path": record["path"], "schema": record["schema"], "fingerprint": fp, "inbox": str(inbox)},
+    )
+    EventsWorker.drain_all(timeout=30)
+    return str(event.id) if event is not None else None
 
 
 @flow(name="healthgym-watch-inbox", log_prints=True)
@@ -50,14 +157,15 @@ def watch_inbox(inbox: str, schema: str, config: dict[str, Any] | None = None) -
     """Retrain once per new extract; a failing extract fails its own run and changes nothing."""
     logger = get_run_logger()
     results = []
-    for path, fp in new_extracts(inbox):
-        logger.info("New extract %s (sha256 %s): retraining.", path.name, fp[:12])
+    for arrival in new_extracts(inbox):
+        logger.info("New extract %s (%s, sha256 %s): retraining.", arrival.path.name, arrival.source, arrival.fingerprint[:12])
         try:
-            out = train_flow(data=str(path), schema=schema, config=config)
-            results.append({"extract": path.name, "model_uri": out["model_uri"], "promoted": out["promoted"]})
+            out = train_flow(data=str(arrival.path), schema=arrival.schema or schema, config=config)
+            results.append({"extract": arrival.path.name, "fingerprint": arrival.fingerprint, "run_id": out["run_id"],
+                            "model_uri": out["model_uri"], "promoted": out["promoted"]})
         except Exception as exc:  # one bad extract must not stop the watcher
-            logger.error("Retraining on %s failed: %s", path.name, exc)
-            results.append({"extract": path.name, "error": str(exc)})
+            logger.error("Retraining on %s failed: %s", arrival.path.name, exc)
+            results.append({"extract": arrival.path.name, "fingerprint": arrival.fingerprint, "error": str(exc)})
     return results
 
 
@@ -77,5 +185,6 @@ def serve(*, inbox: str, schema: str, name: str | None, cron: str, timezone: str
         name="retrain-on-new-extract", interval=60, parameters={"inbox": str(Path(inbox).resolve()), "schema": str(Path(schema).resolve())}
     )
     manual = train_flow.to_deployment(name="manual-train", parameters={"schema": str(Path(schema).resolve())})
-    print(f"Serving: nightly release of {name or sch.name} at '{cron}' ({timezone}); watching {inbox}/ for new extracts every minute.")
+    print(f"Serving: nightly release of {name or sch.name} at '{cron}' ({timezone}); watching {inbox}/ for new extracts "
+          "and `healthgym submit` records every minute.")
     prefect_serve(nightly, watcher, manual)
