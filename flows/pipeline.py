@@ -53,10 +53,9 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
     sch = Schema.load(schema)
     cfg = Config.from_dict(config)
     data_path = str(Path(data).resolve())
-    run = Run.start(f"healthgym-{sch.name}", run_name=f"train-{sch.name}", tags={
-        "healthgym.kind": "train", "prefect.flow_run_id": _flow_run_id(), "prefect.parent_flow_run_id": _parent_flow_run_id(),
-        "healthgym.extract_path": data_path, "healthgym.schema_path": str(Path(schema).resolve()),
-    })
+    tags = {"healthgym.kind": "train", "prefect.flow_run_id": _flow_run_id(), "prefect.parent_flow_run_id": _parent_flow_run_id(),
+            "healthgym.extract_path": data_path, "healthgym.schema_path": str(Path(schema).resolve())}
+    run = Run.start(f"healthgym-{sch.name}", run_name=f"train-{sch.name}", tags={k: v for k, v in tags.items() if v})
     work = _workdir("train")
     try:
         run.params(cfg.flat())
