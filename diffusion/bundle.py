@@ -89,11 +89,11 @@ class HealthGymModel:
         return np.concatenate(out, axis=0) if out else np.zeros((0, *shape_rest), np.float32)
 
     def sample(self, n: int, *, seed: int = 0, method: str | None = None, steps: int | None = None,
-               progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+               eta: float | None = None, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
         """n synthetic patients in the extract's own long format (fresh ids 1..n)."""
         if n < 1:
             raise InputError(f"The number of patients to sample must be at least 1, got {n}.")
-        return self.encoder.decode(self.sample_tensor(n, seed=seed, method=method, steps=steps, progress=progress))
+        return self.encoder.decode(self.sample_tensor(n, seed=seed, method=method, steps=steps, eta=eta, progress=progress))
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:

@@ -81,7 +81,10 @@ class TrainConfig:
 class SamplingConfig:
     method: str = "ddim"  # ddim | ddpm
     steps: int = 100  # sampling steps (ddpm uses the full chain when steps >= diffusion.steps)
-    eta: float = 0.0  # DDIM stochasticity
+    # DDIM stochasticity: 0 is deterministic DDIM, 1 is ancestral (DDPM) noise on the respaced
+    # chain. The fresh noise corrects the denoiser's own errors as it goes; on the bundled cohort
+    # eta 1 lowered the real-vs-synthetic classifier AUC from 0.97 to 0.90 with the same model.
+    eta: float = 1.0
     batch_size: int = 512
     patients: int | None = None  # default: as many as the extract has
 

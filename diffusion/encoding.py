@@ -218,6 +218,9 @@ class TrajectoryEncoder:
                 num = self._numeric_state(name)
                 num["dev_scale"] = scale
                 num["dev_bound"] = float(max(1.0, dev.max() / scale)) if dev.size else 1.0
+                has = np.bincount(pid, weights=ok.astype(float), minlength=len(lengths)) > 0
+                # patient means spread less than single values: min-max them again to use [-1, 1]
+                num["level_lo"], num["level_hi"] = (float(level[has].min()), float(level[has].max())) if has.any() else (-1.0, 1.0)
         return self
 
     def _levels(self) -> list[str]:
@@ -226,12 +229,6 @@ class TrajectoryEncoder:
             return []
         names = [c.name for c in self.schema.columns if c.numeric and not c.static]
         return names if self.schema.regular else [GAP, *names]
-
-    def _shares(self) -> list[str]:
-        """Temporal binary/categorical columns that get static per-patient share channels."""
-        if not self._require().get("patient_levels", False):
-            return []
-        return [c.name for c in self.schema.columns if not c.numeric and not c.static]
 
     def _numeric_state(self, name: str) -> dict[str, Any]:
         state = self._require()
@@ -260,7 +257,7 @@ class TrajectoryEncoder:
         """(channel name, kind, column) for every channel, in tensor order."""
         state = self._require()
         out: list[tuple[str, str, str | None]] = [(VALID, "valid", None), (LENGTH, "length", None)]
-        levels, shares = set(self._levels()), set(self._shares())
+        levels = set(self._levels())
         if not self.schema.regular:
             out.append((GAP, "gap", GAP))
             if GAP in levels:
@@ -272,13 +269,9 @@ class TrajectoryEncoder:
                 out.append((col.name, "value", col.name))
                 if col.name in levels:
                     out.append((f"{col.name}__level", "level", col.name))
-                if col.name in shares:
-                    out.append((f"{col.name}__share", "share", col.name))
             else:
                 for cat in col.categories or ():
                     out.append((f"{col.name}={cat}", "onehot", col.name))
-                if col.name in shares:
-                    out.extend((f"{col.name}={cat}__share", "share", col.name) for cat in col.categories or ())
             if col.nullable:
                 out.append((f"{col.name}__missing", "missing", col.name))
         return out
@@ -291,7 +284,7 @@ class TrajectoryEncoder:
     def static_channels(self) -> list[int]:
         """Indices of channels that are constant over time within a patient."""
         static = {c.name for c in self.schema.static_columns}
-        return [i for i, (_, kind, col) in enumerate(self.channels) if kind in ("t0", "length", "level", "share") or (col in static)]
+        return [i for i, (_, kind, col) in enumerate(self.channels) if kind in ("t0", "length", "level") or (col in static)]
 
     @property
     def clip_bounds(self) -> list[float]:
@@ -341,8 +334,12 @@ class TrajectoryEncoder:
                 mask[:, ch, :] = 1.0
             elif kind == "level":
                 _, ok, level = self._z_and_level(df, colname, pid)
-                x[:, ch, :] = level[:, None]
-                mask[:, ch, :] = (np.bincount(pid, weights=ok.astype(float), minlength=n) > 0)[:, None]
+                num = self._numeric_state(colname)
+                lo, hi = num.get("level_lo", -1.0), num.get("level_hi", 1.0)
+                has = np.bincount(pid, weights=ok.astype(float), minlength=n) > 0
+                scaled = np.zeros_like(level) if hi <= lo else 2.0 * (level - lo) / (hi - lo) - 1.0
+                x[:, ch, :] = np.where(has, scaled, 0.0)[:, None]
+                mask[:, ch, :] = has[:, None]
             elif kind in ("value", "gap") and colname in levels:  # a deviation from the patient's level
                 z, ok, level = self._z_and_level(df, colname, pid)
                 put(ch, (z - level[pid]) / self._numeric_state(colname)["dev_scale"], ok, static=False)
@@ -361,15 +358,6 @@ class TrajectoryEncoder:
                 if kind == "missing":
                     missing = series.isna().to_numpy()
                     put(ch, np.where(missing, 1.0, -1.0), np.ones(len(df), bool), static)
-                elif kind == "share":  # share of the patient's visits with this value, static
-                    if col.type == "binary":
-                        b = as_binary(series).to_numpy()
-                        ok, hit = ~np.isnan(b), np.nan_to_num(b) > 0
-                    else:
-                        labels = as_labels(series)
-                        ok, hit = labels.notna().to_numpy(), labels.to_numpy() == name.split("=", 1)[1].rsplit("__share", 1)[0]
-                    x[:, ch, :] = (2.0 * _patient_mean(hit.astype(float), ok, pid) - 1.0)[:, None]
-                    mask[:, ch, :] = (np.bincount(pid, weights=ok.astype(float), minlength=n) > 0)[:, None]
                 elif col.numeric:
                     v = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
                     ok = np.isfinite(v)
@@ -491,7 +479,10 @@ class TrajectoryEncoder:
         return df
 
     def _undeviate(self, deviation: np.ndarray, level: np.ndarray, name: str) -> np.ndarray:
-        return level + deviation * self._numeric_state(name)["dev_scale"]
+        """Scaled value from a deviation channel and the (encoded) level channel."""
+        num = self._numeric_state(name)
+        lo, hi = num.get("level_lo", -1.0), num.get("level_hi", 1.0)
+        return (np.clip(level, -1.0, 1.0) + 1.0) / 2.0 * (hi - lo) + lo + deviation * num["dev_scale"]
 
     def draw_lengths(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n visit counts drawn from the training patients' length distribution."""
