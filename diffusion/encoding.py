@@ -12,10 +12,11 @@ Channel layout (values lie in [-1, 1], deviation channels within their ``clip_bo
 - ``__t0__`` (only when patients start at different times): the first visit's time, static.
 - per numeric column: one value channel (Box-Cox / log / identity, then min-max to [-1, 1]).
   With ``patient_levels`` (the default), a temporal numeric column gets two channels instead:
-  ``<name>__level``, static, the patient's mean of the scaled values, and ``<name>``, the visit's
-  deviation from that level divided by the cohort's within-patient spread (its 99th percentile
-  |deviation| maps to 1; rarer, larger deviations go beyond, up to ``clip_bounds``). Decoding
-  adds them back. The denoiser then sees visit-to-visit change at full scale, so its residual
+  ``<name>__level``, static, the patient's mean of the scaled values (min-max rescaled over the
+  training patients), and ``<name>``, the visit's deviation from that level divided by the
+  cohort's within-patient spread (its 99th percentile |deviation| maps to 1; rarer, larger
+  deviations go beyond, up to ``clip_bounds``). Decoding adds them back. The gap channel of an
+  irregular schema is split the same way (``__gap__level``). The denoiser then sees visit-to-visit change at full scale, so its residual
   error no longer shows up as implausible jumps between visits.
 - per binary column: one channel, -1 / +1.
 - per categorical column: one channel per category, one-hot as -1 / +1.
