@@ -316,6 +316,14 @@ class TrajectoryEncoder:
         static_cols = {c.name for c in schema.static_columns}
         levels = set(self._levels())
 
+        split: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+        def z_and_level(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            """Once per column: its level channel and its deviation channel both need it."""
+            if name not in split:
+                split[name] = self._z_and_level(df, name, pid)
+            return split[name]
+
         def put(ch: int, values: np.ndarray, present: np.ndarray, static: bool) -> None:
             """Write row values (temporal) or first-row values (static) into channel ch."""
             values = np.where(present, values, 0.0)
@@ -334,7 +342,7 @@ class TrajectoryEncoder:
                 x[:, ch, :] = self._length_to_z(lengths)[:, None]
                 mask[:, ch, :] = 1.0
             elif kind == "level":
-                _, ok, level = self._z_and_level(df, colname, pid)
+                _, ok, level = z_and_level(colname)
                 num = self._numeric_state(colname)
                 lo, hi = num.get("level_lo", -1.0), num.get("level_hi", 1.0)
                 has = np.bincount(pid, weights=ok.astype(float), minlength=n) > 0
@@ -342,7 +350,7 @@ class TrajectoryEncoder:
                 x[:, ch, :] = np.where(has, scaled, 0.0)[:, None]
                 mask[:, ch, :] = has[:, None]
             elif kind in ("value", "gap") and colname in levels:  # a deviation from the patient's level
-                z, ok, level = self._z_and_level(df, colname, pid)
+                z, ok, level = z_and_level(colname)
                 put(ch, (z - level[pid]) / self._numeric_state(colname)["dev_scale"], ok, static=False)
             elif kind == "gap":
                 gaps = self._gaps(df)
@@ -389,9 +397,12 @@ class TrajectoryEncoder:
         static_cols = {c.name for c in schema.static_columns}
         levels = set(self._levels())
 
+        def per_patient(ch: int) -> np.ndarray:
+            """A static channel's value per patient: its mean over the patient's visits."""
+            return (x[:, ch, :] * valid).sum(axis=1) / lengths
+
         def static_value(ch: int) -> np.ndarray:
-            per_patient = (x[:, ch, :] * valid).sum(axis=1) / lengths
-            return per_patient[pid]
+            return per_patient(ch)[pid]
 
         def channel(ch: int, static: bool) -> np.ndarray:
             return static_value(ch) if static else x[pid, ch, pos]
@@ -403,13 +414,13 @@ class TrajectoryEncoder:
         if t_state["t0_constant"] is not None:
             start = np.full(n, t_state["t0_constant"])
         else:
-            start = _unscale((x[:, index[T0], :] * valid).sum(axis=1) / lengths, t_state["t0"], None)
+            start = _unscale(per_patient(index[T0]), t_state["t0"], None)
         if schema.regular:
             times = start[pid] + pos
         else:
             zg = x[:, index[GAP], :]
             if GAP in levels:
-                zg = self._undeviate(zg, (x[:, index[f"{GAP}level"], :] * valid).sum(axis=1, keepdims=True) / lengths[:, None], GAP)
+                zg = self._undeviate(zg, per_patient(index[f"{GAP}level"])[:, None], GAP)
             g = _unscale(zg, t_state["gap"], None)
             floor = 1.0 if t_state["integer"] else max(t_state["gap"]["vmin"], 1e-9)
             g = np.maximum(g, floor)
