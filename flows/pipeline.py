@@ -18,7 +18,7 @@ from diffusion.config import Config
 from diffusion.errors import InputError
 from diffusion.schema import Schema
 from tasks import stages
-from tasks.registry import register
+from tasks.registry import link_release, register
 from tasks.tracking import Run, resolve_model_dir
 
 STATE_DIR = Path(".healthgym")
@@ -88,7 +88,7 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
                         "gates_passed": evaluation.passed, "flow_run_id": _flow_run_id()}
             out["release"] = stages.publish(synthetic, sch, manifest, report_dir)
             run.tags({"release.path": out["release"], "release.run_id": run.id})
-            _link_back({"model_name": sch.name, "model_version": reg["version"]}, {"release.path": out["release"]})
+            link_release({"model_name": sch.name, "model_version": reg["version"]}, {"release.path": out["release"]})
         shutil.rmtree(ckpt, ignore_errors=True)  # finished: the next training starts fresh
         run.end("FINISHED")
         return out
@@ -97,18 +97,6 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _link_back(info: dict[str, Any], tags: dict[str, str]) -> None:
-    """The training run and the model version point at their latest release."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    if info.get("run_id"):
-        for k, v in tags.items():
-            client.set_tag(info["run_id"], k, v)
-    if info.get("model_name") and info.get("model_version"):
-        client.set_model_version_tag(info["model_name"], str(info["model_version"]), "release.path", tags["release.path"])
 
 
 @flow(name="healthgym-release", log_prints=True)
@@ -161,7 +149,7 @@ def release_flow(model: str | None = None, schema_name: str | None = None, patie
                         "extract_fingerprint": fp, "gates_passed": True, "flow_run_id": _flow_run_id()}
             path = stages.publish(synthetic, sch, manifest, report_dir)
             run.tags({"release.path": path})
-            _link_back(info, {"release.path": path, "release.run_id": run.id, "release.prefect_flow_run_id": _flow_run_id()})
+            link_release(info, {"release.path": path, "release.run_id": run.id, "release.prefect_flow_run_id": _flow_run_id()})
             run.end("FINISHED")
             return {"release": path, "run_id": run.id, "model_uri": model, "metrics": evaluation.metrics}
         except BaseException:

@@ -27,6 +27,7 @@ from prefect import flow, get_run_logger
 
 from diffusion.errors import InputError
 from flows.pipeline import STATE_DIR, release_flow, train_flow
+from tasks.stages import _logger
 
 EXTRACT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 SUBMISSION_SUFFIX = ".submitted.json"
@@ -66,15 +67,6 @@ def _ledger(inbox: Path) -> Iterator[dict[str, str]]:
             tmp.replace(seen_file)
 
 
-def _log():
-    try:
-        return get_run_logger()
-    except Exception:  # outside a flow run
-        import logging
-
-        return logging.getLogger("healthgym")
-
-
 def new_extracts(inbox: str | Path) -> list[Arrival]:
     """Extracts in the inbox (dropped files and submission records) whose fingerprint was never
     seen, marked as seen: each triggers once."""
@@ -91,11 +83,11 @@ def new_extracts(inbox: str | Path) -> list[Arrival]:
                 path = Path(sub["path"])
                 fp = fingerprint(path) if sub["fingerprint"] not in seen else sub["fingerprint"]
             except (OSError, ValueError, KeyError, InputError) as exc:
-                _log().error("Submission %s cannot be used (%s); it is dropped.", record.name, exc)
+                _logger().error("Submission %s cannot be used (%s); it is dropped.", record.name, exc)
                 record.unlink(missing_ok=True)
                 continue
             if fp != sub["fingerprint"]:
-                _log().warning("%s changed since it was submitted; training on its current content (sha256 %s).", path, fp[:12])
+                _logger().warning("%s changed since it was submitted; training on its current content (sha256 %s).", path, fp[:12])
                 seen.setdefault(sub["fingerprint"], str(path))
             if fp not in seen:
                 seen[fp] = str(path)

@@ -77,3 +77,13 @@ def register(model_dir: Path, name: str, run: Run, metrics: dict[str, float], pa
         pass
     return {"name": name, "version": mv.version, "uri": f"models:/{name}/{mv.version}", "promoted": promoted,
             "decision": decision, "model_uri": info.model_uri}
+
+
+def link_release(info: dict[str, Any], tags: dict[str, str]) -> None:
+    """The training run (info["run_id"]) and the model version point at their latest release."""
+    client = MlflowClient()
+    if info.get("run_id"):
+        for k, v in tags.items():
+            client.set_tag(info["run_id"], k, v)
+    if info.get("model_name") and info.get("model_version"):
+        client.set_model_version_tag(info["model_name"], str(info["model_version"]), "release.path", tags["release.path"])
