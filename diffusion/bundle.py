@@ -35,6 +35,8 @@ from diffusion.unet import build_unet
 
 FILES = ("config.json", "schema.yaml", "encoder.json", "weights.pt", "meta.json")
 FORMAT_VERSION = 1
+# settings added after the first model folders were written, with the value those folders used
+LEGACY_DEFAULTS = {"diffusion.prediction": "eps", "model.self_condition": False}
 
 
 def versions() -> dict[str, str]:
@@ -125,6 +127,10 @@ class HealthGymModel:
         if missing:
             raise InputError(f"{folder} is not a Health Gym model folder: it lacks {missing}.")
         config = Config.load(folder / "config.json")
+        raw = json.loads((folder / "config.json").read_text())
+        legacy = {k: v for k, v in LEGACY_DEFAULTS.items() if k.split(".")[1] not in raw.get(k.split(".")[0], {})}
+        if legacy:  # a folder saved before these settings existed was trained without them
+            config = config.with_overrides(legacy)
         schema = Schema.load(folder / "schema.yaml")
         encoder = TrajectoryEncoder.from_state(schema, json.loads((folder / "encoder.json").read_text()))
         meta = json.loads((folder / "meta.json").read_text())

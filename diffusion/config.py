@@ -35,6 +35,10 @@ class ModelConfig:
     attention: bool = True  # self-attention over time at the coarsest level
     dropout: float = 0.0
     time_embed_dim: int = 64
+    # self-conditioning (Chen et al., Analog Bits): the network also sees its previous x0 estimate,
+    # which keeps binary / categorical visits from flickering between values. Folders saved
+    # without this key had none.
+    self_condition: bool = True
 
 
 @dataclass
@@ -54,7 +58,11 @@ class DiffusionConfig:
 
     steps: int = 1000
     schedule: str = "cosine"  # cosine | linear
-    x0_weight: float = 0.1  # weight of the (masked) x0 reconstruction term beside the eps loss
+    x0_weight: float = 0.1  # weight of the (masked) x0 reconstruction term beside the main loss
+    # what the network predicts: "v" (sqrt(abar) * noise - sqrt(1 - abar) * x0) weighs every noise
+    # level's x0 error alike, so patient-level structure decided at high noise is learnt too;
+    # "eps" (the noise) is the DDPM original. Model folders saved without this key used "eps".
+    prediction: str = "v"
 
 
 @dataclass
@@ -274,6 +282,8 @@ def _check(obj: Any, prefix: str) -> None:
             problems.append("diffusion.steps must be at least 2")
         if obj.schedule not in ("cosine", "linear"):
             problems.append("diffusion.schedule must be cosine or linear")
+        if obj.prediction not in ("eps", "v"):
+            problems.append("diffusion.prediction must be eps or v")
     if isinstance(obj, SamplingConfig):
         if obj.method not in ("ddim", "ddpm"):
             problems.append("sampling.method must be ddim or ddpm")

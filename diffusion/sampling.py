@@ -1,7 +1,8 @@
 """Reverse process: DDPM ancestral and DDIM sampling over an evenly respaced step subsequence.
 
-`sample_loop(model, diffusion, shape, ...)` is the whole loop: model(x, t) -> x0 estimate ->
-clip to [-1, 1] -> project static channels -> step. Noise comes from a CPU torch.Generator,
+`sample_loop(model, diffusion, shape, ...)` is the whole loop: model(x, t) -> x0 estimate (from
+the predicted eps or v) -> clip to [-1, 1] -> project static channels -> step. A self-conditioned
+network also gets the previous step's x0 estimate. Noise comes from a CPU torch.Generator,
 so a seed gives the same patients on CPU and GPU.
 """
 
@@ -12,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from diffusion.schedule import GaussianDiffusion
+from diffusion.schedule import SELF_COND_BOUND, GaussianDiffusion
 
 
 def respaced_steps(total: int, steps: int) -> list[int]:
@@ -58,13 +59,15 @@ def sample_loop(
     if known is not None:
         k_idx = torch.as_tensor(known[0], device=device)
         k_val = known[1].to(device)
+    self_condition = bool(getattr(model, "self_condition", False))
+    x_self = torch.zeros(shape, device=device) if self_condition else None
     for i, t in enumerate(seq):
         t_prev = seq[i + 1] if i + 1 < len(seq) else -1
         a_t = float(abar[t])
         a_prev = float(abar[t_prev]) if t_prev >= 0 else 1.0
         tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
-        eps = model(x, tt).float()
-        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+        out = model(x, tt, x_self) if self_condition else model(x, tt)
+        x0, _ = diffusion.x0_and_eps(out.float(), x, a_t)
         if bounds is not None:
             x0 = torch.maximum(torch.minimum(x0, bounds), -bounds)
         if static_channels:
@@ -72,6 +75,8 @@ def sample_loop(
             x0[:, idx, :] = x0[:, idx, :].mean(dim=-1, keepdim=True)
         if known is not None:
             x0[:, k_idx, :] = k_val
+        if self_condition:
+            x_self = x0.clamp(-SELF_COND_BOUND, SELF_COND_BOUND)
         eps = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
         if t_prev < 0:
             x = x0

@@ -25,19 +25,25 @@ def make_betas(schedule: str, steps: int) -> np.ndarray:
     raise ValueError(f"unknown beta schedule {schedule!r} (cosine or linear)")
 
 
-class GaussianDiffusion:
-    """DDPM forward process with epsilon prediction."""
+SELF_COND_BOUND = 5.0  # the x0 estimate a self-conditioned network is shown is cut to this range
 
-    def __init__(self, steps: int = 1000, schedule: str = "cosine", x0_weight: float = 0.1):
+
+class GaussianDiffusion:
+    """DDPM forward process; the network predicts the noise ("eps") or the velocity ("v")."""
+
+    def __init__(self, steps: int = 1000, schedule: str = "cosine", x0_weight: float = 0.1, prediction: str = "eps"):
+        if prediction not in ("eps", "v"):
+            raise ValueError(f"unknown prediction {prediction!r} (eps or v)")
         self.steps = steps
         self.schedule = schedule
         self.x0_weight = x0_weight
+        self.prediction = prediction
         self.betas = make_betas(schedule, steps)
         self.alphas_cumprod = np.cumprod(1.0 - self.betas)  # float64, [steps]
 
     @classmethod
     def from_config(cls, cfg) -> "GaussianDiffusion":
-        return cls(steps=cfg.steps, schedule=cfg.schedule, x0_weight=cfg.x0_weight)
+        return cls(steps=cfg.steps, schedule=cfg.schedule, x0_weight=cfg.x0_weight, prediction=cfg.prediction)
 
     def abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """alpha-bar at integer steps t ([B]), shaped [B, 1, 1] on like's device/dtype."""
@@ -48,22 +54,40 @@ class GaussianDiffusion:
         a = self.abar(t, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
-    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        a = self.abar(t, x_t)
-        return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+    def x0_and_eps(self, out: torch.Tensor, x_t: torch.Tensor, a: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, eps) estimates from the network's output at alpha-bar `a` (a float or broadcastable)."""
+        if self.prediction == "v":  # x_t = sqrt(a) x0 + sqrt(1-a) eps, v = sqrt(a) eps - sqrt(1-a) x0
+            return a**0.5 * x_t - (1 - a) ** 0.5 * out, (1 - a) ** 0.5 * x_t + a**0.5 * out
+        return (x_t - (1 - a) ** 0.5 * out) / a**0.5, out
 
-    def training_losses(self, model, x0: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Masked eps-MSE plus x0_weight * alpha-bar-weighted masked x0 reconstruction; [B]."""
+    def training_losses(self, model, x0: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor | None = None,
+                        self_cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Masked MSE of the prediction (eps or v) plus x0_weight * alpha-bar-weighted masked x0
+        reconstruction; [B].
+
+        For a self-conditioned network, `self_cond` ([B] bools; all True when None) picks the
+        patients whose network input also carries a first, gradient-free x0 estimate, as the
+        sampler will give it; the others get zeros, as at the sampler's first step.
+        """
         if noise is None:
             noise = torch.randn_like(x0)
-        x_t = self.q_sample(x0, t, noise)
-        eps = model(x_t, t).float()
-        denom = mask.sum(dim=(1, 2)).clamp_min(1.0)
-        eps_loss = ((eps - noise) ** 2 * mask).sum(dim=(1, 2)) / denom
-        if self.x0_weight == 0:
-            return eps_loss
         a = self.abar(t, x0)
-        x0_hat = self.predict_x0(x_t, t, eps)
-        # weighting by alpha-bar keeps the term finite at high noise, where x0_hat is unstable
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        if getattr(model, "self_condition", False):
+            with torch.no_grad():
+                first, _ = self.x0_and_eps(model(x_t, t).float(), x_t, a)
+                first = first.clamp(-SELF_COND_BOUND, SELF_COND_BOUND)
+                if self_cond is not None:
+                    first = first * self_cond.view(-1, 1, 1).to(first.dtype)
+            out = model(x_t, t, first).float()
+        else:
+            out = model(x_t, t).float()
+        target = noise if self.prediction == "eps" else a.sqrt() * noise - (1 - a).sqrt() * x0
+        denom = mask.sum(dim=(1, 2)).clamp_min(1.0)
+        main = ((out - target) ** 2 * mask).sum(dim=(1, 2)) / denom
+        if self.x0_weight == 0:
+            return main
+        x0_hat, _ = self.x0_and_eps(out, x_t, a)
+        # weighting by alpha-bar keeps the term finite at high noise, where an eps-based x0_hat is unstable
         x0_loss = (a * (x0_hat - x0) ** 2 * mask).sum(dim=(1, 2)) / denom
-        return eps_loss + self.x0_weight * x0_loss
+        return main + self.x0_weight * x0_loss

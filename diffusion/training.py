@@ -202,7 +202,8 @@ def train(
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = diffusion.training_losses(model, x_all[idx], t, m_all[idx], noise).mean()
+            self_cond = torch.rand(idx.shape[0], generator=gen).to(device) < 0.5  # half with a first estimate, half without
+            loss = diffusion.training_losses(model, x_all[idx], t, m_all[idx], noise, self_cond).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

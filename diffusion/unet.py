@@ -78,16 +78,18 @@ class Unet1D(nn.Module):
         attention: bool = True,
         dropout: float = 0.0,
         time_embed_dim: int = 128,
+        self_condition: bool = False,
     ):
         super().__init__()
         self.in_channels = in_channels
+        self.self_condition = self_condition  # input = [x_t, the previous x0 estimate] (zeros when none)
         self.factor = 2 ** (len(channel_mults) - 1)
         self.time_embed_dim = time_embed_dim
         self.time_mlp = nn.Sequential(
             nn.Linear(time_embed_dim, 4 * time_embed_dim), nn.SiLU(), nn.Linear(4 * time_embed_dim, 4 * time_embed_dim)
         )
         emb = 4 * time_embed_dim
-        self.init = nn.Conv1d(in_channels, base_channels, 3, padding=1)
+        self.init = nn.Conv1d(in_channels * (2 if self_condition else 1), base_channels, 3, padding=1)
         self.down = nn.ModuleList()
         skip_ch = [base_channels]
         ch = base_channels
@@ -111,8 +113,10 @@ class Unet1D(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, x_self: torch.Tensor | None = None) -> torch.Tensor:
         length = x.shape[-1]
+        if self.self_condition:
+            x = torch.cat([x, torch.zeros_like(x) if x_self is None else x_self.to(x.dtype)], dim=1)
         pad = (-length) % self.factor
         if pad:
             x = F.pad(x, (0, pad))
@@ -142,4 +146,5 @@ def build_unet(in_channels: int, cfg) -> Unet1D:
         attention=cfg.attention,
         dropout=cfg.dropout,
         time_embed_dim=cfg.time_embed_dim,
+        self_condition=cfg.self_condition,
     )

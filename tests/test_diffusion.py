@@ -1,5 +1,7 @@
 """The diffusion library: encoder round trip, U-Net shapes, sampler properties, bundle save/load."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -177,3 +179,61 @@ def test_sampler_projects_static_channels():
     x = model.sample_tensor(5, seed=1)
     for ch in model.encoder.static_channels:
         assert np.allclose(x[:, ch, :], x[:, ch, :1], atol=1e-6)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_x0_and_eps_invert_the_forward_process(prediction):
+    d = GaussianDiffusion(steps=1000, prediction=prediction)
+    gen = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(4, 3, 8, generator=gen), torch.randn(4, 3, 8, generator=gen)
+    t = torch.tensor([0, 10, 500, 999])
+    a = d.abar(t, x0)
+    x_t = d.q_sample(x0, t, eps)
+    target = eps if prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
+    x0_hat, eps_hat = d.x0_and_eps(target, x_t, a)
+    tol = 1e-4 if prediction == "v" else 5e-2  # eps -> x0 divides by sqrt(abar), tiny at t = 999
+    torch.testing.assert_close(x0_hat, x0, atol=tol, rtol=0)
+    torch.testing.assert_close(eps_hat, eps, atol=1e-4, rtol=0)
+    # the training loss of the exact prediction is zero
+    class Exact(torch.nn.Module):
+        def forward(self, x, tt):
+            return target
+    loss = d.training_losses(Exact(), x0, t, torch.ones_like(x0), eps)
+    assert float(loss.max()) < 1e-6 and loss.shape == (4,)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("method,steps,eta", [("ddim", 50, 1.0), ("ddim", 50, 0.0), ("ddpm", 200, 1.0)])
+def test_sampler_with_the_exact_denoiser_draws_the_data_distribution(prediction, method, steps, eta):
+    """Gaussian data has a closed-form denoiser: the sampler must then return that Gaussian, for a
+    static channel (one value per patient, broadcast over 16 steps) and an i.i.d. temporal one."""
+    mu, sd, length = 0.3, 0.25, 16
+    d = GaussianDiffusion(steps=1000, prediction=prediction)
+    table = torch.as_tensor(d.alphas_cumprod, dtype=torch.float32)
+
+    class Exact(torch.nn.Module):
+        def forward(self, x, t):
+            a = table[t].view(-1, 1, 1)
+            static = (a.sqrt() * x[:, :1].sum(-1, keepdim=True) / (1 - a) + mu / sd**2) / (length * a / (1 - a) + 1 / sd**2)
+            temporal = (a.sqrt() * x[:, 1:] / (1 - a) + mu / sd**2) / (a / (1 - a) + 1 / sd**2)
+            x0 = torch.cat([static.expand_as(x[:, :1]), temporal], dim=1)
+            eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+            return eps if prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
+
+    out = sample_loop(Exact(), d, (3000, 2, length), method=method, steps=steps, eta=eta,
+                      generator=torch.Generator().manual_seed(1), static_channels=[0], clip=[2.0, 2.0])
+    static, temporal = out[:, 0, 0], out[:, 1, :].flatten()
+    assert abs(float(static.mean()) - mu) < 0.02 and abs(float(static.std()) - sd) < 0.03
+    assert abs(float(temporal.mean()) - mu) < 0.02 and abs(float(temporal.std()) - sd) < 0.03
+
+
+def test_model_folders_saved_before_v_prediction_load_as_eps(tmp_path):
+    model = tiny_model()
+    assert model.config.diffusion.prediction == "v"  # the default for new models
+    folder = model.save(tmp_path / "m")
+    raw = json.loads((folder / "config.json").read_text())
+    assert raw["diffusion"]["prediction"] == "v"
+    assert HealthGymModel.load(folder).diffusion.prediction == "v"
+    del raw["diffusion"]["prediction"]
+    (folder / "config.json").write_text(json.dumps(raw))
+    assert HealthGymModel.load(folder).diffusion.prediction == "eps"
