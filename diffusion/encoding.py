@@ -155,9 +155,10 @@ def _representative(series: pd.Series, labels: pd.Series) -> dict[str, Any]:
 class TrajectoryEncoder:
     """Fit on a long extract; `encode` to tensors; `decode` tensors back to a long extract."""
 
-    def __init__(self, schema: Schema, *, patient_levels: bool = True):
+    def __init__(self, schema: Schema, *, patient_levels: bool = True, discrete_scale: float = 1.0):
         self.schema = schema
         self.patient_levels = patient_levels
+        self.discrete_scale = discrete_scale
         self.state: dict[str, Any] | None = None
 
     # -- fitting -------------------------------------------------------------------------------
@@ -208,6 +209,7 @@ class TrajectoryEncoder:
             "id_dtype": str(id_series.dtype),
             "column_order": [c for c in df.columns if c in set(schema.column_names) | {schema.id, schema.time}],
             "patient_levels": self.patient_levels,
+            "discrete_scale": self.discrete_scale,
         }
         if self.patient_levels:
             pid = pd.factorize(df[schema.id], sort=False)[0]
@@ -292,9 +294,18 @@ class TrajectoryEncoder:
         """Per channel, the largest |value| an x0 estimate may take during sampling."""
         levels = set(self._levels())
         return [
-            self._numeric_state(col)["dev_bound"] if kind in ("value", "gap") and col in levels else 1.0
+            self._numeric_state(col)["dev_bound"] if kind in ("value", "gap") and col in levels
+            else self._discrete_scale if self._discrete(kind, col) else 1.0
             for _, kind, col in self.channels
         ]
+
+    @property
+    def _discrete_scale(self) -> float:
+        return float(self._require().get("discrete_scale", 1.0))
+
+    def _discrete(self, kind: str, col: str | None) -> bool:
+        """Binary, one-hot and missingness channels: coded -/+ discrete_scale, decoded by sign / argmax."""
+        return kind in ("onehot", "missing") or (kind == "value" and col is not None and col != GAP and self.schema.column(col).type == "binary")
 
     # -- encode ------------------------------------------------------------------------------------
     def encode(self, df: pd.DataFrame) -> Encoded:
@@ -315,6 +326,7 @@ class TrajectoryEncoder:
         valid = np.arange(L)[None, :] < lengths[:, None]  # [n, L]
         static_cols = {c.name for c in schema.static_columns}
         levels = set(self._levels())
+        ds = self._discrete_scale
 
         split: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
@@ -366,7 +378,7 @@ class TrajectoryEncoder:
                 entry = state["columns"][colname]
                 if kind == "missing":
                     missing = series.isna().to_numpy()
-                    put(ch, np.where(missing, 1.0, -1.0), np.ones(len(df), bool), static)
+                    put(ch, np.where(missing, 1.0, -1.0) * ds, np.ones(len(df), bool), static)
                 elif col.numeric:
                     v = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
                     ok = np.isfinite(v)
@@ -374,12 +386,12 @@ class TrajectoryEncoder:
                 elif col.type == "binary":
                     b = as_binary(series).to_numpy()
                     ok = ~np.isnan(b)
-                    put(ch, np.where(ok, 2.0 * np.nan_to_num(b) - 1.0, 0.0), ok, static)
+                    put(ch, np.where(ok, 2.0 * np.nan_to_num(b) - 1.0, 0.0) * ds, ok, static)
                 else:
                     cat = name.split("=", 1)[1]
                     labels = as_labels(series)
                     ok = labels.notna().to_numpy()
-                    put(ch, np.where(labels.to_numpy() == cat, 1.0, -1.0), ok, static)
+                    put(ch, np.where(labels.to_numpy() == cat, 1.0, -1.0) * ds, ok, static)
         return Encoded(x=x, mask=mask, lengths=lengths.astype(np.int64))
 
     # -- decode ------------------------------------------------------------------------------------
@@ -538,7 +550,7 @@ class TrajectoryEncoder:
 
     @classmethod
     def from_state(cls, schema: Schema, state: dict[str, Any]) -> "TrajectoryEncoder":
-        enc = cls(schema, patient_levels=bool(state.get("patient_levels", False)))
+        enc = cls(schema, patient_levels=bool(state.get("patient_levels", False)), discrete_scale=float(state.get("discrete_scale", 1.0)))
         enc.state = state
         return enc
 

@@ -28,7 +28,7 @@ def fit(
 ) -> tuple[HealthGymModel, TrainResult]:
     """Fit the encoder on `df` (the training patients only) and train the denoiser on it."""
     torch.manual_seed(config.pipeline.seed)
-    encoder = TrajectoryEncoder(schema, patient_levels=config.encoding.patient_levels).fit(df)
+    encoder = TrajectoryEncoder(schema, patient_levels=config.encoding.patient_levels, discrete_scale=config.encoding.discrete_scale).fit(df)
     data = encoder.encode(df)
     net = build_unet(len(encoder.channels), config.model)
     diffusion = GaussianDiffusion.from_config(config.diffusion)

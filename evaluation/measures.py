@@ -7,9 +7,10 @@ Metric names are flat strings, grouped by prefix:
   labels, static columns compared patient by patient), ``marginal_score`` (their mean),
   ``correlation_abs_diff`` (mean |Spearman real - synthetic| over column pairs, visit level).
 - ``temporal.*``: ``lag1.{real,synthetic}.<col>`` and ``lag1_abs_diff.<col>`` (lag-1
-  autocorrelation within patients), ``.mean``/``.max`` over columns; ``stay_prob.{real,
-  synthetic}.<col>``, ``stay_prob_abs_diff.<col>`` and ``transition_tvd.<col>`` for temporal
-  labels; ``length_tvd`` (visits per patient), ``gap_ks`` (gaps between visits);
+  autocorrelation within patients), ``.mean``/``.max`` over columns; ``lag1_rank.*`` and
+  ``lag1_rank_abs_diff.<col>`` the same with Spearman's rank correlation (robust to outliers);
+  ``stay_prob.{real,synthetic}.<col>``, ``stay_prob_abs_diff.<col>`` and ``transition_tvd.<col>``
+  for temporal labels; ``length_tvd`` (visits per patient), ``gap_ks`` (gaps between visits);
   ``trend_corr_abs_diff`` / ``cycle_corr_abs_diff`` (Health Gym dynamic correlations).
 - ``missing.*``: ``rate.{real,synthetic}.<col>``, ``rate_abs_diff.<col>`` and ``.max``.
 - ``validity.*`` (synthetic only): ``static_consistency``, ``time_order``, ``in_bounds``,
@@ -84,12 +85,15 @@ def _previous(df: pd.DataFrame, column: str) -> pd.Series:
     return df.groupby(PID, sort=False)[column].shift(1)
 
 
-def lag1(df: pd.DataFrame, column: str) -> float:
-    """Lag-1 autocorrelation within patients: Pearson correlation over pairs of consecutive visits."""
+def lag1(df: pd.DataFrame, column: str, *, rank: bool = False) -> float:
+    """Lag-1 autocorrelation within patients: Pearson correlation over pairs of consecutive visits
+    (`rank=True`: Spearman, which a handful of extreme visits cannot dominate)."""
     v, prev = df[column].astype(float), _previous(df, column).astype(float)
     ok = v.notna() & prev.notna()
     if ok.sum() < 3 or v[ok].std() == 0 or prev[ok].std() == 0:
         return float("nan")
+    if rank:
+        return float(stats.spearmanr(v[ok], prev[ok]).statistic)
     return float(np.corrcoef(v[ok], prev[ok])[0, 1])
 
 
@@ -130,6 +134,10 @@ def temporal(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema) -> dict[str,
         d = abs(r - s) if np.isfinite(r) and np.isfinite(s) else float("nan")
         out[f"temporal.lag1_abs_diff.{col.name}"] = d
         diffs.append(d)
+        r, s = lag1(real, col.name, rank=True), lag1(syn, col.name, rank=True)
+        out[f"temporal.lag1_rank.real.{col.name}"] = r
+        out[f"temporal.lag1_rank.synthetic.{col.name}"] = s
+        out[f"temporal.lag1_rank_abs_diff.{col.name}"] = abs(r - s) if np.isfinite(r) and np.isfinite(s) else float("nan")
     if np.isfinite(diffs).any():
         out["temporal.lag1_abs_diff.mean"] = float(np.nanmean(diffs))
         out["temporal.lag1_abs_diff.max"] = float(np.nanmax(diffs))

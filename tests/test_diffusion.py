@@ -64,15 +64,19 @@ def assert_same(real: pd.DataFrame, decoded: pd.DataFrame, schema: Schema) -> No
             assert a.astype(str).tolist() == b.astype(str).tolist(), col
 
 
-@pytest.mark.parametrize("levels", [True, False])
+@pytest.mark.parametrize("levels,discrete_scale", [(True, 1.0), (False, 1.0), (True, 0.5)])
 @pytest.mark.parametrize("regular", [False, True])
-def test_encoder_round_trip_is_exact_for_every_type(regular, levels):
+def test_encoder_round_trip_is_exact_for_every_type(regular, levels, discrete_scale):
     df, schema = mixed_cohort(regular=regular)
-    enc = TrajectoryEncoder(schema, patient_levels=levels).fit(df)
+    enc = TrajectoryEncoder(schema, patient_levels=levels, discrete_scale=discrete_scale).fit(df)
     e = enc.encode(df)
     assert e.x.shape == (40, len(enc.channels), 7)
     bounds = np.asarray(enc.clip_bounds)[None, :, None]
     assert (np.abs(e.x) <= bounds + 1e-6).all()
+    for i, (_, kind, col) in enumerate(enc.channels):  # discrete codes are exactly -/+ discrete_scale
+        if kind in ("onehot", "missing") or col in ("arm", "flag"):
+            assert set(np.unique(e.x[:, i][e.mask[:, i] > 0])) <= {-discrete_scale, discrete_scale}, kind
+            assert enc.clip_bounds[i] == discrete_scale
     assert any(kind == "level" for _, kind, _ in enc.channels) == levels
     decoded = enc.decode(e.x)
     assert_same(df, decoded, schema)
@@ -138,9 +142,9 @@ def test_schedules_are_valid():
     assert respaced_steps(1000, 50)[0] == 999 and respaced_steps(1000, 50)[-1] == 0 and len(respaced_steps(1000, 50)) == 50
 
 
-def tiny_model(seed: int = 0) -> HealthGymModel:
+def tiny_model(overrides: list[str] = (), seed: int = 0) -> HealthGymModel:
     df, schema = mixed_cohort()
-    cfg = Config().with_overrides(["model.base_channels=16", "model.time_embed_dim=16", "diffusion.steps=50", "sampling.steps=10"])
+    cfg = Config().with_overrides(["model.base_channels=16", "model.time_embed_dim=16", "diffusion.steps=50", "sampling.steps=10", *overrides])
     enc = TrajectoryEncoder(schema).fit(df)
     torch.manual_seed(seed)
     net = build_unet(len(enc.channels), cfg.model)
@@ -227,13 +231,49 @@ def test_sampler_with_the_exact_denoiser_draws_the_data_distribution(prediction,
     assert abs(float(temporal.mean()) - mu) < 0.02 and abs(float(temporal.std()) - sd) < 0.03
 
 
-def test_model_folders_saved_before_v_prediction_load_as_eps(tmp_path):
-    model = tiny_model()
-    assert model.config.diffusion.prediction == "v"  # the default for new models
+def test_model_folders_saved_before_new_settings_load_with_the_old_ones(tmp_path):
+    model = tiny_model(["model.self_condition=false"])
     folder = model.save(tmp_path / "m")
     raw = json.loads((folder / "config.json").read_text())
-    assert raw["diffusion"]["prediction"] == "v"
+    assert raw["diffusion"]["prediction"] == "v"  # the default for new models
     assert HealthGymModel.load(folder).diffusion.prediction == "v"
-    del raw["diffusion"]["prediction"]
+    del raw["diffusion"]["prediction"], raw["model"]["self_condition"]
     (folder / "config.json").write_text(json.dumps(raw))
-    assert HealthGymModel.load(folder).diffusion.prediction == "eps"
+    old = HealthGymModel.load(folder)
+    assert old.diffusion.prediction == "eps" and old.config.model.self_condition is False
+
+
+def test_a_self_conditioned_network_sees_its_previous_x0_estimate():
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        self_condition = True
+
+        def forward(self, x, t, x_self=None):
+            seen.append(x_self.clone())
+            return 0.3 * x + 0.1
+
+    d = GaussianDiffusion(steps=100, prediction="v")
+    sample_loop(Recorder(), d, (2, 3, 5), method="ddim", steps=4, eta=1.0, static_channels=[1], clip=[1.0, 1.0, 2.0])
+    assert len(seen) == 4 and float(seen[0].abs().max()) == 0.0  # nothing to show at the first step
+    for later in seen[1:]:
+        assert float(later.abs().max()) > 0
+        assert float(later[:, :2].abs().max()) <= 1.0 and float(later[:, 2].abs().max()) <= 2.0  # clipped estimates
+        assert torch.allclose(later[:, 1], later[:, 1, :1].expand(-1, 5))  # static channel projected
+
+
+def test_self_conditioning_trains_both_with_and_without_a_first_estimate():
+    df, schema = mixed_cohort()
+    cfg = Config().with_overrides(["model.base_channels=16", "model.time_embed_dim=16"])
+    enc = TrajectoryEncoder(schema).fit(df)
+    data = enc.encode(df)
+    net = build_unet(len(enc.channels), cfg.model)
+    assert net.self_condition and net.init.in_channels == 2 * len(enc.channels)
+    d = GaussianDiffusion(steps=50, prediction="v")
+    x0, mask = torch.from_numpy(data.x[:6]), torch.from_numpy(data.mask[:6])
+    t, noise = torch.arange(6) * 8, torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    with_first = d.training_losses(net, x0, t, mask, noise, torch.ones(6, dtype=torch.bool))
+    without = d.training_losses(net, x0, t, mask, noise, torch.zeros(6, dtype=torch.bool))
+    mixed = d.training_losses(net, x0, t, mask, noise, torch.tensor([True, False] * 3))
+    torch.testing.assert_close(mixed[0::2], with_first[0::2])
+    torch.testing.assert_close(mixed[1::2], without[1::2])

@@ -343,3 +343,22 @@ def test_generic_schema_numeric_target_and_truncation(tmp_path):
     assert "privacy.sdmetrics.disclosure_protection" not in m  # numeric target: no CAP attack
     assert res.passed, res.failed_gates_message()
     assert {"marginals", "trajectories", "temporal", "trend_cycle", "sequence_lengths", "privacy"} <= set(res.figures)
+
+
+def test_rank_lag1_is_not_dominated_by_a_few_extreme_visits():
+    """Smooth AR(1) trajectories: Pearson and Spearman lag-1 agree; one spiked visit in a few
+    patients drags Pearson's down, while the rank version barely moves."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for pid in range(60):
+        x = rng.normal()
+        for pos in range(10):
+            x = 0.8 * x + 0.6 * rng.normal()
+            rows.append({"_pid": pid, "_pos": pos, "v": x})
+    df = pd.DataFrame(rows)
+    clean = (M.lag1(df, "v"), M.lag1(df, "v", rank=True))
+    assert abs(clean[0] - clean[1]) < 0.05 and clean[0] > 0.6
+    spiked = df.copy()
+    spiked.loc[(spiked["_pos"] == 5) & (spiked["_pid"] < 4), "v"] = 60.0
+    assert M.lag1(spiked, "v") < clean[0] - 0.3
+    assert abs(M.lag1(spiked, "v", rank=True) - clean[1]) < 0.05
