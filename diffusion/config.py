@@ -51,8 +51,9 @@ class EncodingConfig:
     # this the denoiser's small errors become implausible visit-to-visit jumps.
     patient_levels: bool = True
     # binary, one-hot and missingness channels are coded as -/+ this (decoding reads only the
-    # sign / the largest score); below 1, noise hides them sooner than the numbers.
-    discrete_scale: float = 1.0
+    # sign / the largest score). 0 (auto): the root-mean-square of the encoded numeric channels,
+    # so noise hides categories and numbers alike and neither is settled long before the other.
+    discrete_scale: float = 0.0
 
 
 @dataclass
@@ -287,8 +288,8 @@ def _check(obj: Any, prefix: str) -> None:
             problems.append("diffusion.schedule must be cosine or linear")
         if obj.prediction not in ("eps", "v"):
             problems.append("diffusion.prediction must be eps or v")
-    if isinstance(obj, EncodingConfig) and not 0 < obj.discrete_scale <= 1:
-        problems.append("encoding.discrete_scale must be in (0, 1]")
+    if isinstance(obj, EncodingConfig) and not 0 <= obj.discrete_scale <= 1:
+        problems.append("encoding.discrete_scale must be in [0, 1] (0: auto)")
     if isinstance(obj, SamplingConfig):
         if obj.method not in ("ddim", "ddpm"):
             problems.append("sampling.method must be ddim or ddpm")
