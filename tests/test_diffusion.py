@@ -277,3 +277,20 @@ def test_self_conditioning_trains_both_with_and_without_a_first_estimate():
     mixed = d.training_losses(net, x0, t, mask, noise, torch.tensor([True, False] * 3))
     torch.testing.assert_close(mixed[0::2], with_first[0::2])
     torch.testing.assert_close(mixed[1::2], without[1::2])
+
+
+def test_auto_discrete_scale_matches_the_numeric_channels():
+    df, schema = mixed_cohort()
+    enc = TrajectoryEncoder(schema).fit(df)  # discrete_scale 0 = auto
+    e = enc.encode(df)
+    numeric = [i for i, (_, kind, col) in enumerate(enc.channels) if kind in ("level", "gap", "t0") or col in ("weight", "lab", "count")]
+    values = np.concatenate([e.x[:, i][e.mask[:, i] > 0] for i in numeric])
+    scale = enc.state_dict()["discrete_scale"]
+    assert 0.1 <= scale < 1.0 and scale == pytest.approx(float(np.sqrt(np.mean(values**2))), rel=1e-5)
+    sex = enc.channel_names.index("sex=f")
+    assert set(np.unique(e.x[:, sex])) == {-scale, scale}
+    # a regular schema with no numbers (so no gap channel either) keeps +/-1
+    df, schema = mixed_cohort(regular=True)
+    raw = schema.to_dict()
+    only_labels = Schema.from_dict({**raw, "columns": {k: v for k, v in raw["columns"].items() if k in ("sex", "grade", "flag")}})
+    assert TrajectoryEncoder(only_labels).fit(df).state_dict()["discrete_scale"] == 1.0
