@@ -1,6 +1,6 @@
 """Patients <-> tensors: fit on an extract, encode to [patients, channels, time], decode back.
 
-Channel layout (values lie in [-1, 1], deviation channels within their ``clip_bounds``):
+Channel layout (values lie in [-1, 1]; every channel within its ``clip_bounds``):
 
 - ``__valid__``: +1 at a visit, -1 after the patient's last visit. The model generates it, so
   the number of visits is generated too; decoding keeps the first ``count(valid > 0)`` steps.
@@ -16,11 +16,16 @@ Channel layout (values lie in [-1, 1], deviation channels within their ``clip_bo
   training patients), and ``<name>``, the visit's deviation from that level divided by the
   cohort's within-patient spread (its 99th percentile |deviation| maps to 1; rarer, larger
   deviations go beyond, up to ``clip_bounds``). Decoding adds them back. The gap channel of an
-  irregular schema is split the same way (``__gap__level``). The denoiser then sees visit-to-visit change at full scale, so its residual
-  error no longer shows up as implausible jumps between visits.
-- per binary column: one channel, -1 / +1.
-- per categorical column: one channel per category, one-hot as -1 / +1.
-- per nullable column: a ``<name>__missing`` channel, +1 where the value is missing.
+  irregular schema is split the same way (``__gap__level``). The denoiser then sees
+  visit-to-visit change at full scale, so its residual error no longer shows up as implausible
+  jumps between visits.
+- per binary column: one channel, -s / +s.
+- per categorical column: one channel per category, one-hot as -s / +s.
+- per nullable column: a ``<name>__missing`` channel, +s where the value is missing.
+
+s is ``discrete_scale`` (by default the root-mean-square of the numeric channels, see
+`_matched_discrete_scale`); decoding reads only signs and the largest score, so s never changes
+what a patient decodes to.
 
 Static columns are broadcast over every time step (padding included); decoding averages them
 over the patient's visits, so each synthetic patient gets exactly one value. The loss mask is
@@ -237,7 +242,7 @@ class TrajectoryEncoder:
         at 0.25-0.5: 0.84-0.87; at 0.1: 0.92). Matching the numbers' own scale needs no cohort constant.
         """
         numeric = [i for i, (_, kind, col) in enumerate(self.channels)
-                   if kind in ("level", "gap", "t0") or (kind == "value" and col != GAP and self.schema.column(col).numeric)]
+                   if kind not in ("valid", "length") and not self._discrete(kind, col)]
         if not numeric:
             return 1.0
         e = self.encode(df)
