@@ -115,6 +115,28 @@ def test_static_columns_are_decoded_once_per_patient():
     assert out["count"].between(df["count"].min(), df["count"].max()).all()
     assert (out["count"] == out["count"].round()).all()
     assert (out["lab"].dropna() >= 0).all()
+    # reals come out at the precision the extract records them (weight 3 decimals, lab 4)
+    for col, d in (("weight", 3), ("lab", 4)):
+        v = out[col].dropna().to_numpy(float)
+        assert v.size and np.allclose(v, np.round(v, d), rtol=0, atol=1e-9), col
+        assert not np.allclose(v, np.round(v, d - 1), rtol=0, atol=1e-9), col
+
+
+def test_recorded_precision_is_learned_and_old_states_stay_unrounded():
+    from diffusion.encoding import _fit_numeric, _recorded_decimals, _unscale
+    rng = np.random.default_rng(0)
+    assert _recorded_decimals(np.array([261.0, 302.0, 1718.0])) == 0
+    assert _recorded_decimals(np.array([10.6, 11.2, 12.0, 0.3])) == 1
+    assert _recorded_decimals(np.round(rng.normal(3.5, 0.4, 500), 2)) == 2
+    assert _recorded_decimals(rng.normal(58, 10, 500)) is None  # continuous: never rounded
+    assert _recorded_decimals(np.array([10.6, 11.25])) == 2  # every value must fit the grid
+    state = _fit_numeric(np.array([9.6, 10.6, 17.1, 36.0]), "none", False)
+    z = np.linspace(-1, 1, 101)
+    out = _unscale(z, state, None)
+    assert state["decimals"] == 1 and np.allclose(out, np.round(out, 1), atol=1e-12)
+    assert out.min() == 9.6 and out.max() == 36.0
+    old = {k: v for k, v in state.items() if k != "decimals"}  # an encoder saved before the key existed
+    assert not np.allclose(_unscale(z, old, None), np.round(_unscale(z, old, None), 1))
 
 
 def test_long_patients_are_cut_with_a_warning(caplog):
