@@ -36,7 +36,7 @@ from diffusion.unet import build_unet
 FILES = ("config.json", "schema.yaml", "encoder.json", "weights.pt", "meta.json")
 FORMAT_VERSION = 1
 # settings added after the first model folders were written, with the value those folders used
-LEGACY_DEFAULTS = {"diffusion.prediction": "eps", "model.self_condition": False}
+LEGACY_DEFAULTS = {"diffusion.prediction": "eps", "model.self_condition": False, "model.position": False}
 
 
 def versions() -> dict[str, str]:

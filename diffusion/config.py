@@ -40,6 +40,9 @@ class ModelConfig:
     # instead of 0.92; about 30% fewer training steps per minute). Folders saved without this
     # key had none.
     self_condition: bool = True
+    # the visit index as an input feature (sinusoidal, added after the first convolution).
+    # Folders saved without this key had none.
+    position: bool = False
 
 
 @dataclass
@@ -55,6 +58,11 @@ class EncodingConfig:
     # sign / the largest score). 0 (auto): the root-mean-square of the encoded numeric channels,
     # so noise hides categories and numbers alike and neither is settled long before the other.
     discrete_scale: float = 0.0
+    # how a visit's deviation from its patient's level is coded: "linear" (divided by the cohort's
+    # 99th-percentile |deviation|) or "quantile" (through the deviations' empirical quantiles onto
+    # a normal shape, as TabDDPM codes numbers): a heavy-tailed deviation (mostly stable, a rare
+    # spike) becomes a Gaussian the denoiser can match, and decoding restores the tail.
+    deviations: str = "linear"
 
 
 @dataclass
@@ -289,8 +297,11 @@ def _check(obj: Any, prefix: str) -> None:
             problems.append("diffusion.schedule must be cosine or linear")
         if obj.prediction not in ("eps", "v"):
             problems.append("diffusion.prediction must be eps or v")
-    if isinstance(obj, EncodingConfig) and not 0 <= obj.discrete_scale <= 1:
-        problems.append("encoding.discrete_scale must be in [0, 1] (0: auto)")
+    if isinstance(obj, EncodingConfig):
+        if not 0 <= obj.discrete_scale <= 1:
+            problems.append("encoding.discrete_scale must be in [0, 1] (0: auto)")
+        if obj.deviations not in ("linear", "quantile"):
+            problems.append("encoding.deviations must be linear or quantile")
     if isinstance(obj, SamplingConfig):
         if obj.method not in ("ddim", "ddpm"):
             problems.append("sampling.method must be ddim or ddpm")

@@ -165,6 +165,38 @@ def _unscale(z: np.ndarray, s: dict[str, Any], col: Column | None) -> np.ndarray
     return np.clip(v, lo, hi)
 
 
+NORMAL_99 = float(stats.norm.ppf(0.995))  # a quantile-coded deviation at the 99th |percentile| is ~1, as a linear one
+
+
+def _normal_quantile_table(d: np.ndarray, knots: int = 41) -> dict[str, list[float]]:
+    """Knots (x: deviation quantiles, u: normal scores / NORMAL_99), both strictly increasing.
+
+    The u grid spans the normal scores an n-value sample reaches (at most +/-3.5); its two ends
+    are the smallest and largest deviation seen, so every training value lies inside the table.
+    Tied quantiles (a point mass, e.g. the zero deviation of one-visit patients) share one knot.
+    These are aggregates of the cohort (quantiles), like the min/max the numeric state keeps.
+    """
+    edge = float(min(3.5, stats.norm.ppf(1.0 - 0.5 / d.size)))
+    u = np.linspace(-edge, edge, knots)
+    x = np.quantile(d, stats.norm.cdf(u))
+    x[0], x[-1] = d.min(), d.max()
+    xs, inverse = np.unique(x, return_inverse=True)
+    us = np.bincount(inverse, weights=u) / np.bincount(inverse)
+    return {"x": xs.tolist(), "u": (us / NORMAL_99).tolist()}
+
+
+def _to_normal(num: dict[str, Any], d: np.ndarray) -> np.ndarray:
+    """A scaled deviation -> its channel value (identity for linear coding)."""
+    table = num.get("dev_quantiles")
+    return d if table is None else np.interp(d, table["x"], table["u"])
+
+
+def _from_normal(num: dict[str, Any], c: np.ndarray) -> np.ndarray:
+    """The inverse of `_to_normal` (values beyond the table's ends go to its ends)."""
+    table = num.get("dev_quantiles")
+    return c if table is None else np.interp(c, table["u"], table["x"])
+
+
 def _patient_mean(values: np.ndarray, present: np.ndarray, pid: np.ndarray) -> np.ndarray:
     """Each patient's mean of the present values (0 for a patient with none)."""
     n = int(pid.max()) + 1 if len(pid) else 0
@@ -187,10 +219,13 @@ def _representative(series: pd.Series, labels: pd.Series) -> dict[str, Any]:
 class TrajectoryEncoder:
     """Fit on a long extract; `encode` to tensors; `decode` tensors back to a long extract."""
 
-    def __init__(self, schema: Schema, *, patient_levels: bool = True, discrete_scale: float = 0.0):
+    def __init__(self, schema: Schema, *, patient_levels: bool = True, discrete_scale: float = 0.0, deviations: str = "linear"):
+        if deviations not in ("linear", "quantile"):
+            raise ValueError(f"unknown deviation coding {deviations!r} (linear or quantile)")
         self.schema = schema
         self.patient_levels = patient_levels
         self.discrete_scale = discrete_scale
+        self.deviations = deviations
         self.state: dict[str, Any] | None = None
 
     # -- fitting -------------------------------------------------------------------------------
@@ -247,12 +282,16 @@ class TrajectoryEncoder:
             pid = pd.factorize(df[schema.id], sort=False)[0]
             for name in self._levels():
                 z, ok, level = self._z_and_level(df, name, pid)
-                dev = np.abs(z - level[pid])[ok]
+                signed = (z - level[pid])[ok]
+                dev = np.abs(signed)
                 scale = float(np.quantile(dev, 0.99)) if dev.size else 0.0
                 scale = scale if scale > 1e-6 else 1.0
                 num = self._numeric_state(name)
                 num["dev_scale"] = scale
                 num["dev_bound"] = float(max(1.0, dev.max() / scale)) if dev.size else 1.0
+                if self.deviations == "quantile" and np.unique(signed).size >= 3:
+                    num["dev_quantiles"] = _normal_quantile_table(signed / scale)
+                    num["dev_bound"] = float(max(abs(num["dev_quantiles"]["u"][0]), abs(num["dev_quantiles"]["u"][-1])))
                 has = np.bincount(pid, weights=ok.astype(float), minlength=len(lengths)) > 0
                 # patient means spread less than single values: min-max them again to use [-1, 1]
                 num["level_lo"], num["level_hi"] = (float(level[has].min()), float(level[has].max())) if has.any() else (-1.0, 1.0)
@@ -413,7 +452,8 @@ class TrajectoryEncoder:
                 mask[:, ch, :] = has[:, None]
             elif kind in ("value", "gap") and colname in levels:  # a deviation from the patient's level
                 z, ok, level = z_and_level(colname)
-                put(ch, (z - level[pid]) / self._numeric_state(colname)["dev_scale"], ok, static=False)
+                num = self._numeric_state(colname)
+                put(ch, _to_normal(num, (z - level[pid]) / num["dev_scale"]), ok, static=False)
             elif kind == "gap":
                 gaps = self._gaps(df)
                 z = _scale(np.maximum(gaps, 1e-12), state["time"]["gap"])
@@ -556,7 +596,7 @@ class TrajectoryEncoder:
         """Scaled value from a deviation channel and the (encoded) level channel."""
         num = self._numeric_state(name)
         lo, hi = num.get("level_lo", -1.0), num.get("level_hi", 1.0)
-        return (np.clip(level, -1.0, 1.0) + 1.0) / 2.0 * (hi - lo) + lo + deviation * num["dev_scale"]
+        return (np.clip(level, -1.0, 1.0) + 1.0) / 2.0 * (hi - lo) + lo + _from_normal(num, deviation) * num["dev_scale"]
 
     def draw_lengths(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n visit counts drawn from the training patients' length distribution."""

@@ -28,7 +28,8 @@ def fit(
 ) -> tuple[HealthGymModel, TrainResult]:
     """Fit the encoder on `df` (the training patients only) and train the denoiser on it."""
     torch.manual_seed(config.pipeline.seed)
-    encoder = TrajectoryEncoder(schema, patient_levels=config.encoding.patient_levels, discrete_scale=config.encoding.discrete_scale).fit(df)
+    enc = config.encoding
+    encoder = TrajectoryEncoder(schema, patient_levels=enc.patient_levels, discrete_scale=enc.discrete_scale, deviations=enc.deviations).fit(df)
     data = encoder.encode(df)
     net = build_unet(len(encoder.channels), config.model)
     diffusion = GaussianDiffusion.from_config(config.diffusion)

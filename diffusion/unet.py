@@ -79,6 +79,7 @@ class Unet1D(nn.Module):
         dropout: float = 0.0,
         time_embed_dim: int = 128,
         self_condition: bool = False,
+        position: bool = False,
     ):
         super().__init__()
         self.in_channels = in_channels
@@ -90,6 +91,9 @@ class Unet1D(nn.Module):
         )
         emb = 4 * time_embed_dim
         self.init = nn.Conv1d(in_channels * (2 if self_condition else 1), base_channels, 3, padding=1)
+        # the visit index (sinusoidal features, any length) added to the first features: convolutions
+        # and attention alone see only relative order, and a trajectory's first visits often differ
+        self.position = nn.Conv1d(time_embed_dim, base_channels, 1) if position else None
         self.down = nn.ModuleList()
         skip_ch = [base_channels]
         ch = base_channels
@@ -122,6 +126,9 @@ class Unet1D(nn.Module):
             x = F.pad(x, (0, pad))
         emb = self.time_mlp(timestep_embedding(t, self.time_embed_dim))
         h = self.init(x)
+        if self.position is not None:
+            steps = torch.arange(h.shape[-1], device=h.device)
+            h = h + self.position(timestep_embedding(steps, self.time_embed_dim).T.unsqueeze(0).to(h.dtype))
         skips = [h]
         for layer in self.down:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
@@ -147,4 +154,5 @@ def build_unet(in_channels: int, cfg) -> Unet1D:
         dropout=cfg.dropout,
         time_embed_dim=cfg.time_embed_dim,
         self_condition=cfg.self_condition,
+        position=cfg.position,
     )

@@ -64,17 +64,19 @@ def assert_same(real: pd.DataFrame, decoded: pd.DataFrame, schema: Schema) -> No
             assert a.astype(str).tolist() == b.astype(str).tolist(), col
 
 
-@pytest.mark.parametrize("levels,discrete_scale", [(True, 1.0), (False, 1.0), (True, 0.5)])
+@pytest.mark.parametrize("levels,discrete_scale,deviations", [(True, 1.0, "linear"), (False, 1.0, "linear"), (True, 0.5, "linear"),
+                                                              (True, 0.0, "quantile")])
 @pytest.mark.parametrize("regular", [False, True])
-def test_encoder_round_trip_is_exact_for_every_type(regular, levels, discrete_scale):
+def test_encoder_round_trip_is_exact_for_every_type(regular, levels, discrete_scale, deviations):
     df, schema = mixed_cohort(regular=regular)
-    enc = TrajectoryEncoder(schema, patient_levels=levels, discrete_scale=discrete_scale).fit(df)
+    enc = TrajectoryEncoder(schema, patient_levels=levels, discrete_scale=discrete_scale, deviations=deviations).fit(df)
+    discrete_scale = enc.state["discrete_scale"]
     e = enc.encode(df)
     assert e.x.shape == (40, len(enc.channels), 7)
     bounds = np.asarray(enc.clip_bounds)[None, :, None]
     assert (np.abs(e.x) <= bounds + 1e-6).all()
     for i, (_, kind, col) in enumerate(enc.channels):  # discrete codes are exactly -/+ discrete_scale
-        if kind in ("onehot", "missing") or col in ("arm", "flag"):
+        if kind in ("onehot", "missing") or (kind == "value" and col in ("arm", "flag")):
             assert set(np.unique(e.x[:, i][e.mask[:, i] > 0])) <= {-discrete_scale, discrete_scale}, kind
             assert enc.clip_bounds[i] == discrete_scale
     assert any(kind == "level" for _, kind, _ in enc.channels) == levels
@@ -316,3 +318,33 @@ def test_auto_discrete_scale_matches_the_numeric_channels():
     raw = schema.to_dict()
     only_labels = Schema.from_dict({**raw, "columns": {k: v for k, v in raw["columns"].items() if k in ("sex", "grade", "flag")}})
     assert TrajectoryEncoder(only_labels).fit(df).state_dict()["discrete_scale"] == 1.0
+
+
+def test_quantile_deviations_turn_a_heavy_tail_into_a_normal_shape():
+    from scipy import stats
+    rng = np.random.default_rng(0)
+    rows = [{"pid": p, "t": k, "lab": float(np.exp(rng.normal(0, 0.5) + 0.1 * rng.standard_t(2)))}
+            for p in range(200) for k in range(8)]  # stable patients, rare large spikes
+    df = pd.DataFrame(rows)
+    schema = Schema.from_dict({"name": "spiky", "id": "pid", "time": "t", "regular": True, "max_length": 8,
+                               "columns": {"lab": {"type": "real", "min": 0, "transform": "log"}}})
+    kurtosis = {}
+    for coding in ("linear", "quantile"):
+        enc = TrajectoryEncoder(schema, deviations=coding).fit(df)
+        e = enc.encode(df)
+        i = enc.channel_names.index("lab")
+        kurtosis[coding] = stats.kurtosis(e.x[:, i][e.mask[:, i] > 0])
+        assert np.abs(e.x[:, i]).max() <= enc.clip_bounds[i] + 1e-6
+        np.testing.assert_allclose(enc.decode(e.x)["lab"].to_numpy(), df["lab"].to_numpy(), rtol=1e-6)
+    assert kurtosis["linear"] > 5 and abs(kurtosis["quantile"]) < 0.5, kurtosis
+
+
+@pytest.mark.parametrize("position", [False, True])
+def test_only_a_position_aware_unet_tells_interior_visits_apart(position):
+    torch.manual_seed(0)
+    net = Unet1D(3, base_channels=16, channel_mults=(1, 2), blocks_per_level=1, time_embed_dim=16, position=position)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    out = net(torch.ones(1, 3, 64), torch.tensor([5]))  # the same input at every visit
+    interior = out[0, :, 24:40]  # far from both ends, beyond the convolutions' reach of the padding
+    assert torch.allclose(interior, interior[:, :1].expand_as(interior), atol=1e-5) != position
