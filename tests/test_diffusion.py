@@ -256,15 +256,15 @@ def test_sampler_with_the_exact_denoiser_draws_the_data_distribution(prediction,
 
 
 def test_model_folders_saved_before_new_settings_load_with_the_old_ones(tmp_path):
-    model = tiny_model(["model.self_condition=false"])
+    model = tiny_model(["model.self_condition=false", "model.position=false"])
     folder = model.save(tmp_path / "m")
     raw = json.loads((folder / "config.json").read_text())
     assert raw["diffusion"]["prediction"] == "v"  # the default for new models
     assert HealthGymModel.load(folder).diffusion.prediction == "v"
-    del raw["diffusion"]["prediction"], raw["model"]["self_condition"]
+    del raw["diffusion"]["prediction"], raw["model"]["self_condition"], raw["model"]["position"]
     (folder / "config.json").write_text(json.dumps(raw))
-    old = HealthGymModel.load(folder)
-    assert old.diffusion.prediction == "eps" and old.config.model.self_condition is False
+    old = HealthGymModel.load(folder)  # its weights hold no position layer: strict loading would fail with one
+    assert old.diffusion.prediction == "eps" and old.config.model.self_condition is False and old.config.model.position is False
 
 
 def test_a_self_conditioned_network_sees_its_previous_x0_estimate():
