@@ -1,8 +1,9 @@
-"""A 1-D temporal U-Net: (x_t [B, C, L], t [B]) -> eps prediction [B, C, L].
+"""A 1-D temporal U-Net: (x_t [B, C, L], t [B]) -> the denoiser's output (eps or v) [B, C, L].
 
 Residual blocks with GroupNorm, FiLM conditioning on a sinusoidal timestep embedding
 (scale and shift after the second norm), strided-conv downsampling, nearest upsampling,
-skip connections, and self-attention over time at the coarsest level. Any length L works:
+skip connections, self-attention over time at the coarsest level, and (``position``) the visit
+index as sinusoidal features added after the first convolution. Any length L works:
 the input is padded to the multiple the downsampling needs and the output cropped back.
 The network knows nothing about noise schedules.
 """
