@@ -18,7 +18,10 @@ Channel layout (values lie in [-1, 1]; every channel within its ``clip_bounds``)
   deviations go beyond, up to ``clip_bounds``). Decoding adds them back. The gap channel of an
   irregular schema is split the same way (``__gap__level``). The denoiser then sees
   visit-to-visit change at full scale, so its residual error no longer shows up as implausible
-  jumps between visits.
+  jumps between visits. With ``deviations="quantile"`` the scaled deviation is further mapped
+  through its empirical quantiles onto a normal shape (``dev_quantiles`` in the state).
+  Integers decode by rounding; reals at the decimals the extract records them with
+  (`_recorded_decimals`; continuous columns unrounded); both inside their bounds.
 - per binary column: one channel, -s / +s.
 - per categorical column: one channel per category, one-hot as -s / +s.
 - per nullable column: a ``<name>__missing`` channel, +s where the value is missing.
