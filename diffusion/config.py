@@ -66,6 +66,12 @@ class EncodingConfig:
     # a normal shape, as TabDDPM codes numbers): a heavy-tailed deviation (mostly stable, a rare
     # spike) becomes a Gaussian the denoiser can match, and decoding restores the tail.
     deviations: str = "linear"
+    # after training, decode temporal binaries / categoricals as the label sequence that best fits
+    # the visit scores minus a penalty per change, the penalty calibrated on generated patients so
+    # categories stay put as often as in the training patients (TrajectoryEncoder.calibrate_persistence;
+    # on PBC the network alone keeps them 68-75% of the time against 80-85% in real patients).
+    # Folders saved without this key decode by the plain per-visit argmax.
+    calibrate_persistence: bool = True
 
 
 @dataclass

@@ -23,7 +23,9 @@ Channel layout (values lie in [-1, 1]; every channel within its ``clip_bounds``)
   Integers decode by rounding; reals at the decimals the extract records them with
   (`_recorded_decimals`; continuous columns unrounded); both inside their bounds.
 - per binary column: one channel, -s / +s.
-- per categorical column: one channel per category, one-hot as -s / +s.
+- per categorical column: one channel per category, one-hot as -s / +s. A temporal binary or
+  categorical decodes as the label sequence that best fits its visit scores minus a per-change
+  penalty (`_switching_decode`; 0, the plain sign / argmax, until `calibrate_persistence` sets it).
 - per nullable column: a ``<name>__missing`` channel, +s where the value is missing.
 
 s is ``discrete_scale`` (by default the root-mean-square of the numeric channels, see
@@ -200,6 +202,56 @@ def _from_normal(num: dict[str, Any], c: np.ndarray) -> np.ndarray:
     return c if table is None else np.interp(c, table["u"], table["x"])
 
 
+def _switching_decode(scores: np.ndarray, recorded: np.ndarray, penalty: float) -> np.ndarray:
+    """Category codes [n, L] maximising the summed scores minus `penalty` per change (Viterbi).
+
+    scores [n, K, L] are a temporal categorical's channels (a binary: -v and +v); recorded [n, L]
+    marks the visits where the value is present (missing visits neither score nor break a run:
+    a change is counted against the last recorded category). penalty 0 is the plain argmax.
+    """
+    n, K, L = scores.shape
+    if penalty <= 0 or K < 2:
+        return scores.argmax(axis=1)
+    rows, ks = np.arange(n), np.arange(K)[None, :]
+    best = np.zeros((n, K))  # best total ending in category k at the last recorded visit
+    back = np.tile(np.arange(K), (n, L, 1))  # category at the previous recorded visit
+    started = np.zeros(n, bool)
+    for t in range(L):
+        order = np.argsort(-best, axis=1)
+        top, second = order[:, 0], order[:, 1]
+        is_top = top[:, None] == ks
+        switch = np.where(is_top, best[rows, second][:, None], best[rows, top][:, None]) - penalty
+        switch_from = np.where(is_top, second[:, None], top[:, None])
+        stay = best >= switch
+        new = np.where(stay, best, switch) + scores[:, :, t]
+        prev = np.where(stay, ks, switch_from)
+        new = np.where(started[:, None], new, scores[:, :, t])
+        prev = np.where(started[:, None], prev, ks)
+        here = recorded[:, t][:, None]
+        best = np.where(here, new, best)
+        back[:, t] = np.where(here, prev, ks)
+        started |= recorded[:, t]
+    codes = np.zeros((n, L), dtype=np.int64)
+    cur = best.argmax(axis=1)
+    for t in range(L - 1, -1, -1):
+        codes[:, t] = cur
+        cur = back[rows, t, cur]
+    return codes
+
+
+def _stay_rate(codes: np.ndarray, recorded: np.ndarray) -> float:
+    """Share of recorded visits (after a patient's first) whose category equals the last recorded one."""
+    n, L = codes.shape
+    last = np.full(n, -1)
+    same = total = 0
+    for t in range(L):
+        here = recorded[:, t] & (last >= 0)
+        same += int((codes[here, t] == last[here]).sum())
+        total += int(here.sum())
+        last = np.where(recorded[:, t], codes[:, t], last)
+    return same / total if total else float("nan")
+
+
 def _patient_mean(values: np.ndarray, present: np.ndarray, pid: np.ndarray) -> np.ndarray:
     """Each patient's mean of the present values (0 for a patient with none)."""
     n = int(pid.max()) + 1 if len(pid) else 0
@@ -300,6 +352,12 @@ class TrajectoryEncoder:
                 num["level_lo"], num["level_hi"] = (float(level[has].min()), float(level[has].max())) if has.any() else (-1.0, 1.0)
         if self.discrete_scale <= 0:
             self.state["discrete_scale"] = self._matched_discrete_scale(df)
+        for col in self.temporal_discrete():  # an aggregate: how often a category stays put
+            series = df[col.name]
+            labels = as_binary(series) if col.type == "binary" else as_labels(series)
+            before = labels.groupby(df[schema.id], sort=False).ffill().groupby(df[schema.id], sort=False).shift(1)
+            ok = (labels.notna() & before.notna()).to_numpy()
+            columns[col.name]["stay"] = float((labels.to_numpy()[ok] == before.to_numpy()[ok]).mean()) if ok.any() else None
         return self
 
     def _matched_discrete_scale(self, df: pd.DataFrame) -> float:
@@ -317,6 +375,10 @@ class TrajectoryEncoder:
         e = self.encode(df)
         values = np.concatenate([e.x[:, i][e.mask[:, i] > 0] for i in numeric])
         return float(np.clip(np.sqrt(np.mean(values**2)), 0.1, 1.0)) if values.size else 1.0
+
+    def temporal_discrete(self) -> list[Column]:
+        """Temporal binary and categorical columns (decoded per visit, see `calibrate_persistence`)."""
+        return [c for c in self.schema.columns if not c.static and not c.numeric]
 
     def _levels(self) -> list[str]:
         """Channels split into a static patient level + a scaled deviation (temporal numbers, the gap)."""
@@ -543,16 +605,15 @@ class TrajectoryEncoder:
                 values = _unscale(z, entry["numeric"], col)
             elif col.numeric:
                 values = _unscale(channel(index[col.name], static), entry["numeric"], col)
-            elif col.type == "binary":
-                bits = channel(index[col.name], static) > 0
+            else:  # binary / categorical: the best-scoring label (over a temporal run, see _switching_decode)
+                if static:
+                    scores = np.stack([static_value(i) for i in self._label_channels(col)], axis=1)
+                    codes = (scores[:, 0] > 0).astype(np.int64) if col.type == "binary" else scores.argmax(axis=1)
+                else:
+                    codes = self._temporal_codes(x, col, valid)[pid, pos]
+                labels = ["0", "1"] if col.type == "binary" else list(col.categories or ())
                 rep = entry["values"]
-                values = np.array([rep.get("1" if b else "0", int(b)) for b in bits], dtype=object)
-            else:
-                cats = list(col.categories or ())
-                scores = np.stack([channel(index[f"{col.name}={c}"], static) for c in cats], axis=1)
-                chosen = np.asarray(cats, dtype=object)[scores.argmax(axis=1)]
-                rep = entry["values"]
-                values = np.array([rep.get(c, c) for c in chosen], dtype=object)
+                values = np.array([rep.get(labels[k], int(labels[k]) if col.type == "binary" else labels[k]) for k in codes], dtype=object)
             if col.nullable:
                 missing = channel(index[f"{col.name}__missing"], static) > 0
                 values = np.where(missing, None, values.astype(object))
@@ -561,6 +622,71 @@ class TrajectoryEncoder:
         return self._restore_dtypes(frame)
 
     # -- helpers ------------------------------------------------------------------------------------
+    def _label_channels(self, col: Column) -> list[int]:
+        """A binary's channel (scored -v, +v) or a categorical's one-hot channels, in label order."""
+        names = self.channel_names
+        if col.type == "binary":
+            return [names.index(col.name)]
+        return [names.index(f"{col.name}={c}") for c in col.categories or ()]
+
+    def _temporal_codes(self, x: np.ndarray, col: Column, valid: np.ndarray, penalty: float | None = None) -> np.ndarray:
+        """Label codes [n, L] of a temporal binary / categorical (at its switch_penalty unless given)."""
+        chans = self._label_channels(col)
+        scores = np.stack([-x[:, chans[0], :], x[:, chans[0], :]], axis=1) if col.type == "binary" else x[:, chans, :]
+        if penalty is None:
+            penalty = float(self._require()["columns"][col.name].get("switch_penalty", 0.0))
+        return _switching_decode(scores, self._recorded(x, col, valid), penalty)
+
+    def _recorded(self, x: np.ndarray, col: Column, valid: np.ndarray) -> np.ndarray:
+        """[n, L]: visits where the column decodes to a value (not padding, not missing)."""
+        if not col.nullable:
+            return valid
+        return valid & (x[:, self.channel_names.index(f"{col.name}__missing"), :] <= 0)
+
+    def _valid(self, x: np.ndarray) -> np.ndarray:
+        lengths = self._z_to_length(x[:, self.channel_names.index(LENGTH), :].mean(axis=1))
+        return np.arange(x.shape[2])[None, :] < lengths[:, None]
+
+    def calibrate_persistence(self, x: np.ndarray) -> dict[str, dict[str, float]]:
+        """Set each temporal binary / categorical's switching penalty from generated patients x.
+
+        The denoiser decides each visit's category with little regard to the neighbouring visits,
+        so a category flickers where the real ones stay put (PBC: consecutive visits agree 68-75%
+        of the time in generated patients, 80-85% in real ones). Decoding instead takes the label
+        sequence that best fits the visit scores minus a penalty per change (`_switching_decode`);
+        the penalty is the smallest that makes decoded x keep its category at least as often as
+        the training patients did (the ``stay`` aggregate kept at fit time), found by bisection.
+        Returns, per column, the real and generated stay rates before / after, and the penalty
+        in units of the discrete scale.
+        """
+        state = self._require()
+        x = np.asarray(x, dtype=np.float64)
+        valid = self._valid(x)
+        ds = self._discrete_scale
+        report: dict[str, dict[str, float]] = {}
+        for col in self.temporal_discrete():
+            entry = state["columns"][col.name]
+            target = entry.get("stay")
+            if target is None:
+                continue
+            recorded = self._recorded(x, col, valid)
+
+            def stay(p: float) -> float:
+                return _stay_rate(self._temporal_codes(x, col, valid, penalty=p), recorded)
+
+            before = stay(0.0)
+            penalty = 0.0
+            if np.isfinite(before) and before < target:
+                lo, hi = 0.0, 4.0 * ds  # 4 s outweighs any single visit's score gap (at most 2 s)
+                if stay(hi) >= target:
+                    for _ in range(20):
+                        mid = (lo + hi) / 2
+                        lo, hi = (lo, mid) if stay(mid) >= target else (mid, hi)
+                penalty = hi
+            entry["switch_penalty"] = penalty
+            report[col.name] = {"real": target, "before": before, "after": stay(penalty), "penalty": penalty / ds}
+        return report
+
     def _restore_dtypes(self, frame: pd.DataFrame) -> pd.DataFrame:
         state = self._require()
         dtypes = {name: e["dtype"] for name, e in state["columns"].items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,6 +16,8 @@ from diffusion.schedule import GaussianDiffusion
 from diffusion.schema import Schema
 from diffusion.training import TrainResult, train
 from diffusion.unet import build_unet
+
+log = logging.getLogger(__name__)
 
 
 def fit(
@@ -39,4 +42,11 @@ def fit(
     net.load_state_dict(state)
     net = net.to("cpu").eval()
     meta = {"training": result.summary(), "patients": len(data), "parameters": sum(p.numel() for p in net.parameters())}
-    return HealthGymModel(config=config, schema=schema, encoder=encoder, net=net, meta=meta), result
+    model = HealthGymModel(config=config, schema=schema, encoder=encoder, net=net, meta=meta)
+    if enc.calibrate_persistence:
+        persistence = model.calibrate_persistence(min(512, 2 * len(data)), seed=config.pipeline.seed + 1)
+        if persistence:
+            meta["persistence"] = persistence
+            log.info("Temporal categories: consecutive visits agree %s (real / generated / decoded).", ", ".join(
+                f"{name} {p['real']:.2f} / {p['before']:.2f} / {p['after']:.2f}" for name, p in persistence.items()))
+    return model, result

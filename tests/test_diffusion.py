@@ -9,7 +9,7 @@ import torch
 
 from diffusion.bundle import HealthGymModel
 from diffusion.config import Config
-from diffusion.encoding import VALID, TrajectoryEncoder
+from diffusion.encoding import VALID, TrajectoryEncoder, _stay_rate, _switching_decode
 from diffusion.sampling import respaced_steps, sample_loop
 from diffusion.schedule import GaussianDiffusion, make_betas
 from diffusion.schema import Schema
@@ -318,6 +318,62 @@ def test_auto_discrete_scale_matches_the_numeric_channels():
     raw = schema.to_dict()
     only_labels = Schema.from_dict({**raw, "columns": {k: v for k, v in raw["columns"].items() if k in ("sex", "grade", "flag")}})
     assert TrajectoryEncoder(only_labels).fit(df).state_dict()["discrete_scale"] == 1.0
+
+
+def test_switching_decode_removes_weak_flicker_and_keeps_clear_changes():
+    # one patient, two labels; visit scores favour 0 0 1 0 0 1 1 1, the lone 1 only weakly
+    margin = np.array([-1.0, -1.0, 0.1, -1.0, -1.0, 1.0, 1.0, 1.0])
+    scores = np.stack([-margin, margin])[None]  # [1, 2, 8]
+    recorded = np.ones((1, 8), bool)
+    assert _switching_decode(scores, recorded, 0.0)[0].tolist() == [0, 0, 1, 0, 0, 1, 1, 1]  # the argmax
+    assert _switching_decode(scores, recorded, 0.5)[0].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert _switching_decode(scores, recorded, 10.0)[0].tolist() == [0] * 8  # never worth a change: the better constant
+    recorded[0, 4] = False  # a missing visit neither scores nor breaks the run
+    codes = _switching_decode(scores, recorded, 0.5)[0]
+    assert codes[[0, 1, 2, 3, 5, 6, 7]].tolist() == [0, 0, 0, 0, 1, 1, 1]
+    three = np.random.default_rng(0).normal(size=(50, 3, 6))  # categoricals: penalty 0 is the argmax
+    assert (_switching_decode(three, np.ones((50, 6), bool), 0.0) == three.argmax(axis=1)).all()
+    assert _stay_rate(np.array([[0, 0, 1, 1]]), np.array([[True, True, False, True]])) == 0.5
+
+
+def test_calibrated_persistence_keeps_categories_as_often_as_the_real_patients():
+    df, schema = mixed_cohort(n=120)
+    rng = np.random.default_rng(3)
+    df = df.sort_values(["pid", "t"]).reset_index(drop=True)
+    first = df.groupby("pid").cumcount() == 0
+    for col, labels in (("grade", np.array(["a", "b", "c"])), ("flag", np.array([0, 1]))):
+        draw = pd.Series(np.where(first | (rng.random(len(df)) < 0.1), rng.integers(0, len(labels), len(df)), -1))
+        codes = draw.where(draw >= 0).groupby(df["pid"]).ffill().astype(int)  # a label held until it changes
+        df[col] = np.where(df[col].isna(), None, labels[codes].astype(object)) if col == "flag" else labels[codes]
+    enc = TrajectoryEncoder(schema).fit(df)
+    real = {c: enc.state["columns"][c]["stay"] for c in ("flag", "grade")}
+    assert real["grade"] > 0.85 and "stay" not in enc.state["columns"]["sex"]  # temporal only
+    x = enc.encode(df).x
+    ds = enc.state["discrete_scale"]
+
+    def flicker(seed: int) -> np.ndarray:  # the same patients, every category score blurred
+        noisy = x.copy()
+        idx = [i for i, (name, _, col) in enumerate(enc.channels) if col in ("flag", "grade") and not name.endswith("__missing")]
+        noisy[:, idx] += np.random.default_rng(seed).normal(0.0, 0.9 * ds, size=noisy[:, idx].shape)
+        return noisy
+
+    report = enc.calibrate_persistence(flicker(0))
+    assert set(report) == {"flag", "grade"}
+    for col in ("flag", "grade"):
+        assert report[col]["before"] < real[col] - 0.1  # the blur makes categories flicker ...
+        assert report[col]["after"] >= real[col] and report[col]["penalty"] > 0  # ... the penalty restores runs
+    fresh = enc.decode(flicker(1))  # new noise: the calibrated decoding carries over
+    plain = TrajectoryEncoder.from_state(schema, {**enc.state, "columns": {
+        k: {kk: vv for kk, vv in v.items() if kk != "switch_penalty"} for k, v in enc.state["columns"].items()}}).decode(flicker(1))
+
+    def stay(frame: pd.DataFrame, col: str) -> float:
+        v = frame[col].astype(str)
+        prev = v.groupby(frame["pid"]).shift(1)
+        ok = prev.notna() & frame[col].notna() & (prev != "None") & (prev != "nan")
+        return float((v[ok] == prev[ok]).mean())
+
+    assert abs(stay(fresh, "grade") - real["grade"]) < 0.05 < abs(stay(plain, "grade") - real["grade"])
+    json.dumps(enc.state_dict())  # the penalties are plain JSON, saved with the model
 
 
 def test_quantile_deviations_turn_a_heavy_tail_into_a_normal_shape():
