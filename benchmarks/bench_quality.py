@@ -64,8 +64,14 @@ def main() -> None:
     for col in schema.columns:
         key = f"temporal.lag1.real.{col.name}"
         if key in m:
+            diff = f"temporal.lag1_abs_diff.{col.name}"
             print(f"  {col.name:<12s} {m[key]:.3f} -> {m[f'temporal.lag1.synthetic.{col.name}']:.3f} "
-                  f"(|diff| {m[f'temporal.lag1_abs_diff.{col.name}']:.3f})")
+                  f"(|diff| {m[diff]:.3f}; real vs real {cal.get(diff, float('nan')):.3f})")
+    print("consecutive visits with the same category, real -> synthetic:")
+    for col in schema.columns:
+        key = f"temporal.stay_prob.real.{col.name}"
+        if key in m:
+            print(f"  {col.name:<12s} {m[key]:.3f} -> {m[f'temporal.stay_prob.synthetic.{col.name}']:.3f}")
     for label, key in [("sequence-length TVD", "temporal.length_tvd"), ("largest missing-rate difference", "missing.rate_abs_diff.max"),
                        ("mean |lag-1 difference|", "temporal.lag1_abs_diff.mean"), ("largest |lag-1 difference|", "temporal.lag1_abs_diff.max"),
                        ("discriminator AUC", "discriminator_auc"), ("sdmetrics quality score", "fidelity.quality_score"),
