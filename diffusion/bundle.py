@@ -37,7 +37,7 @@ FILES = ("config.json", "schema.yaml", "encoder.json", "weights.pt", "meta.json"
 FORMAT_VERSION = 1
 # settings added after the first model folders were written, with the value those folders used
 LEGACY_DEFAULTS = {
-    "diffusion.prediction": "eps", "model.self_condition": False, "model.position": False, "encoding.calibrate_persistence": False,
+    "diffusion.prediction": "eps", "model.self_condition": False, "model.position": False, "encoding.calibrate": False,
 }
 
 
@@ -92,12 +92,12 @@ class HealthGymModel:
                 progress(done, n)
         return np.concatenate(out, axis=0) if out else np.zeros((0, *shape_rest), np.float32)
 
-    def calibrate_persistence(self, n: int = 512, *, seed: int = 1) -> dict[str, dict[str, float]]:
-        """Fit the switching penalties of temporal categories on n generated patients (see
-        `TrajectoryEncoder.calibrate_persistence`); kept in the encoder state, saved with the model."""
-        if not self.encoder.temporal_discrete():
+    def calibrate(self, n: int = 512, *, seed: int = 1) -> dict[str, dict[str, dict[str, float]]]:
+        """Calibrate decoding (missingness thresholds, switching penalties) on n generated patients
+        (see `TrajectoryEncoder.calibrate`); kept in the encoder state, saved with the model."""
+        if not self.encoder.temporal_discrete() and not any(c.nullable for c in self.schema.columns):
             return {}
-        return self.encoder.calibrate_persistence(self.sample_tensor(n, seed=seed))
+        return self.encoder.calibrate(self.sample_tensor(n, seed=seed))
 
     def sample(self, n: int, *, seed: int = 0, method: str | None = None, steps: int | None = None,
                eta: float | None = None, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:

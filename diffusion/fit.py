@@ -43,10 +43,11 @@ def fit(
     net = net.to("cpu").eval()
     meta = {"training": result.summary(), "patients": len(data), "parameters": sum(p.numel() for p in net.parameters())}
     model = HealthGymModel(config=config, schema=schema, encoder=encoder, net=net, meta=meta)
-    if enc.calibrate_persistence:
-        persistence = model.calibrate_persistence(min(512, 2 * len(data)), seed=config.pipeline.seed + 1)
-        if persistence:
-            meta["persistence"] = persistence
-            log.info("Temporal categories: consecutive visits agree %s (real / generated / decoded).", ", ".join(
-                f"{name} {p['real']:.2f} / {p['before']:.2f} / {p['after']:.2f}" for name, p in persistence.items()))
+    if enc.calibrate:
+        report = model.calibrate(min(512, 2 * len(data)), seed=config.pipeline.seed + 1)
+        meta["calibration"] = report
+        for what, key in (("missing rate", "missing"), ("consecutive visits with the same category", "persistence")):
+            if report.get(key):
+                log.info("Decoding calibrated: %s (real / generated / decoded) %s.", what, ", ".join(
+                    f"{name} {p['real']:.3f} / {p['before']:.3f} / {p['after']:.3f}" for name, p in report[key].items()))
     return model, result

@@ -357,7 +357,7 @@ def test_calibrated_persistence_keeps_categories_as_often_as_the_real_patients()
         noisy[:, idx] += np.random.default_rng(seed).normal(0.0, 0.9 * ds, size=noisy[:, idx].shape)
         return noisy
 
-    report = enc.calibrate_persistence(flicker(0))
+    report = enc.calibrate(flicker(0))["persistence"]
     assert set(report) == {"flag", "grade"}
     for col in ("flag", "grade"):
         assert report[col]["before"] < real[col] - 0.1  # the blur makes categories flicker ...
@@ -374,6 +374,31 @@ def test_calibrated_persistence_keeps_categories_as_often_as_the_real_patients()
 
     assert abs(stay(fresh, "grade") - real["grade"]) < 0.05 < abs(stay(plain, "grade") - real["grade"])
     json.dumps(enc.state_dict())  # the penalties are plain JSON, saved with the model
+
+
+def test_calibrated_missingness_restores_the_real_missing_rate():
+    df, schema = mixed_cohort(n=200)
+    enc = TrajectoryEncoder(schema).fit(df)
+    rate = enc.state["columns"]["lab"]["missing_rate"]
+    assert rate == pytest.approx(df["lab"].isna().mean()) and "missing_rate" not in enc.state["columns"]["count"]
+    x = enc.encode(df).x
+    ch = enc.channel_names.index("lab__missing")
+    ds = enc.state["discrete_scale"]
+
+    def shy(seed: int) -> np.ndarray:  # a generator that under-produces missingness: blurred, pulled down
+        out = x.copy()
+        out[:, ch] = out[:, ch] - 1.2 * ds + np.random.default_rng(seed).normal(0.0, 0.4 * ds, size=out[:, ch].shape)
+        return out
+
+    report = enc.calibrate(shy(0))["missing"]
+    assert report["lab"]["before"] < rate / 2  # read by sign, most missing values are lost ...
+    assert report["lab"]["after"] == pytest.approx(rate, abs=0.01)  # ... the threshold restores the rate
+    assert report["lab"]["threshold"] < 0
+    decoded = enc.decode(shy(1))  # fresh draws of the same generator
+    assert decoded["lab"].isna().mean() == pytest.approx(rate, abs=0.03)
+    # the missing values fall where the (blurred) channel is highest: mostly where the data had them
+    truth = df.sort_values(["pid", "t"])["lab"].isna().to_numpy()
+    assert (decoded["lab"].isna().to_numpy() & truth).sum() > 0.5 * truth.sum()
 
 
 def test_quantile_deviations_turn_a_heavy_tail_into_a_normal_shape():
