@@ -115,6 +115,8 @@ def train_model(train: pd.DataFrame, schema: Schema, config: Config, run: Run | 
                      "train.best_step": result.best_step})
         run.tags({"train.stopped_by": result.stopped_by, "train.device": result.device})
         run.json(result.history, "training/loss_history.json")
+        if model.meta.get("calibration"):  # decoding thresholds / penalties and the aggregates they match
+            run.json(model.meta["calibration"], "training/decoding_calibration.json")
     return model, result
 
 

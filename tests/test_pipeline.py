@@ -78,6 +78,7 @@ def test_train_registers_a_champion_and_logs_the_run(trained):
     assert len(client.get_metric_history(run.info.run_id, "train.val_loss")) >= 2
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/report.html" in arts and "evaluation/metrics.json" in arts
+    assert "training/decoding_calibration.json" in {a.path for a in client.list_artifacts(run.info.run_id, "training")}
     assert mv.tags["gates_passed"] == "True"
 
 
