@@ -240,6 +240,11 @@ def _switching_decode(scores: np.ndarray, recorded: np.ndarray, penalty: float) 
     return codes
 
 
+def _visit_mean(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per patient, the mean of values [n, L] over its visits (valid [n, L]; every patient has one)."""
+    return (values * valid).sum(axis=1) / valid.sum(axis=1)
+
+
 def _stay_rate(codes: np.ndarray, recorded: np.ndarray) -> float:
     """Share of recorded visits (after a patient's first) whose category equals the last recorded one."""
     n, L = codes.shape
@@ -561,15 +566,14 @@ class TrajectoryEncoder:
         n, C, L = x.shape
         channels = self.channels
         index = {name: i for i, (name, _, _) in enumerate(channels)}
-        lengths = self._z_to_length(x[:, index[LENGTH], :].mean(axis=1))
-        valid = np.arange(L)[None, :] < lengths[:, None]
+        valid = self._valid(x)
         pid, pos = np.nonzero(valid)  # row-major: patient by patient, visits in order
         static_cols = {c.name for c in schema.static_columns}
         levels = set(self._levels())
 
         def per_patient(ch: int) -> np.ndarray:
             """A static channel's value per patient: its mean over the patient's visits."""
-            return (x[:, ch, :] * valid).sum(axis=1) / lengths
+            return _visit_mean(x[:, ch, :], valid)
 
         def static_value(ch: int) -> np.ndarray:
             return per_patient(ch)[pid]
@@ -613,7 +617,7 @@ class TrajectoryEncoder:
                     scores = np.stack([static_value(i) for i in self._label_channels(col)], axis=1)
                     codes = (scores[:, 0] > 0).astype(np.int64) if col.type == "binary" else scores.argmax(axis=1)
                 else:
-                    codes = self._temporal_codes(x, col, valid)[pid, pos]
+                    codes = self._temporal_codes(x, col, self._recorded(x, col, valid))[pid, pos]
                 labels = ["0", "1"] if col.type == "binary" else list(col.categories or ())
                 rep = entry["values"]
                 values = np.array([rep.get(labels[k], int(labels[k]) if col.type == "binary" else labels[k]) for k in codes], dtype=object)
@@ -632,13 +636,14 @@ class TrajectoryEncoder:
             return [names.index(col.name)]
         return [names.index(f"{col.name}={c}") for c in col.categories or ()]
 
-    def _temporal_codes(self, x: np.ndarray, col: Column, valid: np.ndarray, penalty: float | None = None) -> np.ndarray:
-        """Label codes [n, L] of a temporal binary / categorical (at its switch_penalty unless given)."""
+    def _temporal_codes(self, x: np.ndarray, col: Column, recorded: np.ndarray, penalty: float | None = None) -> np.ndarray:
+        """Label codes [n, L] of a temporal binary / categorical at its `recorded` visits (see
+        `_recorded`), at its switch_penalty unless one is given."""
         chans = self._label_channels(col)
         scores = np.stack([-x[:, chans[0], :], x[:, chans[0], :]], axis=1) if col.type == "binary" else x[:, chans, :]
         if penalty is None:
             penalty = float(self._require()["columns"][col.name].get("switch_penalty", 0.0))
-        return _switching_decode(scores, self._recorded(x, col, valid), penalty)
+        return _switching_decode(scores, recorded, penalty)
 
     def _recorded(self, x: np.ndarray, col: Column, valid: np.ndarray) -> np.ndarray:
         """[n, L]: visits where the column decodes to a value (not padding, not missing)."""
@@ -650,6 +655,7 @@ class TrajectoryEncoder:
         return float(self._require()["columns"][col.name].get("missing_threshold", 0.0))
 
     def _valid(self, x: np.ndarray) -> np.ndarray:
+        """[n, L]: each patient's visits (the length channel read back), padding False."""
         lengths = self._z_to_length(x[:, self.channel_names.index(LENGTH), :].mean(axis=1))
         return np.arange(x.shape[2])[None, :] < lengths[:, None]
 
@@ -680,7 +686,7 @@ class TrajectoryEncoder:
             if not col.nullable or rate is None or not valid.any():
                 continue
             ch = x[:, names.index(f"{col.name}__missing"), :]
-            values = (ch * valid).sum(axis=1) / valid.sum(axis=1) if col.static else ch[valid]
+            values = _visit_mean(ch, valid) if col.static else ch[valid]
             threshold = float(np.quantile(values, 1.0 - rate))
             before = float((values > self._missing_threshold(col)).mean())
             entry["missing_threshold"] = threshold
@@ -713,7 +719,7 @@ class TrajectoryEncoder:
             recorded = self._recorded(x, col, valid)
 
             def stay(p: float) -> float:
-                return _stay_rate(self._temporal_codes(x, col, valid, penalty=p), recorded)
+                return _stay_rate(self._temporal_codes(x, col, recorded, penalty=p), recorded)
 
             before = stay(0.0)
             if not np.isfinite(before):  # no patient with two recorded visits: nothing to calibrate on
