@@ -21,7 +21,9 @@ Channel layout (values lie in [-1, 1]; every channel within its ``clip_bounds``)
   jumps between visits. With ``deviations="quantile"`` the scaled deviation is further mapped
   through its empirical quantiles onto a normal shape (``dev_quantiles`` in the state).
   Integers decode by rounding; reals at the decimals the extract records them with
-  (`_recorded_decimals`; continuous columns unrounded); both inside their bounds.
+  (`_recorded_decimals`; continuous columns unrounded); both inside their bounds. Before that,
+  each scaled number (gap and first time included) is mapped from the generated marginal onto
+  the real one (identity until `calibrate_marginals` sets it; the real percentiles are kept at fit).
 - per binary column: one channel, -s / +s.
 - per categorical column: one channel per category, one-hot as -s / +s. A temporal binary or
   categorical decodes as the label sequence that best fits its visit scores minus a per-change
@@ -203,6 +205,37 @@ def _from_normal(num: dict[str, Any], c: np.ndarray) -> np.ndarray:
     return c if table is None else np.interp(c, table["u"], table["x"])
 
 
+MARGINAL_KNOTS = 101  # percentiles: the real marginal each numeric channel is calibrated to
+
+
+def _marginal_knots(z: np.ndarray) -> list[float] | None:
+    """The percentiles (0, 1, ..., 100) of scaled values z: an aggregate, like the min / max kept."""
+    z = z[np.isfinite(z)]
+    return np.quantile(z, np.linspace(0.0, 1.0, MARGINAL_KNOTS)).tolist() if z.size else None
+
+
+def _marginal(z: np.ndarray, num: dict[str, Any], key: str = "quantiles") -> np.ndarray:
+    """Scaled values z mapped from the generated marginal onto the real one (`calibrate_marginals`):
+    each value goes to the real quantile at its generated quantile level. Monotone, so each
+    patient's ordering of its visits is kept; identity until calibrated. `key` names the real
+    percentiles in num (the generated ones: "generated_" + key)."""
+    gen, real = num.get(f"generated_{key}"), num.get(key)
+    if gen is None or real is None:
+        return z
+    g, inverse = np.unique(np.asarray(gen, dtype=np.float64), return_inverse=True)
+    r = np.bincount(inverse, weights=np.asarray(real, dtype=np.float64)) / np.bincount(inverse)  # a generated point mass: its mid level
+    return np.interp(z, g, r) if g.size > 1 else np.full_like(z, r[0])
+
+
+def _ks(values: np.ndarray, knots: list[float]) -> float:
+    """Kolmogorov-Smirnov distance between a sample and a marginal given by its percentiles."""
+    v = np.sort(values)
+    levels = np.linspace(0.0, 1.0, len(knots))
+    k = np.asarray(knots, dtype=np.float64)
+    below, upto = np.searchsorted(v, k, side="left") / v.size, np.searchsorted(v, k, side="right") / v.size
+    return float(max(np.max(levels - upto, initial=0.0), np.max(below - levels, initial=0.0)))
+
+
 def _switching_decode(scores: np.ndarray, recorded: np.ndarray, penalty: float) -> np.ndarray:
     """Category codes [n, L] maximising the summed scores minus `penalty` per change (Viterbi).
 
@@ -305,7 +338,8 @@ class TrajectoryEncoder:
                 entry["missing_rate"] = float(series.isna().mean()) if len(series) else None
             if col.numeric:
                 values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
-                entry["numeric"] = _fit_numeric(values, col.transform, col.type == "integer")
+                entry["numeric"] = num = _fit_numeric(values, col.transform, col.type == "integer")
+                num["quantiles"] = _marginal_knots(_scale(values[np.isfinite(values)], num))
             elif col.type == "binary":
                 entry["values"] = _representative(series, as_binary(series).map(lambda v: None if pd.isna(v) else str(int(v))))
             else:
@@ -322,10 +356,12 @@ class TrajectoryEncoder:
         }
         if time_state["t0_constant"] is None:
             time_state["t0"] = _fit_numeric(starts, None, time_state["integer"])
+            time_state["t0"]["quantiles"] = _marginal_knots(_scale(starts, time_state["t0"]))
         if not schema.regular:
             gaps = self._gaps(df)
             gaps = gaps[gaps > 0]
             gap_state = _fit_numeric(gaps if gaps.size else np.array([1.0]), "log", time_state["integer"])
+            gap_state["quantiles"] = _marginal_knots(_scale(gaps, gap_state))
             time_state["gap"] = gap_state
         id_series = df[schema.id]
         cut = np.minimum(lengths, schema.max_length)
@@ -352,6 +388,7 @@ class TrajectoryEncoder:
                 num = self._numeric_state(name)
                 num["dev_scale"] = scale
                 num["dev_bound"] = float(max(1.0, dev.max() / scale)) if dev.size else 1.0
+                num["deviation_quantiles"] = _marginal_knots(signed / scale)
                 if self.deviations == "quantile" and np.unique(signed).size >= 3:
                     num["dev_quantiles"] = _normal_quantile_table(signed / scale)
                     num["dev_bound"] = float(max(abs(num["dev_quantiles"]["u"][0]), abs(num["dev_quantiles"]["u"][-1])))
@@ -397,7 +434,34 @@ class TrajectoryEncoder:
 
     def _numeric_state(self, name: str) -> dict[str, Any]:
         state = self._require()
-        return state["time"]["gap"] if name == GAP else state["columns"][name]["numeric"]
+        if name in (GAP, T0):
+            return state["time"]["gap" if name == GAP else "t0"]
+        return state["columns"][name]["numeric"]
+
+    def _numbers(self) -> list[str]:
+        """Everything decoded through `_unscale`: the first visit's time (when it varies), the gap
+        (irregular schemas) and each numeric column."""
+        t = self._require()["time"]
+        out = [] if t["t0_constant"] is not None else [T0]
+        out += [] if self.schema.regular else [GAP]
+        return out + [c.name for c in self.schema.columns if c.numeric]
+
+    def _scaled(self, x: np.ndarray, name: str, valid: np.ndarray) -> np.ndarray:
+        """The scaled value a number decodes from (see `_numbers`): [n] for a static one (the
+        patient's mean over its visits), else [n, L] (level + deviation with patient levels),
+        before the marginal calibration (`_marginal`)."""
+        names = self.channel_names
+        ch = names.index(name)
+        if name == T0 or (name != GAP and self.schema.column(name).static):
+            return _visit_mean(x[:, ch, :], valid)
+        if name not in self._levels():
+            return x[:, ch, :]
+        level = names.index(f"{GAP}level" if name == GAP else f"{name}__level")
+        return self._undeviate(x[:, ch, :], _visit_mean(x[:, level, :], valid)[:, None], name)
+
+    def _decoded_z(self, x: np.ndarray, name: str, valid: np.ndarray) -> np.ndarray:
+        """`_scaled`, mapped onto the real marginal where calibrated."""
+        return _marginal(self._scaled(x, name, valid), self._numeric_state(name))
 
     def _z_and_level(self, df: pd.DataFrame, name: str, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scaled values per row, their presence, and each patient's mean of them (0 if none)."""
@@ -569,14 +633,10 @@ class TrajectoryEncoder:
         valid = self._valid(x)
         pid, pos = np.nonzero(valid)  # row-major: patient by patient, visits in order
         static_cols = {c.name for c in schema.static_columns}
-        levels = set(self._levels())
-
-        def per_patient(ch: int) -> np.ndarray:
-            """A static channel's value per patient: its mean over the patient's visits."""
-            return _visit_mean(x[:, ch, :], valid)
 
         def static_value(ch: int) -> np.ndarray:
-            return per_patient(ch)[pid]
+            """A static channel's value per row: its mean over the patient's visits."""
+            return _visit_mean(x[:, ch, :], valid)[pid]
 
         def channel(ch: int, static: bool) -> np.ndarray:
             return static_value(ch) if static else x[pid, ch, pos]
@@ -588,14 +648,11 @@ class TrajectoryEncoder:
         if t_state["t0_constant"] is not None:
             start = np.full(n, t_state["t0_constant"])
         else:
-            start = _unscale(per_patient(index[T0]), t_state["t0"], None)
+            start = _unscale(self._decoded_z(x, T0, valid), t_state["t0"], None)
         if schema.regular:
             times = start[pid] + pos
         else:
-            zg = x[:, index[GAP], :]
-            if GAP in levels:
-                zg = self._undeviate(zg, per_patient(index[f"{GAP}level"])[:, None], GAP)
-            g = _unscale(zg, t_state["gap"], None)
+            g = _unscale(self._decoded_z(x, GAP, valid), t_state["gap"], None)
             floor = 1.0 if t_state["integer"] else max(t_state["gap"]["vmin"], 1e-9)
             g = np.maximum(g, floor)
             g[:, 0] = 0.0
@@ -607,11 +664,9 @@ class TrajectoryEncoder:
         for col in schema.columns:
             entry = state["columns"][col.name]
             static = col.name in static_cols
-            if col.numeric and col.name in levels:
-                z = self._undeviate(x[pid, index[col.name], pos], static_value(index[f"{col.name}__level"]), col.name)
-                values = _unscale(z, entry["numeric"], col)
-            elif col.numeric:
-                values = _unscale(channel(index[col.name], static), entry["numeric"], col)
+            if col.numeric:
+                z = self._decoded_z(x, col.name, valid)
+                values = _unscale(z[pid] if static else z[pid, pos], entry["numeric"], col)
             else:  # binary / categorical: the best-scoring label (over a temporal run, see _switching_decode)
                 if static:
                     scores = np.stack([static_value(i) for i in self._label_channels(col)], axis=1)
@@ -661,9 +716,10 @@ class TrajectoryEncoder:
 
     def calibrate(self, x: np.ndarray) -> dict[str, dict[str, dict[str, float]]]:
         """Calibrate decoding on generated patients x [n, channels, time]: missingness thresholds
-        first (`calibrate_missingness`), then the switching penalties (`calibrate_persistence`),
-        which count changes between recorded visits only."""
-        return {"missing": self.calibrate_missingness(x), "persistence": self.calibrate_persistence(x)}
+        first (`calibrate_missingness`), then the numbers' marginals (`calibrate_marginals`) and
+        the switching penalties (`calibrate_persistence`), which both use recorded visits only."""
+        return {"missing": self.calibrate_missingness(x), "marginals": self.calibrate_marginals(x),
+                "persistence": self.calibrate_persistence(x)}
 
     def calibrate_missingness(self, x: np.ndarray) -> dict[str, dict[str, float]]:
         """Set each nullable column's missingness threshold from generated patients x.
@@ -692,6 +748,58 @@ class TrajectoryEncoder:
             entry["missing_threshold"] = threshold
             report[col.name] = {"real": rate, "before": before, "after": float((values > threshold).mean()),
                                 "threshold": threshold / self._discrete_scale}
+        return report
+
+    def calibrate_marginals(self, x: np.ndarray) -> dict[str, dict[str, float]]:
+        """Map each number's generated marginal onto the real one, from generated patients x.
+
+        The denoiser gets each number's shape roughly right but not its details: on PBC the
+        visit gaps come out smeared between the protocol's 6- and 12-month visits and short of
+        the long gaps of missed visits, and labs' tails come out thin; per-patient summaries of
+        them (gap spread, longest gap, a lab's mean) are what tells synthetic patients apart.
+        Decoding therefore maps each scaled value through its generated quantile level onto the
+        real quantile at that level (`_marginal`): the generated percentiles are taken here over
+        the values x decodes to (recorded visits; one value per patient for a static number and
+        the first visit's time; visits after the first for the gap), the real ones were kept at
+        fit time (``quantiles``, percentiles of the scaled training values). Monotone, so ranks,
+        and with them each patient's course, are kept. With patient levels, a number's visit
+        deviations from its patient's level are first mapped the same way onto the real
+        deviations (``deviation_quantiles``): the network makes patients too alike in how much
+        they vary from visit to visit (PBC: within-patient spread's upper tail thin, a few spikes
+        missing), which value percentiles alone leave as it is. Returns, per number, the
+        Kolmogorov-Smirnov distance of the generated values (and deviations) to the real marginal
+        before calibration.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        valid = self._valid(x)
+        names = self.channel_names
+        levels = set(self._levels())
+        report: dict[str, dict[str, float]] = {}
+        for name in self._numbers():
+            num = self._numeric_state(name)
+            if num.get("quantiles") is None:  # a state fitted before marginal calibration, or no values
+                continue
+            z = self._scaled(x, name, valid)
+            if z.ndim == 1:  # static: one value per patient, unless the patient's value is missing
+                keep = np.ones(z.shape, bool)
+                col = None if name == T0 else self.schema.column(name)
+                if col is not None and col.nullable:
+                    keep = _visit_mean(x[:, names.index(f"{name}__missing"), :], valid) <= self._missing_threshold(col)
+            elif name == GAP:
+                keep = valid.copy()
+                keep[:, 0] = False
+            else:
+                keep = self._recorded(x, self.schema.column(name), valid)
+            if name in levels and num.get("deviation_quantiles") is not None and keep.any():
+                deviation = _from_normal(num, x[:, names.index(name), :])[keep]
+                num["generated_deviation_quantiles"] = _marginal_knots(deviation)
+                report[name] = {"deviation_ks_before": _ks(deviation, num["deviation_quantiles"])}
+                z = self._scaled(x, name, valid)  # now with the deviations mapped
+            values = z[keep]
+            if values.size == 0:
+                continue
+            num["generated_quantiles"] = _marginal_knots(values)
+            report.setdefault(name, {})["ks_before"] = _ks(values, num["quantiles"])
         return report
 
     def calibrate_persistence(self, x: np.ndarray) -> dict[str, dict[str, float]]:
@@ -774,7 +882,8 @@ class TrajectoryEncoder:
         """Scaled value from a deviation channel and the (encoded) level channel."""
         num = self._numeric_state(name)
         lo, hi = num.get("level_lo", -1.0), num.get("level_hi", 1.0)
-        return (np.clip(level, -1.0, 1.0) + 1.0) / 2.0 * (hi - lo) + lo + _from_normal(num, deviation) * num["dev_scale"]
+        d = _marginal(_from_normal(num, deviation), num, "deviation_quantiles")
+        return (np.clip(level, -1.0, 1.0) + 1.0) / 2.0 * (hi - lo) + lo + d * num["dev_scale"]
 
     def draw_lengths(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n visit counts drawn from the training patients' length distribution."""

@@ -50,4 +50,7 @@ def fit(
             if report.get(key):
                 log.info("Decoding calibrated: %s (real / generated / decoded) %s.", what, ", ".join(
                     f"{name} {p['real']:.3f} / {p['before']:.3f} / {p['after']:.3f}" for name, p in report[key].items()))
+        if report.get("marginals"):
+            log.info("Decoding calibrated: numbers mapped onto their real marginals (Kolmogorov-Smirnov distance before) %s.",
+                     ", ".join(f"{name} {p['ks_before']:.3f}" for name, p in report["marginals"].items()))
     return model, result

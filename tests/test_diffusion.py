@@ -401,6 +401,74 @@ def test_calibrated_missingness_restores_the_real_missing_rate():
     assert (decoded["lab"].isna().to_numpy() & truth).sum() > 0.5 * truth.sum()
 
 
+def test_calibrated_marginals_restore_each_numbers_real_distribution():
+    from scipy import stats
+    df, schema = mixed_cohort(n=200)
+    enc = TrajectoryEncoder(schema).fit(df)
+    x = enc.encode(df).x
+    numbers = [i for i, (_, kind, col) in enumerate(enc.channels)
+               if kind in ("level", "gap", "t0") or (kind == "value" and col in ("weight", "lab", "count"))]
+    assert len(numbers) == 8  # t0, gap + level, weight, lab + level, count + level
+
+    def thin(seed: int) -> np.ndarray:  # a generator whose numbers come out shrunk, with a bias, blurred
+        out = x.copy()
+        noise = np.random.default_rng(seed).normal(0.0, 0.05, size=out[:, numbers].shape)
+        out[:, numbers] = 0.6 * out[:, numbers] + 0.15 + noise
+        return out
+
+    plain = enc.decode(thin(1))
+    report = enc.calibrate(thin(0))["marginals"]
+    assert set(report) == {"__t0__", "__gap__", "weight", "lab", "count"}
+    assert all(r["ks_before"] > 0.1 for r in report.values())
+    fresh = enc.decode(thin(1))  # new draws: the calibrated map carries over
+
+    def ks(frame: pd.DataFrame, what: str) -> float:
+        def values(d: pd.DataFrame) -> np.ndarray:
+            d = d.sort_values(["pid", "t"])
+            if what == "gap":
+                return d.groupby("pid")["t"].diff().dropna().to_numpy(float)
+            if what in ("weight", "t0"):
+                d = d.groupby("pid").head(1)
+            return pd.to_numeric(d["t" if what == "t0" else what], errors="coerce").dropna().to_numpy(float)
+        return float(stats.ks_2samp(values(frame), values(df)).statistic)
+
+    for what in ("gap", "t0", "weight", "lab", "count"):
+        assert ks(fresh, what) < 0.1 < ks(plain, what), what
+    assert all(r["deviation_ks_before"] > 0.1 for k, r in report.items() if k in ("__gap__", "lab", "count"))
+    # monotone: each patient's visits keep their order (ties from rounding aside), missingness untouched
+    a, b = plain["lab"].to_numpy(float), fresh["lab"].to_numpy(float)
+    same = (plain["pid"].to_numpy()[1:] == plain["pid"].to_numpy()[:-1])
+    assert np.all(np.nan_to_num(np.sign(np.diff(a))[same] * np.sign(np.diff(b))[same]) >= 0)
+    assert (np.isnan(a) == np.isnan(b)).all()
+    json.dumps(enc.state_dict())  # percentiles, plain JSON, saved with the model
+
+
+def test_calibrated_deviations_restore_how_much_patients_vary():
+    import copy
+    df, schema = mixed_cohort(n=200)
+    fitted = TrajectoryEncoder(schema).fit(df)
+    x = fitted.encode(df).x
+    deviations = [i for i, (_, kind, col) in enumerate(fitted.channels) if kind == "value" and col in ("lab", "count")]
+
+    def calm(seed: int) -> np.ndarray:  # patients' levels right, their visit-to-visit variation halved
+        out = x.copy()
+        out[:, deviations] = 0.5 * out[:, deviations] + np.random.default_rng(seed).normal(0.0, 0.02, size=out[:, deviations].shape)
+        return out
+
+    def spread(frame: pd.DataFrame, col: str) -> float:  # within-patient std, relative to the real one
+        return float(frame.groupby("pid")[col].std().mean() / df.groupby("pid")[col].std().mean())
+
+    values_only = TrajectoryEncoder.from_state(schema, copy.deepcopy(fitted.state))
+    for col in ("lab", "count"):
+        del values_only.state["columns"][col]["numeric"]["deviation_quantiles"]
+    values_only.calibrate(calm(0))
+    fitted.calibrate(calm(0))
+    for col in ("lab", "count"):
+        assert spread(fitted.decode(calm(1)), col) == pytest.approx(1.0, abs=0.1)
+        # the values' map alone widens levels and deviations alike: patients still vary too little
+        assert spread(values_only.decode(calm(1)), col) < 0.85
+
+
 def test_quantile_deviations_turn_a_heavy_tail_into_a_normal_shape():
     from scipy import stats
     rng = np.random.default_rng(0)
