@@ -74,7 +74,8 @@ class EncodingConfig:
     # training patients (PBC: the network alone keeps them 69-75% of the time, real patients 80-85%),
     # and each number's marginal (and its visit deviations'), mapping generated quantiles onto the
     # training patients' percentiles (PBC: visit gaps smeared between the 6- and 12-month visits,
-    # thin lab tails, within-patient spread too uniform; KS 0.02-0.18).
+    # thin lab tails, within-patient spread too uniform; KS 0.02-0.18), the deviations smoothed over
+    # visits just enough that values persist (rank lag-1) as in the training patients.
     # Folders saved without this key decode by sign / argmax.
     calibrate: bool = True
 

@@ -23,7 +23,8 @@ Channel layout (values lie in [-1, 1]; every channel within its ``clip_bounds``)
   Integers decode by rounding; reals at the decimals the extract records them with
   (`_recorded_decimals`; continuous columns unrounded); both inside their bounds. Before that,
   each scaled number (gap and first time included) is mapped from the generated marginal onto
-  the real one (identity until `calibrate_marginals` sets it; the real percentiles are kept at fit).
+  the real one, a temporal number's deviations first smoothed and mapped onto the real deviations
+  (identity until `calibrate_marginals` sets it; the real percentiles are kept at fit).
 - per binary column: one channel, -s / +s.
 - per categorical column: one channel per category, one-hot as -s / +s. A temporal binary or
   categorical decodes as the label sequence that best fits its visit scores minus a per-change
@@ -206,6 +207,7 @@ def _from_normal(num: dict[str, Any], c: np.ndarray) -> np.ndarray:
 
 
 MARGINAL_KNOTS = 101  # percentiles: the real marginal each numeric channel is calibrated to
+MAX_SMOOTHING = 0.9  # the strongest deviation smoothing calibration may choose (weights 0.9^|visits apart|)
 
 
 def _marginal_knots(z: np.ndarray) -> list[float] | None:
@@ -234,6 +236,37 @@ def _ks(values: np.ndarray, knots: list[float]) -> float:
     k = np.asarray(knots, dtype=np.float64)
     below, upto = np.searchsorted(v, k, side="left") / v.size, np.searchsorted(v, k, side="right") / v.size
     return float(max(np.max(levels - upto, initial=0.0), np.max(below - levels, initial=0.0)))
+
+
+def _smooth(d: np.ndarray, valid: np.ndarray, phi: float) -> np.ndarray:
+    """Deviations d [n, L] averaged over each patient's visits (valid [n, L]) with weights
+    phi^|distance in visits| (a symmetric exponential kernel; phi 0: unchanged)."""
+    if phi <= 0:
+        return d
+    w, v = valid.astype(np.float64), np.where(valid, d, 0.0)
+    fwd, fwd_w, bwd, bwd_w = (np.zeros_like(v) for _ in range(4))
+    L = d.shape[1]
+    for t in range(L):
+        fwd[:, t], fwd_w[:, t] = v[:, t], w[:, t]
+        if t:
+            fwd[:, t] += phi * fwd[:, t - 1]
+            fwd_w[:, t] += phi * fwd_w[:, t - 1]
+    for t in range(L - 1, -1, -1):
+        bwd[:, t], bwd_w[:, t] = v[:, t], w[:, t]
+        if t < L - 1:
+            bwd[:, t] += phi * bwd[:, t + 1]
+            bwd_w[:, t] += phi * bwd_w[:, t + 1]
+    total, weight = fwd + bwd - v, fwd_w + bwd_w - w
+    return np.where(valid, total / np.maximum(weight, 1e-12), d)
+
+
+def _rank_lag1(z: np.ndarray, recorded: np.ndarray) -> float:
+    """Spearman correlation of consecutive recorded visits' values z [n, L] (both visits recorded)."""
+    pair = recorded[:, 1:] & recorded[:, :-1]
+    if pair.sum() < 3:
+        return float("nan")
+    a, b = z[:, 1:][pair], z[:, :-1][pair]
+    return float(stats.spearmanr(a, b).statistic) if np.ptp(a) > 0 and np.ptp(b) > 0 else float("nan")
 
 
 def _switching_decode(scores: np.ndarray, recorded: np.ndarray, penalty: float) -> np.ndarray:
@@ -397,6 +430,14 @@ class TrajectoryEncoder:
                 num["level_lo"], num["level_hi"] = (float(level[has].min()), float(level[has].max())) if has.any() else (-1.0, 1.0)
         if self.discrete_scale <= 0:
             self.state["discrete_scale"] = self._matched_discrete_scale(df)
+        for name in self._levels():  # an aggregate: how much a number persists from visit to visit (ranks)
+            if name == GAP:
+                continue
+            v = pd.to_numeric(df[name], errors="coerce")
+            prev = v.groupby(df[schema.id], sort=False).shift(1)
+            ok = (v.notna() & prev.notna()).to_numpy()
+            a, b = v.to_numpy(np.float64)[ok], prev.to_numpy(np.float64)[ok]
+            columns[name]["lag1_rank"] = float(stats.spearmanr(a, b).statistic) if ok.sum() >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0 else None
         for col in self.temporal_discrete():  # an aggregate: how often a category stays put
             series = df[col.name]
             labels = as_binary(series) if col.type == "binary" else as_labels(series)
@@ -456,8 +497,12 @@ class TrajectoryEncoder:
             return _visit_mean(x[:, ch, :], valid)
         if name not in self._levels():
             return x[:, ch, :]
-        level = names.index(f"{GAP}level" if name == GAP else f"{name}__level")
-        return self._undeviate(x[:, ch, :], _visit_mean(x[:, level, :], valid)[:, None], name)
+        num = self._numeric_state(name)
+        level = _visit_mean(x[:, names.index(f"{GAP}level" if name == GAP else f"{name}__level"), :], valid)[:, None]
+        lo, hi = num.get("level_lo", -1.0), num.get("level_hi", 1.0)
+        d = _smooth(_from_normal(num, x[:, ch, :]), valid, float(num.get("smoothing", 0.0)))
+        d = _marginal(d, num, "deviation_quantiles")
+        return (np.clip(level, -1.0, 1.0) + 1.0) / 2.0 * (hi - lo) + lo + d * num["dev_scale"]
 
     def _decoded_z(self, x: np.ndarray, name: str, valid: np.ndarray) -> np.ndarray:
         """`_scaled`, mapped onto the real marginal where calibrated."""
@@ -766,10 +811,16 @@ class TrajectoryEncoder:
         deviations from its patient's level are first mapped the same way onto the real
         deviations (``deviation_quantiles``): the network makes patients too alike in how much
         they vary from visit to visit (PBC: within-patient spread's upper tail thin, a few spikes
-        missing), which value percentiles alone leave as it is. Returns, per number, the
-        Kolmogorov-Smirnov distance of the generated values (and deviations) to the real marginal
-        before calibration.
+        missing), which value percentiles alone leave as it is. Widened, the deviations' visit-to-
+        visit noise weighs more, so before mapping them a temporal number's deviations are smoothed
+        over the patient's visits (`_smooth`, weights ``smoothing``^|visits apart|) with the
+        smallest smoothing (bisection, at most MAX_SMOOTHING) at which consecutive visits' values
+        correlate at least as well, by rank, as in the training patients (the ``lag1_rank``
+        aggregate kept at fit time; ranks, so a few extreme visits cannot set it). Returns, per
+        number, the Kolmogorov-Smirnov distance of the generated values (and deviations) to the
+        real marginal before calibration and, where smoothed, the rank lag-1 real / before / after.
         """
+        state = self._require()
         x = np.asarray(x, dtype=np.float64)
         valid = self._valid(x)
         names = self.channel_names
@@ -779,25 +830,38 @@ class TrajectoryEncoder:
             num = self._numeric_state(name)
             if num.get("quantiles") is None:  # a state fitted before marginal calibration, or no values
                 continue
-            z = self._scaled(x, name, valid)
-            if z.ndim == 1:  # static: one value per patient, unless the patient's value is missing
-                keep = np.ones(z.shape, bool)
-                col = None if name == T0 else self.schema.column(name)
+            col = None if name in (T0, GAP) else self.schema.column(name)
+            if name == T0 or col is not None and col.static:  # one value per patient, unless it is missing
+                keep = np.ones(len(x), bool)
                 if col is not None and col.nullable:
                     keep = _visit_mean(x[:, names.index(f"{name}__missing"), :], valid) <= self._missing_threshold(col)
-            elif name == GAP:
+            elif col is None:  # the gap: visits after the first
                 keep = valid.copy()
                 keep[:, 0] = False
             else:
-                keep = self._recorded(x, self.schema.column(name), valid)
-            if name in levels and num.get("deviation_quantiles") is not None and keep.any():
-                deviation = _from_normal(num, x[:, names.index(name), :])[keep]
-                num["generated_deviation_quantiles"] = _marginal_knots(deviation)
-                report[name] = {"deviation_ks_before": _ks(deviation, num["deviation_quantiles"])}
-                z = self._scaled(x, name, valid)  # now with the deviations mapped
-            values = z[keep]
-            if values.size == 0:
+                keep = self._recorded(x, col, valid)
+            if not keep.any():
                 continue
+            if name in levels and num.get("deviation_quantiles") is not None:  # deviations first: `_scaled` maps them
+                raw = _from_normal(num, x[:, names.index(name), :])
+
+                def fit_deviations(phi: float) -> float:
+                    """Smooth the deviations by phi, map them onto the real ones; the rank lag-1 after."""
+                    num["smoothing"] = phi
+                    num["generated_deviation_quantiles"] = _marginal_knots(_smooth(raw, valid, phi)[keep])
+                    return _rank_lag1(self._scaled(x, name, valid), keep)
+
+                report[name] = {"deviation_ks_before": _ks(raw[keep], num["deviation_quantiles"])}
+                before = fit_deviations(0.0)
+                target = None if col is None else state["columns"][name].get("lag1_rank")
+                if target is not None and np.isfinite(before) and before < target:
+                    lo, hi = 0.0, MAX_SMOOTHING
+                    if fit_deviations(hi) >= target:
+                        for _ in range(12):
+                            mid = (lo + hi) / 2
+                            lo, hi = (lo, mid) if fit_deviations(mid) >= target else (mid, hi)
+                    report[name].update(lag1_rank_real=target, lag1_rank_before=before, lag1_rank_after=fit_deviations(hi), smoothing=hi)
+            values = self._scaled(x, name, valid)[keep]
             num["generated_quantiles"] = _marginal_knots(values)
             report.setdefault(name, {})["ks_before"] = _ks(values, num["quantiles"])
         return report
@@ -877,13 +941,6 @@ class TrajectoryEncoder:
             if too_long:
                 log.warning("%d patient(s) have more than max_length=%d visits; their later visits are cut.", too_long, schema.max_length)
         return df
-
-    def _undeviate(self, deviation: np.ndarray, level: np.ndarray, name: str) -> np.ndarray:
-        """Scaled value from a deviation channel and the (encoded) level channel."""
-        num = self._numeric_state(name)
-        lo, hi = num.get("level_lo", -1.0), num.get("level_hi", 1.0)
-        d = _marginal(_from_normal(num, deviation), num, "deviation_quantiles")
-        return (np.clip(level, -1.0, 1.0) + 1.0) / 2.0 * (hi - lo) + lo + d * num["dev_scale"]
 
     def draw_lengths(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n visit counts drawn from the training patients' length distribution."""

@@ -53,4 +53,10 @@ def fit(
         if report.get("marginals"):
             log.info("Decoding calibrated: numbers mapped onto their real marginals (Kolmogorov-Smirnov distance before) %s.",
                      ", ".join(f"{name} {p['ks_before']:.3f}" for name, p in report["marginals"].items()))
+            smoothed = {name: p for name, p in report["marginals"].items() if "smoothing" in p}
+            if smoothed:
+                log.info("Decoding calibrated: deviations smoothed so values persist as in the real patients (rank lag-1 "
+                         "real / generated / decoded, smoothing) %s.", ", ".join(
+                             f"{name} {p['lag1_rank_real']:.3f} / {p['lag1_rank_before']:.3f} / {p['lag1_rank_after']:.3f}, "
+                             f"{p['smoothing']:.3f}" for name, p in smoothed.items()))
     return model, result

@@ -9,7 +9,7 @@ import torch
 
 from diffusion.bundle import HealthGymModel
 from diffusion.config import Config
-from diffusion.encoding import VALID, TrajectoryEncoder, _stay_rate, _switching_decode
+from diffusion.encoding import VALID, TrajectoryEncoder, _smooth, _stay_rate, _switching_decode
 from diffusion.sampling import respaced_steps, sample_loop
 from diffusion.schedule import GaussianDiffusion, make_betas
 from diffusion.schema import Schema
@@ -435,7 +435,10 @@ def test_calibrated_marginals_restore_each_numbers_real_distribution():
     for what in ("gap", "t0", "weight", "lab", "count"):
         assert ks(fresh, what) < 0.1 < ks(plain, what), what
     assert all(r["deviation_ks_before"] > 0.1 for k, r in report.items() if k in ("__gap__", "lab", "count"))
-    # monotone: each patient's visits keep their order (ties from rounding aside), missingness untouched
+    # without smoothing the maps are monotone: each patient's visits keep their order (ties from
+    # rounding aside); missingness untouched
+    enc.state["columns"]["lab"]["numeric"]["smoothing"] = 0.0
+    fresh = enc.decode(thin(1))
     a, b = plain["lab"].to_numpy(float), fresh["lab"].to_numpy(float)
     same = (plain["pid"].to_numpy()[1:] == plain["pid"].to_numpy()[:-1])
     assert np.all(np.nan_to_num(np.sign(np.diff(a))[same] * np.sign(np.diff(b))[same]) >= 0)
@@ -467,6 +470,49 @@ def test_calibrated_deviations_restore_how_much_patients_vary():
         assert spread(fitted.decode(calm(1)), col) == pytest.approx(1.0, abs=0.1)
         # the values' map alone widens levels and deviations alike: patients still vary too little
         assert spread(values_only.decode(calm(1)), col) < 0.85
+
+
+def test_smooth_averages_a_patients_visits_with_exponential_weights():
+    d = np.array([[1.0, 0.0, 0.0, 7.0], [2.0, 2.0, 2.0, 2.0]])
+    valid = np.array([[True, True, True, False], [True, True, True, True]])
+    assert _smooth(d, valid, 0.0) is d
+    out = _smooth(d, valid, 0.5)
+    assert out[0, 0] == pytest.approx(1 / 1.75) and out[0, 1] == pytest.approx(0.5 / 2.0)  # weights 1, .5, .25
+    assert out[0, 3] == 7.0 and out[1] == pytest.approx([2.0] * 4)  # padding untouched; a constant stays
+
+
+def test_calibrated_persistence_of_numbers_restores_the_real_rank_lag1():
+    rng = np.random.default_rng(0)
+    n, length, phi = 300, 8, 0.8
+    level = rng.normal(size=(n, 1))
+    dev = np.zeros((n, length))
+    dev[:, 0] = rng.normal(size=n)
+    for k in range(1, length):
+        dev[:, k] = phi * dev[:, k - 1] + np.sqrt(1 - phi**2) * rng.normal(size=n)
+    df = pd.DataFrame({"pid": np.repeat(np.arange(n), length), "t": np.tile(np.arange(length), n), "v": (0.5 * level + dev).ravel()})
+    schema = Schema.from_dict({"name": "ar1", "id": "pid", "time": "t", "regular": True, "max_length": length,
+                               "columns": {"v": {"type": "real", "transform": "none"}}})
+    enc = TrajectoryEncoder(schema).fit(df)
+    real = enc.state["columns"]["v"]["lag1_rank"]
+    x = enc.encode(df).x
+    ch = enc.channel_names.index("v")
+
+    def restless(seed: int) -> np.ndarray:  # the right levels, deviations half replaced by visit-to-visit noise
+        out = x.copy()
+        out[:, ch] = 0.7 * out[:, ch] + np.random.default_rng(seed).normal(0.0, 0.5 * out[:, ch].std(), size=out[:, ch].shape)
+        return out
+
+    def rank_lag1(frame: pd.DataFrame) -> float:
+        prev = frame.groupby("pid")["v"].shift(1)
+        ok = prev.notna()
+        return float(pd.Series(frame["v"][ok].to_numpy()).corr(pd.Series(prev[ok].to_numpy()), method="spearman"))
+
+    assert rank_lag1(df) == pytest.approx(real)
+    report = enc.calibrate(restless(0))["marginals"]["v"]
+    # the noise, spread to the real deviations' width by their map, lowers persistence ...
+    assert report["lag1_rank_before"] < real - 0.05 and report["smoothing"] > 0
+    assert report["lag1_rank_after"] == pytest.approx(real, abs=0.01)  # ... the smoothing restores it
+    assert rank_lag1(enc.decode(restless(1))) == pytest.approx(real, abs=0.03)  # new noise: it carries over
 
 
 def test_quantile_deviations_turn_a_heavy_tail_into_a_normal_shape():
