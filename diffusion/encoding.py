@@ -489,8 +489,9 @@ class TrajectoryEncoder:
 
     def _scaled(self, x: np.ndarray, name: str, valid: np.ndarray) -> np.ndarray:
         """The scaled value a number decodes from (see `_numbers`): [n] for a static one (the
-        patient's mean over its visits), else [n, L] (level + deviation with patient levels),
-        before the marginal calibration (`_marginal`)."""
+        patient's mean over its visits), else [n, L]; with patient levels, level + deviation, the
+        deviation smoothed over the patient's visits and mapped onto the real deviations where
+        calibrated. The values' own map comes after (`_decoded_z`)."""
         names = self.channel_names
         ch = names.index(name)
         if name == T0 or (name != GAP and self.schema.column(name).static):
