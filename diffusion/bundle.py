@@ -93,9 +93,10 @@ class HealthGymModel:
         return np.concatenate(out, axis=0) if out else np.zeros((0, *shape_rest), np.float32)
 
     def calibrate(self, n: int = 512, *, seed: int = 1) -> dict[str, dict[str, dict[str, float]]]:
-        """Calibrate decoding (missingness thresholds, switching penalties) on n generated patients
-        (see `TrajectoryEncoder.calibrate`); kept in the encoder state, saved with the model."""
-        if not self.encoder.temporal_discrete() and not any(c.nullable for c in self.schema.columns):
+        """Calibrate decoding (missingness thresholds, marginal maps, switching penalties) on n
+        generated patients (see `TrajectoryEncoder.calibrate`); kept in the encoder state, saved
+        with the model. Samples nothing when the schema leaves nothing to calibrate."""
+        if not self.encoder.calibratable:
             return {}
         return self.encoder.calibrate(self.sample_tensor(n, seed=seed))
 

@@ -760,6 +760,12 @@ class TrajectoryEncoder:
         lengths = self._z_to_length(x[:, self.channel_names.index(LENGTH), :].mean(axis=1))
         return np.arange(x.shape[2])[None, :] < lengths[:, None]
 
+    @property
+    def calibratable(self) -> bool:
+        """Whether `calibrate` has anything to set: a nullable column, a temporal binary /
+        categorical or a number (see `_numbers`)."""
+        return bool(any(c.nullable for c in self.schema.columns) or self.temporal_discrete() or self._numbers())
+
     def calibrate(self, x: np.ndarray) -> dict[str, dict[str, dict[str, float]]]:
         """Calibrate decoding on generated patients x [n, channels, time]: missingness thresholds
         first (`calibrate_missingness`), then the numbers' marginals (`calibrate_marginals`) and
@@ -861,7 +867,8 @@ class TrajectoryEncoder:
                         for _ in range(12):
                             mid = (lo + hi) / 2
                             lo, hi = (lo, mid) if fit_deviations(mid) >= target else (mid, hi)
-                    report[name].update(lag1_rank_real=target, lag1_rank_before=before, lag1_rank_after=fit_deviations(hi), smoothing=hi)
+                    after = fit_deviations(hi)  # leaves the state at the smoothing chosen
+                    report[name].update(lag1_rank_real=target, lag1_rank_before=before, lag1_rank_after=after, smoothing=hi)
             values = self._scaled(x, name, valid)[keep]
             num["generated_quantiles"] = _marginal_knots(values)
             report.setdefault(name, {})["ks_before"] = _ks(values, num["quantiles"])

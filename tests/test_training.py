@@ -80,3 +80,6 @@ def test_time_budget_stops_training_and_keeps_the_best_checkpoint():
     vals = [h["val_loss"] for h in result.history]
     assert result.best_val_loss == min(vals)
     assert result.best_step == result.history[int(np.argmin(vals))]["step"]
+    # a cohort of numbers only (no missing values, no categories) still gets its decoding calibrated
+    assert set(model.meta["calibration"]["marginals"]) == {"v"}
+    assert model.encoder.state["columns"]["v"]["numeric"]["generated_quantiles"] is not None
