@@ -50,7 +50,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -208,6 +208,8 @@ def _from_normal(num: dict[str, Any], c: np.ndarray) -> np.ndarray:
 
 MARGINAL_KNOTS = 101  # percentiles: the real marginal each numeric channel is calibrated to
 MAX_SMOOTHING = 0.9  # the strongest deviation smoothing calibration may choose (weights 0.9^|visits apart|)
+MAX_SPIKES = 0.01  # the largest share of recorded visits calibration may turn into isolated spikes
+SPIKE_KEYS = ("spike_threshold", "spike_sign", "spike_share", "spike_scale")
 
 
 def _marginal_knots(z: np.ndarray) -> list[float] | None:
@@ -258,6 +260,55 @@ def _smooth(d: np.ndarray, valid: np.ndarray, phi: float) -> np.ndarray:
             bwd_w[:, t] += phi * bwd_w[:, t + 1]
     total, weight = fwd + bwd - v, fwd_w + bwd_w - w
     return np.where(valid, total / np.maximum(weight, 1e-12), d)
+
+
+def _isolation(d: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """How far each visit's deviation d [n, L] departs from the mean of its neighbouring visits
+    (the one before and the one after; 0 for a patient's only visit and for padding)."""
+    v, w = np.where(valid, d, 0.0), valid.astype(np.float64)
+    total, count = np.zeros_like(v), np.zeros_like(w)
+    total[:, 1:] += v[:, :-1]
+    count[:, 1:] += w[:, :-1]
+    total[:, :-1] += v[:, 1:]
+    count[:, :-1] += w[:, 1:]
+    return np.where(valid & (count > 0), d - total / np.maximum(count, 1.0), 0.0)
+
+
+def _spike_excess(raw: np.ndarray, valid: np.ndarray, num: dict[str, Any]) -> np.ndarray | None:
+    """Where calibrated (`TrajectoryEncoder._calibrate_spikes`), how far each visit's raw
+    deviation [n, L] departs from its neighbours' (`_isolation`) towards ``spike_sign`` beyond
+    ``spike_threshold``: > 0 at the visits that decode as spikes. None when not calibrated."""
+    threshold = num.get("spike_threshold")
+    if threshold is None:
+        return None
+    return np.where(valid, num["spike_sign"] * _isolation(raw, valid) - threshold, -np.inf)
+
+
+def _level(z: np.ndarray, knots: list[float]) -> np.ndarray:
+    """The quantile level (0..1) of values z among evenly spaced quantiles `knots` (tied knots:
+    their mid level)."""
+    g, inverse = np.unique(np.asarray(knots, dtype=np.float64), return_inverse=True)
+    levels = np.linspace(0.0, 1.0, len(knots))
+    mid = np.bincount(inverse, weights=levels) / np.bincount(inverse)
+    return np.interp(z, g, mid) if g.size > 1 else np.full_like(z, mid[0])
+
+
+def _smallest(ok: Callable[[float], bool], hi: float, steps: int) -> float:
+    """The smallest x in (0, hi] at which ok(x) holds, to within hi / 2**steps, by bisection (ok
+    false below some x, true above); hi where ok(hi) fails too."""
+    lo = 0.0
+    if ok(hi):
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
+def _lag1(v: np.ndarray, recorded: np.ndarray) -> float:
+    """Pearson correlation of consecutive recorded visits' values v [n, L] (both visits recorded)."""
+    pair = recorded[:, 1:] & recorded[:, :-1]
+    a, b = v[:, 1:][pair], v[:, :-1][pair]
+    return float(np.corrcoef(a, b)[0, 1]) if a.size >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0 else float("nan")
 
 
 def _rank_lag1(z: np.ndarray, recorded: np.ndarray) -> float:
@@ -430,14 +481,16 @@ class TrajectoryEncoder:
                 num["level_lo"], num["level_hi"] = (float(level[has].min()), float(level[has].max())) if has.any() else (-1.0, 1.0)
         if self.discrete_scale <= 0:
             self.state["discrete_scale"] = self._matched_discrete_scale(df)
-        for name in self._levels():  # an aggregate: how much a number persists from visit to visit (ranks)
+        for name in self._levels():  # aggregates: how much a number persists from visit to visit (ranks, values)
             if name == GAP:
                 continue
             v = pd.to_numeric(df[name], errors="coerce")
             prev = v.groupby(df[schema.id], sort=False).shift(1)
             ok = (v.notna() & prev.notna()).to_numpy()
             a, b = v.to_numpy(np.float64)[ok], prev.to_numpy(np.float64)[ok]
-            columns[name]["lag1_rank"] = float(stats.spearmanr(a, b).statistic) if ok.sum() >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0 else None
+            varied = ok.sum() >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0
+            columns[name]["lag1_rank"] = float(stats.spearmanr(a, b).statistic) if varied else None
+            columns[name]["lag1"] = float(np.corrcoef(a, b)[0, 1]) if varied else None  # Pearson: extreme visits weigh in
         for col in self.temporal_discrete():  # an aggregate: how often a category stays put
             series = df[col.name]
             labels = as_binary(series) if col.type == "binary" else as_labels(series)
@@ -506,8 +559,26 @@ class TrajectoryEncoder:
         return (np.clip(level, -1.0, 1.0) + 1.0) / 2.0 * (hi - lo) + lo + d * num["dev_scale"]
 
     def _decoded_z(self, x: np.ndarray, name: str, valid: np.ndarray) -> np.ndarray:
-        """`_scaled`, mapped onto the real marginal where calibrated."""
-        return _marginal(self._scaled(x, name, valid), self._numeric_state(name))
+        """`_scaled`, mapped onto the real marginal where calibrated; with spikes (see
+        `_calibrate_spikes`), a spike share u of the visits takes the real marginal's outer u
+        (in order of how far they depart) and the other visits the rest."""
+        num = self._numeric_state(name)
+        z = self._scaled(x, name, valid)
+        excess = None if name not in self._levels() else _spike_excess(self._raw_deviation(x, name), valid, num)
+        if excess is None:
+            return _marginal(z, num)
+        u, real = num["spike_share"], np.asarray(num["quantiles"], dtype=np.float64)
+        base = _level(z, num["generated_quantiles"])
+        spike = -np.expm1(-np.maximum(excess, 0.0) / num["spike_scale"])  # exponential excesses over a threshold
+        if num["spike_sign"] > 0:
+            level = np.where(excess > 0, 1.0 - u + u * spike, (1.0 - u) * base)
+        else:
+            level = np.where(excess > 0, u * (1.0 - spike), u + (1.0 - u) * base)
+        return np.interp(level, np.linspace(0.0, 1.0, real.size), real)
+
+    def _raw_deviation(self, x: np.ndarray, name: str) -> np.ndarray:
+        """A temporal number's deviation channel [n, L], read as a scaled deviation."""
+        return _from_normal(self._numeric_state(name), x[:, self.channel_names.index(name), :])
 
     def _z_and_level(self, df: pd.DataFrame, name: str, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scaled values per row, their presence, and each patient's mean of them (0 if none)."""
@@ -819,13 +890,12 @@ class TrajectoryEncoder:
         deviations (``deviation_quantiles``): the network makes patients too alike in how much
         they vary from visit to visit (PBC: within-patient spread's upper tail thin, a few spikes
         missing), which value percentiles alone leave as it is. Widened, the deviations' visit-to-
-        visit noise weighs more, so before mapping them a temporal number's deviations are smoothed
-        over the patient's visits (`_smooth`, weights ``smoothing``^|visits apart|) with the
-        smallest smoothing (bisection, at most MAX_SMOOTHING) at which consecutive visits' values
-        correlate at least as well, by rank, as in the training patients (the ``lag1_rank``
-        aggregate kept at fit time; ranks, so a few extreme visits cannot set it). Returns, per
-        number, the Kolmogorov-Smirnov distance of the generated values (and deviations) to the
-        real marginal before calibration and, where smoothed, the rank lag-1 real / before / after.
+        visit noise weighs more, so a temporal number's deviations are smoothed over the patient's
+        visits before they are mapped, and its most isolated visits may decode as spikes
+        (`_calibrate_deviations`: rank and Pearson lag-1 as in the training patients). Returns,
+        per number, the Kolmogorov-Smirnov distance of the generated values (and deviations) to
+        the real marginal before calibration and, for temporal numbers, the rank and Pearson lag-1
+        real / before / after, the smoothing and the spike share.
         """
         state = self._require()
         x = np.asarray(x, dtype=np.float64)
@@ -850,28 +920,87 @@ class TrajectoryEncoder:
             if not keep.any():
                 continue
             if name in levels and num.get("deviation_quantiles") is not None:  # deviations first: `_scaled` maps them
-                raw = _from_normal(num, x[:, names.index(name), :])
-
-                def fit_deviations(phi: float) -> float:
-                    """Smooth the deviations by phi, map them onto the real ones; the rank lag-1 after."""
-                    num["smoothing"] = phi
-                    num["generated_deviation_quantiles"] = _marginal_knots(_smooth(raw, valid, phi)[keep])
-                    return _rank_lag1(self._scaled(x, name, valid), keep)
-
-                report[name] = {"deviation_ks_before": _ks(raw[keep], num["deviation_quantiles"])}
-                before = fit_deviations(0.0)
-                target = None if col is None else state["columns"][name].get("lag1_rank")
-                if target is not None and np.isfinite(before) and before < target:
-                    lo, hi = 0.0, MAX_SMOOTHING
-                    if fit_deviations(hi) >= target:
-                        for _ in range(12):
-                            mid = (lo + hi) / 2
-                            lo, hi = (lo, mid) if fit_deviations(mid) >= target else (mid, hi)
-                    after = fit_deviations(hi)  # leaves the state at the smoothing chosen
-                    report[name].update(lag1_rank_real=target, lag1_rank_before=before, lag1_rank_after=after, smoothing=hi)
-            values = self._scaled(x, name, valid)[keep]
-            num["generated_quantiles"] = _marginal_knots(values)
+                report[name] = self._calibrate_deviations(x, name, valid, keep)
+            values = self._fit_values_map(x, name, valid, keep)
             report.setdefault(name, {})["ks_before"] = _ks(values, num["quantiles"])
+        return report
+
+    def _fit_values_map(self, x: np.ndarray, name: str, valid: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """Set the generated percentiles a number's values' map reads, from its values at the
+        `keep` visits of generated patients x (spikes aside, see `_decoded_z`); returns those values."""
+        num = self._numeric_state(name)
+        z = self._scaled(x, name, valid)
+        excess = _spike_excess(self._raw_deviation(x, name), valid, num) if name in self._levels() else None
+        values = z[keep] if excess is None else z[keep & (excess <= 0)]
+        num["generated_quantiles"] = _marginal_knots(values)
+        return values
+
+    def _calibrate_deviations(self, x: np.ndarray, name: str, valid: np.ndarray, keep: np.ndarray) -> dict[str, float]:
+        """Calibrate how a number's visits deviate from its patient's level (`calibrate_marginals`).
+
+        The deviations are smoothed (`_smooth`) with the smallest smoothing (bisection, at most
+        MAX_SMOOTHING) at which consecutive recorded visits correlate at least as well, by rank,
+        as in the training patients (the ``lag1_rank`` aggregate), then mapped onto the real
+        deviations. Smoothing restores the bulk's persistence, but a real lab's most extreme
+        values are often single visits the next one does not repeat (a lab error, an acute
+        episode), which makes its Pearson lag-1 far lower than its rank lag-1 (PBC's protime:
+        0.33 against 0.66), while the generated extremes are persistent patient levels. So a
+        share of the visits whose raw deviation departs most from its neighbours' (`_isolation`),
+        towards the side the real deviations reach furthest, decode as isolated spikes: being a
+        share u of the recorded visits, they take the outer u of the real marginal, the further
+        out the more they depart, and the other visits the rest of it (`_decoded_z`), so the
+        marginal stays the real one. The share is the smallest (bisection, at most MAX_SPIKES)
+        at which the decoded values' Pearson lag-1 comes down to the training patients' (the
+        ``lag1`` aggregate); none when it is there already. Spikes are rare by design: at most
+        1% of visits, each of which weakens the rank lag-1 a little. Returns the
+        deviations' KS distance before, and where calibrated the rank and Pearson lag-1 real /
+        before / after, the smoothing and the spike share.
+        """
+        num = self._numeric_state(name)
+        entry = {} if name == GAP else self._require()["columns"][name]
+        col = None if name == GAP else self.schema.column(name)
+        rank, pearson = entry.get("lag1_rank"), entry.get("lag1")
+        raw = self._raw_deviation(x, name)
+        iso = _isolation(raw, valid)
+        for key in SPIKE_KEYS:  # recalibrated from scratch
+            num.pop(key, None)
+        report = {"deviation_ks_before": _ks(raw[keep], num["deviation_quantiles"])}
+
+        def smoothed(phi: float) -> float:
+            """Smooth the deviations by phi and map them onto the real ones; the rank lag-1 after."""
+            num["smoothing"] = phi
+            num["generated_deviation_quantiles"] = _marginal_knots(_smooth(raw, valid, phi)[keep])
+            self._fit_values_map(x, name, valid, keep)
+            return _rank_lag1(self._decoded_z(x, name, valid), keep)
+
+        real = num["deviation_quantiles"]
+        sign = 1.0 if real[-1] - real[len(real) // 2] >= real[len(real) // 2] - real[0] else -1.0
+
+        def spiked(q: float) -> float:
+            """Make the share q of the recorded visits that depart most spikes; the Pearson lag-1 after."""
+            for key in SPIKE_KEYS:
+                num.pop(key, None)
+            threshold = float(np.quantile(sign * iso[keep], 1.0 - q)) if q > 0 else np.inf
+            spike = keep & (sign * iso > threshold)
+            if spike.any() and (keep & ~spike).any():
+                num.update(spike_threshold=threshold, spike_sign=sign, spike_share=float(spike.sum() / keep.sum()),
+                           spike_scale=max(float(np.mean(sign * iso[spike] - threshold)), 1e-12))
+            self._fit_values_map(x, name, valid, keep)
+            return _lag1(_unscale(self._decoded_z(x, name, valid), num, col), keep)
+
+        rank_before = smoothed(0.0)
+        if rank is not None and np.isfinite(rank_before) and rank_before < rank:
+            smoothed(_smallest(lambda p: smoothed(p) >= rank, MAX_SMOOTHING, 12))
+        if pearson is not None:
+            pearson_before = spiked(0.0)
+            if np.isfinite(pearson_before) and pearson_before > pearson:
+                spiked(_smallest(lambda q: spiked(q) <= pearson, MAX_SPIKES, 12))
+        if rank is not None:
+            report.update(lag1_rank_real=rank, lag1_rank_before=rank_before,
+                          lag1_rank_after=_rank_lag1(self._decoded_z(x, name, valid), keep), smoothing=num["smoothing"])
+        if pearson is not None:
+            report.update(lag1_real=pearson, lag1_before=pearson_before, spikes=float(num.get("spike_share", 0.0)),
+                          lag1_after=_lag1(_unscale(self._decoded_z(x, name, valid), num, col), keep))
         return report
 
     def calibrate_persistence(self, x: np.ndarray) -> dict[str, dict[str, float]]:
@@ -905,13 +1034,8 @@ class TrajectoryEncoder:
             if not np.isfinite(before):  # no patient with two recorded visits: nothing to calibrate on
                 continue
             penalty = 0.0
-            if before < target:
-                lo, hi = 0.0, 4.0 * ds  # 4 s outweighs any single visit's score gap (at most 2 s)
-                if stay(hi) >= target:
-                    for _ in range(20):
-                        mid = (lo + hi) / 2
-                        lo, hi = (lo, mid) if stay(mid) >= target else (mid, hi)
-                penalty = hi
+            if before < target:  # 4 s outweighs any single visit's score gap (at most 2 s)
+                penalty = _smallest(lambda p: stay(p) >= target, 4.0 * ds, 20)
             entry["switch_penalty"] = penalty
             report[col.name] = {"real": target, "before": before, "after": stay(penalty), "penalty": penalty / ds}
         return report

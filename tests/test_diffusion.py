@@ -9,7 +9,7 @@ import torch
 
 from diffusion.bundle import HealthGymModel
 from diffusion.config import Config
-from diffusion.encoding import VALID, TrajectoryEncoder, _smooth, _stay_rate, _switching_decode
+from diffusion.encoding import VALID, TrajectoryEncoder, _isolation, _smooth, _stay_rate, _switching_decode
 from diffusion.sampling import respaced_steps, sample_loop
 from diffusion.schedule import GaussianDiffusion, make_betas
 from diffusion.schema import Schema
@@ -513,6 +513,70 @@ def test_calibrated_persistence_of_numbers_restores_the_real_rank_lag1():
     assert report["lag1_rank_before"] < real - 0.05 and report["smoothing"] > 0
     assert report["lag1_rank_after"] == pytest.approx(real, abs=0.01)  # ... the smoothing restores it
     assert rank_lag1(enc.decode(restless(1))) == pytest.approx(real, abs=0.03)  # new noise: it carries over
+
+
+def test_isolation_is_a_visits_departure_from_its_neighbours_mean():
+    d = np.array([[1.0, 5.0, 3.0, 9.0], [4.0, 0.0, 0.0, 0.0]])
+    valid = np.array([[True, True, True, False], [True, False, False, False]])
+    assert _isolation(d, valid) == pytest.approx(np.array([[-4.0, 3.0, -2.0, 0.0], [0.0, 0.0, 0.0, 0.0]]))
+
+
+def test_calibrated_spikes_restore_a_spiky_labs_pearson_lag1_and_keep_its_marginal():
+    import copy
+    from scipy import stats
+    rng = np.random.default_rng(0)
+    n, length = 300, 8
+    dev = np.zeros((n, length))
+    dev[:, 0] = rng.normal(size=n)
+    for k in range(1, length):
+        dev[:, k] = 0.8 * dev[:, k - 1] + 0.6 * rng.normal(size=n)
+    calm = 10.0 + 0.5 * rng.normal(size=(n, 1)) + 0.5 * dev
+    # 1.5% of visits are single-visit spikes (a lab error, an acute episode) the next visit does not repeat
+    spiky = np.where(rng.random((n, length)) < 0.015, calm + rng.uniform(4.0, 12.0, size=calm.shape), calm)
+
+    def frame(v: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({"pid": np.repeat(np.arange(n), length), "t": np.tile(np.arange(length), n), "v": v.ravel()})
+
+    def lag1(f: pd.DataFrame, method: str = "pearson") -> float:
+        prev = f.groupby("pid")["v"].shift(1)
+        ok = prev.notna()
+        return float(pd.Series(f["v"][ok].to_numpy()).corr(pd.Series(prev[ok].to_numpy()), method=method))
+
+    schema = Schema.from_dict({"name": "spiky", "id": "pid", "time": "t", "regular": True, "max_length": length,
+                               "columns": {"v": {"type": "real"}}})
+    df = frame(spiky)
+    enc = TrajectoryEncoder(schema).fit(df)
+    real = enc.state["columns"]["v"]
+    assert real["lag1"] == pytest.approx(lag1(df)) and real["lag1"] < real["lag1_rank"] - 0.3  # spikes: Pearson far below rank
+    x = enc.encode(frame(calm)).x  # a generator that gets the course right but makes no spikes
+    ch = enc.channel_names.index("v")
+
+    def draw(seed: int) -> np.ndarray:
+        out = x.copy()
+        out[:, ch] += np.random.default_rng(seed).normal(0.0, 0.2 * out[:, ch].std(), size=out[:, ch].shape)
+        return out
+
+    unspiked = TrajectoryEncoder.from_state(schema, copy.deepcopy(enc.state))
+    unspiked.state["columns"]["v"]["lag1"] = None  # a state without the Pearson aggregate: no spikes
+    unspiked.calibrate(draw(0))
+    report = enc.calibrate(draw(0))["marginals"]["v"]
+    assert report["lag1_before"] > real["lag1"] + 0.2 and 0 < report["spikes"] <= 0.01
+    assert report["lag1_after"] == pytest.approx(real["lag1"], abs=0.03)
+    plain, spiked = unspiked.decode(draw(1)), enc.decode(draw(1))  # fresh draws
+    assert lag1(plain) > real["lag1"] + 0.2
+    assert lag1(spiked) == pytest.approx(real["lag1"], abs=0.1)  # ... the spikes carry over
+    assert lag1(spiked, "spearman") == pytest.approx(real["lag1_rank"], abs=0.05)  # rare: the bulk keeps its persistence
+    assert stats.ks_2samp(spiked["v"], df["v"]).statistic < 0.03  # and the marginal stays the real one
+
+    def isolated(f: pd.DataFrame) -> float:  # share of the top 0.5% of values with no neighbouring visit in the top 5%
+        top, high = f["v"] > np.quantile(df["v"], 0.995), np.quantile(df["v"], 0.95)
+        near = pd.concat([f["v"].groupby(f["pid"]).shift(k)[top] for k in (1, -1)], axis=1)
+        return float((near.fillna(-np.inf) < high).all(axis=1).mean())
+
+    assert isolated(spiked) >= isolated(df) - 0.1 > isolated(plain) + 0.2  # the top values: single visits, as in the data (0.83)
+    # a lab whose Pearson lag-1 is already right gets no spikes
+    assert all(r.get("spikes", 0.0) == 0.0 for r in TrajectoryEncoder(schema).fit(frame(calm)).calibrate(
+        TrajectoryEncoder(schema).fit(frame(calm)).encode(frame(calm)).x)["marginals"].values())
 
 
 def test_quantile_deviations_turn_a_heavy_tail_into_a_normal_shape():
