@@ -275,7 +275,7 @@ def _isolation(d: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def _spike_excess(raw: np.ndarray, valid: np.ndarray, num: dict[str, Any]) -> np.ndarray | None:
-    """Where calibrated (`TrajectoryEncoder._calibrate_spikes`), how far each visit's raw
+    """Where calibrated (`TrajectoryEncoder._calibrate_deviations`), how far each visit's raw
     deviation [n, L] departs from its neighbours' (`_isolation`) towards ``spike_sign`` beyond
     ``spike_threshold``: > 0 at the visits that decode as spikes. None when not calibrated."""
     threshold = num.get("spike_threshold")
@@ -560,7 +560,7 @@ class TrajectoryEncoder:
 
     def _decoded_z(self, x: np.ndarray, name: str, valid: np.ndarray) -> np.ndarray:
         """`_scaled`, mapped onto the real marginal where calibrated; with spikes (see
-        `_calibrate_spikes`), a spike share u of the visits takes the real marginal's outer u
+        `_calibrate_deviations`), a spike share u of the visits takes the real marginal's outer u
         (in order of how far they depart) and the other visits the rest."""
         num = self._numeric_state(name)
         z = self._scaled(x, name, valid)
