@@ -976,13 +976,18 @@ class TrajectoryEncoder:
         real = num["deviation_quantiles"]
         sign = 1.0 if real[-1] - real[len(real) // 2] >= real[len(real) // 2] - real[0] else -1.0
 
+        neighbour = np.zeros_like(valid)
+        neighbour[:, 1:] |= valid[:, :-1]
+        neighbour[:, :-1] |= valid[:, 1:]
+        candidates = keep & neighbour  # a patient's only visit departs from nothing
+
         def spiked(q: float) -> float:
             """Make the share q of the recorded visits that depart most spikes; the Pearson lag-1 after."""
             for key in SPIKE_KEYS:
                 num.pop(key, None)
-            threshold = float(np.quantile(sign * iso[keep], 1.0 - q)) if q > 0 else np.inf
-            spike = keep & (sign * iso > threshold)
-            if spike.any() and (keep & ~spike).any():
+            threshold = float(np.quantile(sign * iso[candidates], 1.0 - q * keep.sum() / candidates.sum())) if q > 0 else np.inf
+            spike = candidates & (sign * iso > threshold)
+            if threshold > 0 and spike.any() and (keep & ~spike).any():
                 num.update(spike_threshold=threshold, spike_sign=sign, spike_share=float(spike.sum() / keep.sum()),
                            spike_scale=max(float(np.mean(sign * iso[spike] - threshold)), 1e-12))
             self._fit_values_map(x, name, valid, keep)
@@ -993,7 +998,7 @@ class TrajectoryEncoder:
             smoothed(_smallest(lambda p: smoothed(p) >= rank, MAX_SMOOTHING, 12))
         if pearson is not None:
             pearson_before = spiked(0.0)
-            if np.isfinite(pearson_before) and pearson_before > pearson:
+            if np.isfinite(pearson_before) and pearson_before > pearson and candidates.sum() * 2 > keep.sum():
                 spiked(_smallest(lambda q: spiked(q) <= pearson, MAX_SPIKES, 12))
         if rank is not None:
             report.update(lag1_rank_real=rank, lag1_rank_before=rank_before,
