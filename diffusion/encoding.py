@@ -262,15 +262,18 @@ def _smooth(d: np.ndarray, valid: np.ndarray, phi: float) -> np.ndarray:
     return np.where(valid, total / np.maximum(weight, 1e-12), d)
 
 
+def _neighbour_sum(a: np.ndarray) -> np.ndarray:
+    """Each visit's sum of a [n, L] over the visit before and the visit after it."""
+    out = np.zeros_like(a)
+    out[:, 1:] += a[:, :-1]
+    out[:, :-1] += a[:, 1:]
+    return out
+
+
 def _isolation(d: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """How far each visit's deviation d [n, L] departs from the mean of its neighbouring visits
     (the one before and the one after; 0 for a patient's only visit and for padding)."""
-    v, w = np.where(valid, d, 0.0), valid.astype(np.float64)
-    total, count = np.zeros_like(v), np.zeros_like(w)
-    total[:, 1:] += v[:, :-1]
-    count[:, 1:] += w[:, :-1]
-    total[:, :-1] += v[:, 1:]
-    count[:, :-1] += w[:, 1:]
+    total, count = _neighbour_sum(np.where(valid, d, 0.0)), _neighbour_sum(valid.astype(np.float64))
     return np.where(valid & (count > 0), d - total / np.maximum(count, 1.0), 0.0)
 
 
@@ -304,20 +307,24 @@ def _smallest(ok: Callable[[float], bool], hi: float, steps: int) -> float:
     return hi
 
 
-def _lag1(v: np.ndarray, recorded: np.ndarray) -> float:
-    """Pearson correlation of consecutive recorded visits' values v [n, L] (both visits recorded)."""
+def _consecutive(v: np.ndarray, recorded: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Values v [n, L] at each visit and at the visit before it, where both are recorded; None
+    with fewer than 3 such pairs or either side constant (no correlation to speak of)."""
     pair = recorded[:, 1:] & recorded[:, :-1]
     a, b = v[:, 1:][pair], v[:, :-1][pair]
-    return float(np.corrcoef(a, b)[0, 1]) if a.size >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0 else float("nan")
+    return (a, b) if a.size >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0 else None
+
+
+def _lag1(v: np.ndarray, recorded: np.ndarray) -> float:
+    """Pearson correlation of consecutive recorded visits' values v [n, L] (both visits recorded)."""
+    pairs = _consecutive(v, recorded)
+    return float("nan") if pairs is None else float(np.corrcoef(*pairs)[0, 1])
 
 
 def _rank_lag1(z: np.ndarray, recorded: np.ndarray) -> float:
     """Spearman correlation of consecutive recorded visits' values z [n, L] (both visits recorded)."""
-    pair = recorded[:, 1:] & recorded[:, :-1]
-    if pair.sum() < 3:
-        return float("nan")
-    a, b = z[:, 1:][pair], z[:, :-1][pair]
-    return float(stats.spearmanr(a, b).statistic) if np.ptp(a) > 0 and np.ptp(b) > 0 else float("nan")
+    pairs = _consecutive(z, recorded)
+    return float("nan") if pairs is None else float(stats.spearmanr(*pairs).statistic)
 
 
 def _switching_decode(scores: np.ndarray, recorded: np.ndarray, penalty: float) -> np.ndarray:
@@ -897,7 +904,7 @@ class TrajectoryEncoder:
         the real marginal before calibration and, for temporal numbers, the rank and Pearson lag-1
         real / before / after, the smoothing and the spike share.
         """
-        state = self._require()
+        self._require()
         x = np.asarray(x, dtype=np.float64)
         valid = self._valid(x)
         names = self.channel_names
@@ -976,10 +983,7 @@ class TrajectoryEncoder:
         real = num["deviation_quantiles"]
         sign = 1.0 if real[-1] - real[len(real) // 2] >= real[len(real) // 2] - real[0] else -1.0
 
-        neighbour = np.zeros_like(valid)
-        neighbour[:, 1:] |= valid[:, :-1]
-        neighbour[:, :-1] |= valid[:, 1:]
-        candidates = keep & neighbour  # a patient's only visit departs from nothing
+        candidates = keep & (_neighbour_sum(valid.astype(np.float64)) > 0)  # a patient's only visit departs from nothing
 
         def spiked(q: float) -> float:
             """Make the share q of the recorded visits that depart most spikes; the Pearson lag-1 after."""
