@@ -92,13 +92,14 @@ class HealthGymModel:
                 progress(done, n)
         return np.concatenate(out, axis=0) if out else np.zeros((0, *shape_rest), np.float32)
 
-    def calibrate(self, n: int = 512, *, seed: int = 1) -> dict[str, dict[str, dict[str, float]]]:
+    def calibrate(self, n: int = 512, *, seed: int = 1,
+                  progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, dict[str, float]]]:
         """Calibrate decoding (missingness thresholds, marginal maps, switching penalties) on n
         generated patients (see `TrajectoryEncoder.calibrate`); kept in the encoder state, saved
         with the model. Samples nothing when the schema leaves nothing to calibrate."""
         if not self.encoder.calibratable:
             return {}
-        return self.encoder.calibrate(self.sample_tensor(n, seed=seed))
+        return self.encoder.calibrate(self.sample_tensor(n, seed=seed, progress=progress))
 
     def sample(self, n: int, *, seed: int = 0, method: str | None = None, steps: int | None = None,
                eta: float | None = None, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:

@@ -209,7 +209,7 @@ def _from_normal(num: dict[str, Any], c: np.ndarray) -> np.ndarray:
 MARGINAL_KNOTS = 101  # percentiles: the real marginal each numeric channel is calibrated to
 MAX_SMOOTHING = 0.9  # the strongest deviation smoothing calibration may choose (weights 0.9^|visits apart|)
 MAX_SPIKES = 0.01  # the largest share of recorded visits calibration may turn into isolated spikes
-SPIKE_KEYS = ("spike_threshold", "spike_sign", "spike_share", "spike_scale")
+SPIKE_KEYS = ("spike_sign", "spike_share", "spike_threshold", "spike_scale")  # the last two: folders saved before ranked spikes
 
 
 def _marginal_knots(z: np.ndarray) -> list[float] | None:
@@ -277,14 +277,35 @@ def _isolation(d: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(valid & (count > 0), d - total / np.maximum(count, 1.0), 0.0)
 
 
-def _spike_excess(raw: np.ndarray, valid: np.ndarray, num: dict[str, Any]) -> np.ndarray | None:
-    """Where calibrated (`TrajectoryEncoder._calibrate_deviations`), how far each visit's raw
-    deviation [n, L] departs from its neighbours' (`_isolation`) towards ``spike_sign`` beyond
-    ``spike_threshold``: > 0 at the visits that decode as spikes. None when not calibrated."""
-    threshold = num.get("spike_threshold")
-    if threshold is None:
+def _spike_levels(raw: np.ndarray, valid: np.ndarray, recorded: np.ndarray, num: dict[str, Any]) -> tuple[np.ndarray, float] | None:
+    """Where calibrated (`TrajectoryEncoder._calibrate_deviations`), the visits that decode as
+    spikes and where they go: quantile levels [n, L] of the real marginal (NaN at the other
+    visits) and the share u of the `recorded` visits they are, whose outer u of the marginal they
+    take. The spikes are the round(``spike_share`` x recorded visits) of the decoded patients'
+    recorded visits with a neighbouring visit whose raw deviation [n, L] departs furthest from
+    their neighbours' (`_isolation`) towards ``spike_sign``, in that order outwards: a set of
+    patients decoded together holds exactly its share, so the heavy-tailed statistics spikes set
+    (a lab's Pearson lag-1) do not swing with how many a draw happens to make. None when not
+    calibrated. (A folder saved before spikes were ranked keeps its ``spike_threshold``.)"""
+    sign = num.get("spike_sign")
+    if sign is None:
         return None
-    return np.where(valid, num["spike_sign"] * _isolation(raw, valid) - threshold, -np.inf)
+    lean = sign * _isolation(raw, valid)
+    if "spike_threshold" in num:  # a threshold and exponential excesses over it, a fixed share
+        u = num["spike_share"]
+        excess = np.where(valid, lean - num["spike_threshold"], -np.inf)
+        spike = 1.0 - u + u * -np.expm1(-np.maximum(excess, 0.0) / num["spike_scale"])
+        return np.where(excess > 0, spike if sign > 0 else 1.0 - spike, np.nan), u
+    total = int(recorded.sum())
+    candidates = recorded & (_neighbour_sum(valid.astype(np.float64)) > 0) & (lean > 0)
+    k = min(int(round(num["spike_share"] * total)), int(candidates.sum()))
+    levels = np.full(raw.shape, np.nan)
+    if k:
+        flat = np.flatnonzero(candidates)
+        order = flat[np.argsort(-lean.ravel()[flat], kind="stable")[:k]]
+        out = (np.arange(k) + 0.5) / total  # plotting positions of the outermost k of the recorded visits
+        levels.ravel()[order] = 1.0 - out if sign > 0 else out
+    return levels, k / max(total, 1)
 
 
 def _level(z: np.ndarray, knots: list[float]) -> np.ndarray:
@@ -571,17 +592,20 @@ class TrajectoryEncoder:
         (in order of how far they depart) and the other visits the rest."""
         num = self._numeric_state(name)
         z = self._scaled(x, name, valid)
-        excess = None if name not in self._levels() else _spike_excess(self._raw_deviation(x, name), valid, num)
-        if excess is None:
+        spikes = self._spikes(x, name, valid)
+        if spikes is None:
             return _marginal(z, num)
-        u, real = num["spike_share"], np.asarray(num["quantiles"], dtype=np.float64)
+        (spike, u), real = spikes, np.asarray(num["quantiles"], dtype=np.float64)
         base = _level(z, num["generated_quantiles"])
-        spike = -np.expm1(-np.maximum(excess, 0.0) / num["spike_scale"])  # exponential excesses over a threshold
-        if num["spike_sign"] > 0:
-            level = np.where(excess > 0, 1.0 - u + u * spike, (1.0 - u) * base)
-        else:
-            level = np.where(excess > 0, u * (1.0 - spike), u + (1.0 - u) * base)
+        level = np.where(np.isnan(spike), (1.0 - u) * base if num["spike_sign"] > 0 else u + (1.0 - u) * base, spike)
         return np.interp(level, np.linspace(0.0, 1.0, real.size), real)
+
+    def _spikes(self, x: np.ndarray, name: str, valid: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """A temporal column's spikes in generated patients x (`_spike_levels`); None for other numbers."""
+        if name not in self._levels() or name == GAP:
+            return None
+        return _spike_levels(self._raw_deviation(x, name), valid, self._recorded(x, self.schema.column(name), valid),
+                             self._numeric_state(name))
 
     def _raw_deviation(self, x: np.ndarray, name: str) -> np.ndarray:
         """A temporal number's deviation channel [n, L], read as a scaled deviation."""
@@ -937,8 +961,8 @@ class TrajectoryEncoder:
         `keep` visits of generated patients x (spikes aside, see `_decoded_z`); returns those values."""
         num = self._numeric_state(name)
         z = self._scaled(x, name, valid)
-        excess = _spike_excess(self._raw_deviation(x, name), valid, num) if name in self._levels() else None
-        values = z[keep] if excess is None else z[keep & (excess <= 0)]
+        spikes = self._spikes(x, name, valid)
+        values = z[keep] if spikes is None else z[keep & np.isnan(spikes[0])]
         num["generated_quantiles"] = _marginal_knots(values)
         return values
 
@@ -956,7 +980,8 @@ class TrajectoryEncoder:
         towards the side the real deviations reach furthest, decode as isolated spikes: being a
         share u of the recorded visits, they take the outer u of the real marginal, the further
         out the more they depart, and the other visits the rest of it (`_decoded_z`), so the
-        marginal stays the real one. The share is the smallest (bisection, at most MAX_SPIKES)
+        marginal stays the real one; the share is of the patients decoded together, so each set
+        holds it exactly (`_spike_levels`). The share is the smallest (bisection, at most MAX_SPIKES)
         at which the decoded values' Pearson lag-1 comes down to the training patients' (the
         ``lag1`` aggregate); none when it is there already. Spikes are rare by design: at most
         1% of visits, each of which weakens the rank lag-1 a little. Returns the
@@ -968,7 +993,6 @@ class TrajectoryEncoder:
         col = None if name == GAP else self.schema.column(name)
         rank, pearson = entry.get("lag1_rank"), entry.get("lag1")
         raw = self._raw_deviation(x, name)
-        iso = _isolation(raw, valid)
         for key in SPIKE_KEYS:  # recalibrated from scratch
             num.pop(key, None)
         report = {"deviation_ks_before": _ks(raw[keep], num["deviation_quantiles"])}
@@ -989,11 +1013,14 @@ class TrajectoryEncoder:
             """Make the share q of the recorded visits that depart most spikes; the Pearson lag-1 after."""
             for key in SPIKE_KEYS:
                 num.pop(key, None)
-            threshold = float(np.quantile(sign * iso[candidates], 1.0 - q * keep.sum() / candidates.sum())) if q > 0 else np.inf
-            spike = candidates & (sign * iso > threshold)
-            if threshold > 0 and spike.any() and (keep & ~spike).any():
-                num.update(spike_threshold=threshold, spike_sign=sign, spike_share=float(spike.sum() / keep.sum()),
-                           spike_scale=max(float(np.mean(sign * iso[spike] - threshold)), 1e-12))
+            if q > 0:
+                num.update(spike_sign=sign, spike_share=q)
+                spike = self._spikes(x, name, valid)
+                if spike is None or spike[1] == 0 or not (keep & np.isnan(spike[0])).any():
+                    for key in SPIKE_KEYS:
+                        num.pop(key, None)
+                else:  # the share these patients hold, so that round(share x visits) gives them back
+                    num["spike_share"] = spike[1]
             self._fit_values_map(x, name, valid, keep)
             return _lag1(_unscale(self._decoded_z(x, name, valid), num, col), keep)
 

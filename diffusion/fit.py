@@ -44,7 +44,10 @@ def fit(
     meta = {"training": result.summary(), "patients": len(data), "parameters": sum(p.numel() for p in net.parameters())}
     model = HealthGymModel(config=config, schema=schema, encoder=encoder, net=net, meta=meta)
     if enc.calibrate:
-        report = model.calibrate(min(512, 2 * len(data)), seed=config.pipeline.seed + 1)
+        n = min(enc.calibration_patients, 8 * len(data))
+        log.info("Calibrating decoding on %d generated patients.", n)
+        report = model.calibrate(n, seed=config.pipeline.seed + 1, progress=lambda done, total: log.info(
+            "Calibration sample: %d/%d patients.", done, total))
         meta["calibration"] = report
         for what, key in (("missing rate", "missing"), ("consecutive visits with the same category", "persistence")):
             if report.get(key):
