@@ -294,8 +294,8 @@ def _spike_levels(raw: np.ndarray, valid: np.ndarray, recorded: np.ndarray, num:
     if "spike_threshold" in num:  # a threshold and exponential excesses over it, a fixed share
         u = num["spike_share"]
         excess = np.where(valid, lean - num["spike_threshold"], -np.inf)
-        spike = 1.0 - u + u * -np.expm1(-np.maximum(excess, 0.0) / num["spike_scale"])
-        return np.where(excess > 0, spike if sign > 0 else 1.0 - spike, np.nan), u
+        e = -np.expm1(-np.maximum(excess, 0.0) / num["spike_scale"])
+        return np.where(excess > 0, 1.0 - u + u * e if sign > 0 else u * (1.0 - e), np.nan), u
     total = int(recorded.sum())
     candidates = recorded & (_neighbour_sum(valid.astype(np.float64)) > 0) & (lean > 0)
     k = min(int(round(num["spike_share"] * total)), int(candidates.sum()))
