@@ -270,6 +270,11 @@ def _neighbour_sum(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _has_neighbour(valid: np.ndarray) -> np.ndarray:
+    """[n, L]: visits with a visit before or after them (not a patient's only visit)."""
+    return _neighbour_sum(valid.astype(np.float64)) > 0
+
+
 def _isolation(d: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """How far each visit's deviation d [n, L] departs from the mean of its neighbouring visits
     (the one before and the one after; 0 for a patient's only visit and for padding)."""
@@ -297,7 +302,7 @@ def _spike_levels(raw: np.ndarray, valid: np.ndarray, recorded: np.ndarray, num:
         e = -np.expm1(-np.maximum(excess, 0.0) / num["spike_scale"])
         return np.where(excess > 0, 1.0 - u + u * e if sign > 0 else u * (1.0 - e), np.nan), u
     total = int(recorded.sum())
-    candidates = recorded & (_neighbour_sum(valid.astype(np.float64)) > 0) & (lean > 0)
+    candidates = recorded & _has_neighbour(valid) & (lean > 0)
     k = min(int(round(num["spike_share"] * total)), int(candidates.sum()))
     levels = np.full(raw.shape, np.nan)
     if k:
@@ -1007,20 +1012,16 @@ class TrajectoryEncoder:
         real = num["deviation_quantiles"]
         sign = 1.0 if real[-1] - real[len(real) // 2] >= real[len(real) // 2] - real[0] else -1.0
 
-        candidates = keep & (_neighbour_sum(valid.astype(np.float64)) > 0)  # a patient's only visit departs from nothing
+        candidates = keep & _has_neighbour(valid)  # a patient's only visit departs from nothing
 
         def spiked(q: float) -> float:
-            """Make the share q of the recorded visits that depart most spikes; the Pearson lag-1 after."""
+            """Make the share q of the recorded visits (`keep`) that depart most spikes; the Pearson lag-1 after."""
             for key in SPIKE_KEYS:
                 num.pop(key, None)
             if q > 0:
-                num.update(spike_sign=sign, spike_share=q)
-                spike = self._spikes(x, name, valid)
-                if spike is None or spike[1] == 0 or not (keep & np.isnan(spike[0])).any():
-                    for key in SPIKE_KEYS:
-                        num.pop(key, None)
-                else:  # the share these patients hold, so that round(share x visits) gives them back
-                    num["spike_share"] = spike[1]
+                levels, share = _spike_levels(raw, valid, keep, {"spike_sign": sign, "spike_share": q})
+                if share > 0 and (keep & np.isnan(levels)).any():  # the share these patients hold: round(share x visits) gives them back
+                    num.update(spike_sign=sign, spike_share=share)
             self._fit_values_map(x, name, valid, keep)
             return _lag1(_unscale(self._decoded_z(x, name, valid), num, col), keep)
 
