@@ -28,6 +28,7 @@ import torch
 from diffusion.config import Config
 from diffusion.encoding import TrajectoryEncoder
 from diffusion.errors import InputError
+from diffusion.protection import Protection
 from diffusion.sampling import sample_loop
 from diffusion.schedule import GaussianDiffusion
 from diffusion.schema import Schema
@@ -38,6 +39,7 @@ FORMAT_VERSION = 1
 # settings added after the first model folders were written, with the value those folders used
 LEGACY_DEFAULTS = {
     "diffusion.prediction": "eps", "model.self_condition": False, "model.position": False, "encoding.calibrate": False,
+    "pipeline.min_holdout_patients": 0,  # so a release re-draws the holdout the folder's model never saw
 }
 
 
@@ -103,10 +105,14 @@ class HealthGymModel:
 
     def sample(self, n: int, *, seed: int = 0, method: str | None = None, steps: int | None = None,
                eta: float | None = None, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-        """n synthetic patients in the extract's own long format (fresh ids 1..n)."""
+        """n synthetic patients in the extract's own long format (fresh ids 1..n), through the
+        model's value protection (`diffusion.protection`) when it has one."""
         if n < 1:
             raise InputError(f"The number of patients to sample must be at least 1, got {n}.")
-        return self.encoder.decode(self.sample_tensor(n, seed=seed, method=method, steps=steps, eta=eta, progress=progress))
+        out = self.encoder.decode(self.sample_tensor(n, seed=seed, method=method, steps=steps, eta=eta, progress=progress))
+        if self.meta.get("protection"):
+            out = Protection.from_dict(self.meta["protection"]).apply(out, self.schema, seed=seed).reset_index(drop=True)
+        return out
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:

@@ -57,6 +57,7 @@ import pandas as pd
 from scipy import stats
 
 from diffusion.errors import InputError
+from diffusion.protection import k_bounds
 from diffusion.schema import Column, Schema, as_binary, as_labels, canonical_label
 
 log = logging.getLogger(__name__)
@@ -430,9 +431,11 @@ def _representative(series: pd.Series, labels: pd.Series) -> dict[str, Any]:
 class TrajectoryEncoder:
     """Fit on a long extract; `encode` to tensors; `decode` tensors back to a long extract."""
 
-    def __init__(self, schema: Schema, *, patient_levels: bool = True, discrete_scale: float = 0.0, deviations: str = "linear"):
+    def __init__(self, schema: Schema, *, patient_levels: bool = True, discrete_scale: float = 0.0, deviations: str = "linear",
+                 k: int = 1):
         if deviations not in ("linear", "quantile"):
             raise ValueError(f"unknown deviation coding {deviations!r} (linear or quantile)")
+        self.k = k  # patient levels and deviation bounds: the k-th most extreme patient's, not the extreme one's
         self.schema = schema
         self.patient_levels = patient_levels
         self.discrete_scale = discrete_scale
@@ -504,14 +507,19 @@ class TrajectoryEncoder:
                 scale = scale if scale > 1e-6 else 1.0
                 num = self._numeric_state(name)
                 num["dev_scale"] = scale
-                num["dev_bound"] = float(max(1.0, dev.max() / scale)) if dev.size else 1.0
-                num["deviation_quantiles"] = _marginal_knots(signed / scale)
+                bounds = k_bounds(pd.Series(signed / scale), pd.Series(pid[ok]), self.k) if dev.size else None
+                num["dev_bound"] = float(max(1.0, -bounds[0], bounds[1])) if bounds else 1.0
+                knots = _marginal_knots(signed / scale)
+                num["deviation_quantiles"] = np.clip(knots, *bounds).tolist() if knots and bounds else knots
                 if self.deviations == "quantile" and np.unique(signed).size >= 3:
                     num["dev_quantiles"] = _normal_quantile_table(signed / scale)
                     num["dev_bound"] = float(max(abs(num["dev_quantiles"]["u"][0]), abs(num["dev_quantiles"]["u"][-1])))
                 has = np.bincount(pid, weights=ok.astype(float), minlength=len(lengths)) > 0
                 # patient means spread less than single values: min-max them again to use [-1, 1]
-                num["level_lo"], num["level_hi"] = (float(level[has].min()), float(level[has].max())) if has.any() else (-1.0, 1.0)
+                # (the k-th lowest and highest patient, so no single patient's level is stored)
+                ranked = np.sort(level[has])
+                k = min(self.k, ranked.size)
+                num["level_lo"], num["level_hi"] = (float(ranked[k - 1]), float(ranked[-k])) if ranked.size else (-1.0, 1.0)
         if self.discrete_scale <= 0:
             self.state["discrete_scale"] = self._matched_discrete_scale(df)
         for name in self._levels():  # aggregates: how much a number persists from visit to visit (ranks, values)

@@ -1,4 +1,4 @@
-"""One call from a training extract to a fitted model: fit encoder -> encode -> train U-Net."""
+"""One call from a training extract to a fitted model: protect -> fit encoder -> encode -> train U-Net -> calibrate."""
 
 from __future__ import annotations
 
@@ -6,18 +6,42 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import torch
 
 from diffusion.bundle import HealthGymModel
 from diffusion.config import Config
-from diffusion.encoding import TrajectoryEncoder
+from diffusion.encoding import Encoded, TrajectoryEncoder
+from diffusion.memorisation import MemorisationProbe
+from diffusion.protection import Protection
+from diffusion.sampling import sample_loop
 from diffusion.schedule import GaussianDiffusion
 from diffusion.schema import Schema
 from diffusion.training import TrainResult, train
 from diffusion.unet import build_unet
 
 log = logging.getLogger(__name__)
+
+
+def memorisation_probe(encoder: TrajectoryEncoder, diffusion: GaussianDiffusion, config: Config):
+    """The factory `train` calls with (network, training patients, validation patients): a probe
+    that generates `train.memorisation_patients` patients (DDIM, fixed noise) and scores them."""
+    def sample(net: torch.nn.Module, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        lengths = encoder.draw_lengths(n, np.random.default_rng(seed))
+        k_idx, k_val = encoder.known_channels(lengths)
+        x = sample_loop(net, diffusion, (n, len(encoder.channels), encoder.length), method="ddim",
+                        steps=config.train.memorisation_sampling_steps, eta=config.sampling.eta,
+                        generator=torch.Generator().manual_seed(seed), static_channels=encoder.static_channels,
+                        clip=encoder.clip_bounds, device=next(net.parameters()).device,
+                        known=(k_idx, torch.from_numpy(k_val)))
+        return x.numpy(), lengths
+
+    def build(net: torch.nn.Module, train: Encoded, validation: Encoded) -> MemorisationProbe:
+        return MemorisationProbe(sample, train, validation, patients=config.train.memorisation_patients,
+                                 seed=config.pipeline.seed + 7)
+
+    return build
 
 
 def fit(
@@ -29,19 +53,26 @@ def fit(
     callback: Callable[[str, dict[str, Any]], None] | None = None,
     progress: bool = True,
 ) -> tuple[HealthGymModel, TrainResult]:
-    """Fit the encoder on `df` (the training patients only) and train the denoiser on it."""
+    """Protect `df` (the training patients only; `diffusion.protection`), fit the encoder on it
+    and train the denoiser, watching memorisation; calibrate decoding when configured."""
     torch.manual_seed(config.pipeline.seed)
+    protection = Protection.fit(df, schema, config.privacy.k, config.privacy.rare)
+    schema = protection.schema(schema)
+    df = protection.apply(df, schema, seed=config.pipeline.seed)
     enc = config.encoding
-    encoder = TrajectoryEncoder(schema, patient_levels=enc.patient_levels, discrete_scale=enc.discrete_scale, deviations=enc.deviations).fit(df)
+    encoder = TrajectoryEncoder(schema, patient_levels=enc.patient_levels, discrete_scale=enc.discrete_scale,
+                                deviations=enc.deviations, k=config.privacy.k).fit(df)
     data = encoder.encode(df)
     net = build_unet(len(encoder.channels), config.model)
     diffusion = GaussianDiffusion.from_config(config.diffusion)
     state, result = train(
-        net, diffusion, data, config.train, seed=config.pipeline.seed, workdir=workdir, callback=callback, progress=progress
+        net, diffusion, data, config.train, seed=config.pipeline.seed, workdir=workdir, callback=callback, progress=progress,
+        probe=memorisation_probe(encoder, diffusion, config),
     )
     net.load_state_dict(state)
     net = net.to("cpu").eval()
-    meta = {"training": result.summary(), "patients": len(data), "parameters": sum(p.numel() for p in net.parameters())}
+    meta = {"training": result.summary(), "patients": len(data), "parameters": sum(p.numel() for p in net.parameters()),
+            "protection": protection.to_dict()}
     model = HealthGymModel(config=config, schema=schema, encoder=encoder, net=net, meta=meta)
     if enc.calibrate:
         n = min(enc.calibration_patients, 8 * len(data))

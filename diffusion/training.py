@@ -1,5 +1,13 @@
-"""The training loop: AdamW, warm-up, gradient clipping, EMA, bf16 autocast on CUDA, a time
-budget, the best EMA weights by a validation loss, resumable checkpoints, a progress bar.
+"""The training loop: AdamW, warm-up, gradient clipping, EMA, bf16 autocast on CUDA, early
+stopping, resumable checkpoints, a progress bar.
+
+Training plans its steps (max_steps, at most max_epochs passes over the training patients)
+and the learning rate follows that plan, never the clock, so a seeded run reproduces. At each
+check it scores the EMA weights on the validation patients (loss) and, given a memorisation
+probe, on how often generated patients lie nearer the training set (`diffusion.memorisation`).
+A checkpoint whose share exceeds `max_train_dcr_share` is not admissible; the best admissible
+one by validation loss is kept (the least memorising one when none is admissible), and
+training stops after `patience` checks without a better one. `max_minutes` is a safety cap.
 
 No logger is imported here: pass `callback(event, payload)` to receive "step", "eval" and
 "checkpoint" events (the Prefect task turns them into MLflow metrics).
@@ -40,9 +48,12 @@ def pick_device(name: str = "auto") -> torch.device:
 
 @dataclass
 class TrainResult:
-    history: list[dict[str, Any]] = field(default_factory=list)  # {"step", "loss", "val_loss"?}
+    history: list[dict[str, Any]] = field(default_factory=list)  # {"step", "loss", "val_loss", "train_dcr_share"?}
     best_val_loss: float = float("inf")
     best_step: int = 0
+    best_dcr_share: float | None = None  # the kept checkpoint's memorisation signal
+    admissible: bool = True  # whether the kept checkpoint passed the memorisation check
+    planned_steps: int = 0
     steps: int = 0
     seconds: float = 0.0
     stopped_by: str = ""
@@ -71,12 +82,30 @@ class EMA:
             e.copy_(b)
 
 
-def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Patient indices for training and for the validation loss (seeded, disjoint)."""
+def split_validation(n: int, fraction: float, seed: int, minimum: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Patient indices for training and for validation (seeded, disjoint): `fraction` of the
+    patients, at least `minimum`, at most a quarter; none below 10 patients."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
-    n_val = int(round(n * fraction)) if n >= 10 else 0
+    n_val = min(max(int(round(n * fraction)), minimum), n // 4) if n >= 10 else 0
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def planned_steps(cfg: TrainConfig, patients: int) -> int:
+    """max_steps, or fewer when max_epochs passes over `patients` come first."""
+    batch = max(1, min(cfg.batch_size, patients))
+    return max(1, min(cfg.max_steps, math.ceil(cfg.max_epochs * patients / batch)))
+
+
+def _better(candidate: dict[str, Any], kept: dict[str, Any] | None, limit: float) -> bool:
+    """Checkpoint order: admissible (signal <= limit) before not; then lower validation loss
+    among admissible ones, lower signal among the rest."""
+    def key(h: dict[str, Any]) -> tuple[int, float]:
+        share = h.get("train_dcr_share")
+        ok = share is None or share <= limit
+        return (0, h["val_loss"]) if ok else (1, share)
+
+    return kept is None or key(candidate) < key(kept)
 
 
 @torch.no_grad()
@@ -114,9 +143,12 @@ def train(
     resume: bool = True,
     callback: Callable[[str, dict[str, Any]], None] | None = None,
     progress: bool = True,
+    probe: Callable[[torch.nn.Module, Encoded, Encoded], Callable[[torch.nn.Module], float]] | None = None,
 ) -> tuple[dict[str, torch.Tensor], TrainResult]:
-    """Train `model` on `data`; return (best EMA state dict on CPU, TrainResult).
+    """Train `model` on `data`; return (kept EMA state dict on CPU, TrainResult).
 
+    `probe(model, train, validation)` builds the memorisation signal (a function of the EMA
+    network, see `diffusion.memorisation`), used when there are validation patients.
     With `workdir`, a checkpoint is written every `cfg.checkpoint_every` steps and at the end,
     and a later call with the same workdir continues from it (`resume=True`).
     """
@@ -125,15 +157,19 @@ def train(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(seed)
     model = model.to(device)
-    train_idx, val_idx = split_validation(len(data), cfg.validation_fraction, seed)
+    train_idx, val_idx = split_validation(len(data), cfg.validation_fraction, seed, cfg.min_validation_patients)
     train_data, val_data = data.subset(train_idx), data.subset(val_idx)
+    signal = probe(model, train_data, val_data) if probe is not None and len(val_data) and cfg.memorisation_patients else None
+    plan = planned_steps(cfg, len(train_data))
     x_all = torch.from_numpy(train_data.x).to(device)
     m_all = torch.from_numpy(train_data.mask).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay)
     gen = torch.Generator().manual_seed(seed)
-    result = TrainResult(device=str(device))
+    result = TrainResult(device=str(device), planned_steps=plan)
     best_state: dict[str, torch.Tensor] | None = None
+    kept: dict[str, Any] | None = None  # the history entry of the kept checkpoint
+    since_best = 0
     step = 0
 
     ckpt_path = Path(workdir) / CHECKPOINT if workdir else None
@@ -149,6 +185,8 @@ def train(
             result.history = list(state["history"])
             result.best_val_loss = float(state["best_val_loss"])
             result.best_step = int(state["best_step"])
+            kept = next((h for h in result.history if h["step"] == result.best_step), None)
+            since_best = int(state.get("since_best", 0))
             best_state = state.get("best") or None
             result.resumed_from = step
             log.info("Resumed training from step %d (%s).", step, ckpt_path)
@@ -157,7 +195,7 @@ def train(
     budget = cfg.max_minutes * 60.0
     start = time.monotonic()
     bar = tqdm(
-        total=cfg.max_steps, initial=step, desc="train", unit="step", disable=not progress,
+        total=plan, initial=step, desc="train", unit="step", disable=not progress,
         mininterval=1.0 if sys.stderr.isatty() else 15.0, dynamic_ncols=True,
     )
     running = None
@@ -169,26 +207,37 @@ def train(
             "model": model.state_dict(), "ema": ema.model.state_dict(), "optimizer": opt.state_dict(),
             "generator": gen.get_state(), "step": step, "history": result.history,
             "best_val_loss": result.best_val_loss, "best_step": result.best_step, "best": best_state or {},
+            "since_best": since_best,
         })
         if callback:
             callback("checkpoint", {"step": step, "path": str(ckpt_path)})
 
     def evaluate() -> None:
-        nonlocal best_state
+        nonlocal best_state, kept, since_best
         if len(val_data):
             val = validation_loss(ema.model, diffusion, val_data, device, seed=seed + 1)
         else:  # no patients to spare: fall back to the training loss
             val = float(running if running is not None else float("inf"))
-        result.history.append({"step": step, "loss": float(running or 0.0), "val_loss": val})
-        if val < result.best_val_loss:
+        entry: dict[str, Any] = {"step": step, "loss": float(running or 0.0), "val_loss": val}
+        if signal is not None:
+            entry["train_dcr_share"] = signal(ema.model)
+            ema.model.to(device)
+        result.history.append(entry)
+        if _better(entry, kept, cfg.max_train_dcr_share):
+            kept, since_best = entry, 0
             result.best_val_loss, result.best_step = val, step
             best_state = {k: v.detach().to("cpu").clone() for k, v in ema.model.state_dict().items()}
+        else:
+            since_best += 1
         if callback:
-            callback("eval", {"step": step, "val_loss": val, "best_val_loss": result.best_val_loss})
+            callback("eval", {**entry, "best_val_loss": result.best_val_loss})
 
     model.train()
-    stopped_by = "max_steps"
-    while step < cfg.max_steps:
+    stopped_by = "max_steps" if plan == cfg.max_steps else "max_epochs"
+    while step < plan:
+        if cfg.patience and since_best >= cfg.patience:
+            stopped_by = "patience"
+            break
         if time.monotonic() - start > budget:
             stopped_by = "time"
             break
@@ -196,9 +245,8 @@ def train(
         t = torch.randint(0, diffusion.steps, (idx.shape[0],), generator=gen).to(device)
         noise = torch.randn((idx.shape[0], *x_all.shape[1:]), generator=gen).to(device)
         lr = cfg.learning_rate * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        if cfg.lr_schedule == "cosine":  # progress: by steps or by the clock, whichever is further on
-            done = max(step / cfg.max_steps, (time.monotonic() - start) / budget)
-            lr *= 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+        if cfg.lr_schedule == "cosine":  # by the planned steps, never the clock, so a seeded run reproduces
+            lr *= 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / plan)))
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -222,7 +270,7 @@ def train(
         if step % cfg.checkpoint_every == 0:
             checkpoint()
     bar.close()
-    if not result.history or result.history[-1]["step"] != step:
+    if stopped_by != "patience" and (not result.history or result.history[-1]["step"] != step):
         evaluate()
     result.steps = step
     result.seconds = time.monotonic() - start
@@ -230,9 +278,14 @@ def train(
     checkpoint()
     if best_state is None:
         best_state = {k: v.detach().to("cpu").clone() for k, v in ema.model.state_dict().items()}
+    if kept is not None and "train_dcr_share" in kept:
+        result.best_dcr_share = kept["train_dcr_share"]
+        result.admissible = kept["train_dcr_share"] <= cfg.max_train_dcr_share
     log.info(
-        "Training stopped by %s after %d steps in %.0f s (%.1f steps/s); best validation loss %.4f at step %d.",
-        stopped_by, step, result.seconds, (step - result.resumed_from) / max(result.seconds, 1e-9),
-        result.best_val_loss, result.best_step,
+        "Training stopped by %s after %d of %d planned steps in %.0f s (%.1f steps/s); kept step %d: validation loss %.4f%s.",
+        stopped_by, step, plan, result.seconds, (step - result.resumed_from) / max(result.seconds, 1e-9),
+        result.best_step, result.best_val_loss,
+        "" if result.best_dcr_share is None else f", generated patients nearer training than validation {result.best_dcr_share:.3f}"
+        + ("" if result.admissible else f" (above {cfg.max_train_dcr_share:g} at every check: the least memorising checkpoint)"),
     )
     return best_state, result

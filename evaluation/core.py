@@ -1,4 +1,4 @@
-"""`evaluate`: every measure, the calibration floor, the gates, the figures and the report.
+"""`evaluate`: every measure, the real-vs-real floor, the gates, the figures and the report.
 
 Metric names (all flat, JSON-able floats; a measure that cannot be computed is left out):
 
@@ -10,16 +10,24 @@ Metric names (all flat, JSON-able floats; a measure that cannot be computed is l
 - ``validity.*``   static consistency, time order, values in bounds / categories
 - ``discriminator_auc``  patient-level real-vs-synthetic classifier (0.5 = indistinguishable)
 - ``utility.*``    TSTR vs TRTR on the schema's target (needs the holdout as test set)
-- ``privacy.*``    distance-to-closest-record, membership inference, copies, sdmetrics DCR and
-  disclosure protection (need the holdout)
+- ``privacy.*``    distances to training vs holdout patients, membership inference, near and
+  exact copies, each with its 95% interval; sdmetrics DCR and disclosure protection
 
-Calibration: when a holdout is given, the same fidelity, temporal and discriminator measures
-are computed for the real holdout in place of the synthetic set (the floor a perfect
-generator reaches), and the privacy measures for one half of the holdout posing as the
-synthetic set against the other half (DCR share and MIA AUC near 0.5, no copies).
+`evaluation.catalog` says, for each, which question it answers, which way is better and how
+it is gated.
 
-Without a holdout, utility and privacy are skipped, `calibration` is empty, and the privacy
-gates are reported as "not evaluated" (blocking while `GateConfig.require_holdout` is true).
+With a holdout, every fidelity, temporal and discriminator measure compares the synthetic
+patients with the holdout patients: real patients the model never saw, so a model that
+memorised its training patients gains nothing there. The synthetic set is cut to the size of
+the training set, and the same measures computed for the training patients in its place
+against the same holdout are the real-vs-real floor (``calibration``): what a generator as
+good as fresh real patients scores, noise included. Privacy measures compare the synthetic set
+with the training patients and the holdout; their floor takes half the holdout in place of the
+synthetic set against the other half.
+
+Without a holdout, fidelity falls back to the training patients, utility and privacy are
+skipped, `calibration` is empty, and the privacy gates are reported as "not evaluated"
+(blocking while `GateConfig.require_holdout` is true).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from diffusion.config import ConfigError, EvaluationConfig
@@ -40,7 +49,7 @@ from evaluation import figures as F
 from evaluation import gates as G
 from evaluation import measures as M
 from evaluation import models, privacy, sdm
-from evaluation.data import n_patients, split_patients, tidy
+from evaluation.data import PID, n_patients, split_patients, tidy
 from evaluation.gates import GateResult
 
 log = logging.getLogger(__name__)
@@ -104,14 +113,24 @@ def risk(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema: S
     return out
 
 
+def sample_patients(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """At most n patients of a tidy frame, drawn without replacement (seeded; all when fewer)."""
+    ids = np.unique(df[PID])
+    if len(ids) <= n:
+        return df
+    keep = np.random.default_rng(seed).choice(ids, size=n, replace=False)
+    return df[df[PID].isin(keep)].reset_index(drop=True)
+
+
 def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, holdout: pd.DataFrame | None = None,
              config: EvaluationConfig | None = None, loss_history: list[dict] | None = None,
              out_dir: Path | None = None) -> EvaluationResult:
-    """Judge `synthetic` against the real training patients `real` (and the real `holdout`).
+    """Judge `synthetic` against real patients the model never saw (`holdout`), beside the
+    training patients `real` in its place (the floor), and for privacy against both.
 
     All three frames are in the extract's long format (see `evaluation.data.tidy`; patients
     longer than `schema.max_length` visits are cut). `holdout` holds real patients the model
-    never saw: it is the utility test set, the privacy reference and the calibration floor.
+    never saw: the fidelity yardstick, the utility test set and the privacy reference.
     Without it, utility and privacy measures are skipped and the gates that need them are
     reported as not evaluated (they block the release unless `gates.require_holdout` is
     false). `loss_history` ([{"step", "loss", "val_loss"}]) adds the loss-curve figure.
@@ -130,17 +149,22 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, hol
     if n_patients(r) < 2 or n_patients(s) < 2:
         raise InputError("Evaluation needs at least 2 real training patients and 2 synthetic patients.")
 
-    metrics = fidelity(r, s, schema, cfg, raw=synthetic)
     calibration: dict[str, float] = {}
-    if h is not None:
+    if h is None:
+        metrics = fidelity(r, s, schema, cfg, raw=synthetic)
+    else:
+        # synthetic and training patients judged against the same unseen patients, at the same size
+        judged = sample_patients(s, n_patients(r), cfg.seed)
+        metrics = fidelity(h, judged, schema, cfg)
+        metrics.update({k: v for k, v in M.validity(s, schema, synthetic).items()})  # validity: every synthetic patient
         metrics.update(models.utility(r, s, h, schema, seed=cfg.seed))
         metrics.update(risk(r, s, h, schema, cfg))
-        calibration = fidelity(r, h, schema, cfg, raw=holdout)
+        calibration = {k: v for k, v in fidelity(h, r, schema, cfg).items() if not k.startswith("validity.")}
         if n_patients(h) >= 4:
             rest, half = split_patients(h, 0.5, cfg.seed)
             calibration.update(risk(r, half, rest, schema, cfg))
     metrics, calibration = _finite(metrics), _finite(calibration)
-    gate_results = G.check(metrics, cfg.gates, has_holdout=h is not None)
+    gate_results = G.check(metrics, cfg.gates, has_holdout=h is not None, floor=calibration)
     result = EvaluationResult(metrics=metrics, calibration=calibration, gates=gate_results,
                               passed=all(g.passed for g in gate_results))
     if out_dir is not None:
@@ -172,13 +196,14 @@ def _plain(cfg: EvaluationConfig) -> dict:
 
 
 def make_figures(r, s, h, schema: Schema, cfg: EvaluationConfig, metrics, calibration, loss_history, fig_dir: Path) -> dict[str, Path]:
+    ref = h if h is not None else r  # the real patients the synthetic ones are judged against
     figs: dict[str, Path | None] = {
-        "marginals": F.marginals(r, s, schema, fig_dir / "marginals.png"),
-        "correlations": F.correlations(r, s, schema, fig_dir / "correlations.png"),
-        "trajectories": F.trajectories(r, s, schema, fig_dir / "trajectories.png", cfg.example_patients, cfg.seed),
+        "marginals": F.marginals(ref, s, schema, fig_dir / "marginals.png"),
+        "correlations": F.correlations(ref, s, schema, fig_dir / "correlations.png"),
+        "trajectories": F.trajectories(ref, s, schema, fig_dir / "trajectories.png", cfg.example_patients, cfg.seed),
         "temporal": F.temporal(metrics, calibration, schema, fig_dir / "temporal.png"),
-        "trend_cycle": F.trend_cycle(r, s, schema, fig_dir / "trend_cycle.png", cfg.trend_window),
-        "sequence_lengths": F.lengths_and_gaps(r, s, schema, fig_dir / "sequence_lengths.png"),
+        "trend_cycle": F.trend_cycle(ref, s, schema, fig_dir / "trend_cycle.png", cfg.trend_window),
+        "sequence_lengths": F.lengths_and_gaps(ref, s, schema, fig_dir / "sequence_lengths.png"),
     }
     if h is not None:
         figs["privacy"] = F.privacy(privacy.distances(r, s, h, schema), fig_dir / "privacy.png")

@@ -144,8 +144,9 @@ def temporal(metrics: dict[str, float], calibration: dict[str, float], schema: S
             continue
         x = np.arange(len(names))
         series = [("real", metrics, "real", REAL), ("synthetic", metrics, "synthetic", SYN)]
-        if calibration:
-            series.append(("real holdout", calibration, "synthetic", HOLD))
+        if calibration:  # with a holdout, "real" is the holdout and the floor's "synthetic" the training patients
+            series = [("real holdout", metrics, "real", REAL), ("synthetic", metrics, "synthetic", SYN),
+                      ("real training", calibration, "synthetic", HOLD)]
         w = 0.8 / len(series)
         for i, (label, src, side, color) in enumerate(series):
             vals = [src.get(f"temporal.{key}.{side}.{n}", np.nan) for n in names]

@@ -1,4 +1,5 @@
-"""Release gates: each compares one measure with a threshold from `GateConfig`.
+"""Release gates: each compares one measure of the measure table (`evaluation.catalog`) with a
+threshold from `GateConfig` (or the real-vs-real floor plus it, or its 95% interval's lower end).
 
 A gate is *evaluated* when its measure could be computed. A gate that could not be (a privacy
 measure without a holdout, a lag-1 gate for a schema without temporal numbers, a measure that
@@ -18,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from diffusion.config import GateConfig
+from evaluation.catalog import GATED, gate_metric
 
 
 @dataclass
@@ -40,42 +42,39 @@ class GateResult:
         return asdict(self) | {"status": self.status}
 
 
-# (metric, direction, GateConfig field, needs the holdout, plain words)
-GATES: list[tuple[str, str, str, bool, str]] = [
-    ("validity.static_consistency", ">=", "min_static_consistency", False, "synthetic patients with constant static columns"),
-    ("validity.time_order", ">=", "min_time_order", False, "synthetic patients with strictly increasing times"),
-    ("validity.in_bounds", ">=", "min_in_bounds", False, "numeric values inside the declared bounds"),
-    ("validity.in_categories", ">=", "min_in_bounds", False, "labels among the declared categories"),
-    ("fidelity.quality_score", ">=", "min_quality_score", False, "sdmetrics quality score"),
-    ("temporal.lag1_abs_diff.mean", "<=", "max_lag1_abs_diff", False, "lag-1 autocorrelation difference"),
-    ("missing.rate_abs_diff.max", "<=", "max_missing_rate_diff", False, "missing-rate difference"),
-    ("discriminator_auc", "<=", "max_discriminator_auc", False, "real-vs-synthetic classifier AUC"),
-    ("privacy.dcr_share", "<=", "max_dcr_share", True, "share of synthetic patients closer to training than holdout"),
-    ("privacy.mia_auc", "<=", "max_mia_auc", True, "membership-inference AUC"),
-    ("privacy.exact_copies", "<=", "max_exact_copies", True, "exact copies of training patients"),
-]
-
-DESCRIPTIONS = {name: words for name, _, _, _, words in GATES}
+DESCRIPTIONS = {gate_metric(m): m.description for m in GATED}
 
 
-def check(metrics: dict[str, float], config: GateConfig, *, has_holdout: bool) -> list[GateResult]:
+def check(metrics: dict[str, float], config: GateConfig, *, has_holdout: bool,
+          floor: dict[str, float] | None = None) -> list[GateResult]:
+    """Every gate of the measure table (`evaluation.catalog`) against `metrics`; "floor" gates
+    add the real-vs-real value from `floor` (0 when there is none) to their threshold."""
+    floor = floor or {}
     out = []
-    for name, direction, field, needs_holdout, _ in GATES:
-        threshold = float(getattr(config, field))
+    for m in GATED:
+        name = gate_metric(m)
+        threshold = float(getattr(config, m.gate))
+        note = ""
+        if m.kind == "floor":
+            base = floor.get(name)
+            if base is not None and math.isfinite(base):
+                threshold, note = threshold + base, f"real-vs-real floor {base:.3g} + {getattr(config, m.gate):g}"
         value = metrics.get(name)
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            if needs_holdout and not has_holdout:
+            if m.needs_holdout and not has_holdout:
                 blocks = config.require_holdout
                 note = "needs real holdout patients; none given" + (" (blocks the release)" if blocks else "")
-            elif needs_holdout or name in ("discriminator_auc", "fidelity.quality_score", "validity.static_consistency",
-                                           "validity.time_order"):
+            elif m.required:
                 blocks, note = True, "the measure could not be computed"
             else:
                 blocks, note = False, "does not apply to this schema"
-            out.append(GateResult(name, None, threshold, not blocks, direction, evaluated=False, note=note))
+            out.append(GateResult(name, None, threshold, not blocks, m.direction, evaluated=False, note=note))
             continue
-        ok = value <= threshold if direction == "<=" else value >= threshold
-        out.append(GateResult(name, float(value), threshold, bool(ok), direction))
+        if m.kind == "evidence":
+            note = (f"point {metrics.get(m.name, float('nan')):.3g}, 95% interval "
+                    f"{value:.3g}-{metrics.get(m.name + '.ci_high', float('nan')):.3g}; blocks when the whole interval is above")
+        ok = value <= threshold if m.direction == "<=" else value >= threshold
+        out.append(GateResult(name, float(value), threshold, bool(ok), m.direction, note=note))
     return out
 
 

@@ -1,23 +1,30 @@
-"""Distance-based privacy on standardised patient feature vectors, judged against a real holdout.
+"""Privacy: are synthetic patients closer to the training patients than to real patients the model never saw?
 
 A generator that learned the population puts its synthetic patients as close to real patients
 it never saw (the holdout) as to those it trained on; one that memorised puts them on top of
-training patients. All distances are Euclidean on `patient_features`, median-imputed and
-standardised with the training patients' statistics.
+training patients. Distances are Euclidean between `patient_features` rows, median-imputed and
+standardised with the training patients' statistics. Every measure comes with a bootstrap 95%
+interval (synthetic, training and holdout patients resampled together, `BOOTSTRAP` draws; the
+training set each synthetic patient is compared with stays whole, since it is the set that may
+have been memorised), as
+``<name>.ci_low`` / ``<name>.ci_high``; the release gates read ``ci_low``, so a release is
+blocked on evidence of memorisation, not on the noise of a small holdout.
 
-- ``privacy.dcr_share``: share of synthetic patients whose closest real patient is a
-  training patient rather than a holdout patient (ties count one half), adjusted for the
-  sizes of the two sets so that 0.5 is what a fair generator gets and 1.0 means every
-  synthetic patient sits closer to the training set (see `adjusted_share`). With equal sizes
-  it is the plain share. ``privacy.dcr_share_raw`` is the unadjusted share and
-  ``privacy.dcr_share_expected`` a fair generator's raw share, n_train / (n_train + n_holdout).
-  (Subsampling the training set to the holdout's size instead would hide memorisation: copies
-  of the training patients left out would count as fair.)
+- ``privacy.dcr_share``: share of synthetic patients whose closest real patient is a training
+  rather than a holdout patient (ties count one half), adjusted for the sizes of the two sets
+  so that 0.5 is what a fair generator gets and 1.0 means every synthetic patient sits closer to
+  the training set (`adjusted_share`). ``dcr_share_raw`` is the unadjusted share,
+  ``dcr_share_expected`` a fair generator's raw share n_train / (n_train + n_holdout).
 - ``privacy.mia_auc``: a distance membership-inference attack: training vs holdout patients
   scored by closeness to the nearest synthetic patient; its AUC. 0.5 ideal.
-- ``privacy.exact_copies``: synthetic patients whose features equal a training patient's.
-- ``privacy.near_copies`` / ``privacy.near_copy_share``: synthetic patients closer to a
-  training patient than 95% of holdout patients are to theirs (about 5% for a fair generator).
+- ``privacy.near_copy_share``: synthetic patients whose distance to the closest training patient,
+  relative to the closest holdout patient, is smaller than that ratio is for 95% of real
+  patients (`NEAR_QUANTILE`; a real patient's ratio leaves the patient itself out): about 0.05
+  for a fair generator, far more for one that copies patients with a little jitter. A ratio, so
+  a generator that favours the dense middle of the population is not taken for a copier.
+  ``near_copies`` counts them.
+- ``privacy.exact_copies``: synthetic patients whose whole trajectory equals a training
+  patient's at each column's recorded precision (`recorded_decimals`).
 - ``privacy.dcr_median`` / ``privacy.holdout_dcr_median``: median distance to the closest
   training patient, of synthetic and of holdout patients.
 """
@@ -26,31 +33,53 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
-from sklearn.neighbors import NearestNeighbors
+from scipy.stats import rankdata
+from sklearn.metrics import pairwise_distances
 
 from diffusion.schema import Schema
-from evaluation.data import align, impute_scale, patient_features
+from evaluation.data import PID, align, impute_scale, patient_features
+
+BOOTSTRAP = 200  # resamples behind each 95% interval
+NEAR_QUANTILE = 0.05  # a near copy is closer to training than this share of holdout patients are
+MAX_DECIMALS = 6  # finer than this a column counts as continuous (compared at 6 decimals)
+INTERVAL = ("privacy.dcr_share", "privacy.mia_auc", "privacy.near_copy_share")
 
 
-def exact_copies(reference: pd.DataFrame, query: pd.DataFrame) -> int:
-    """Query rows equal to some reference row (features rounded to 9 significant digits; NaN = NaN)."""
-    def keys(f: pd.DataFrame) -> pd.Series:
-        rounded = f.apply(lambda c: c.map(lambda v: "nan" if pd.isna(v) else f"{v:.9g}"))
-        return rounded.agg("|".join, axis=1)
-
-    return int(keys(query).isin(set(keys(reference))).sum())
-
-
-def _nearest(reference: np.ndarray, query: np.ndarray) -> np.ndarray:
-    return NearestNeighbors(n_neighbors=1).fit(reference).kneighbors(query)[0][:, 0]
+def recorded_decimals(values: pd.Series) -> int:
+    """The decimals a column is recorded at: the fewest d <= MAX_DECIMALS that every value fits."""
+    v = values.dropna().to_numpy(float)
+    for d in range(MAX_DECIMALS + 1):
+        if np.all(np.abs(v * 10.0**d - np.round(v * 10.0**d)) <= 1e-6):
+            return d
+    return MAX_DECIMALS
 
 
-def distances(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema: Schema) -> dict[str, np.ndarray]:
-    """Distances to the closest training patient, of synthetic and of holdout patients (for figures)."""
-    fr, fs, fh = align(patient_features(real, schema), patient_features(syn, schema), patient_features(holdout, schema))
-    Xr, Xs, Xh = impute_scale(fr, fs, fh)
-    return {"synthetic": _nearest(Xr, Xs), "holdout": _nearest(Xr, Xh)}
+def _trajectory_keys(df: pd.DataFrame, columns: list[str], decimals: dict[str, int]) -> pd.Series:
+    """One string per patient: every visit's values, rounded to the recorded precision."""
+    parts = []
+    for c in columns:
+        s = df[c]
+        if c in decimals:
+            s = pd.to_numeric(s, errors="coerce").round(decimals[c])
+        parts.append(s.astype(str))
+    rows = pd.concat(parts, axis=1).agg("|".join, axis=1) if parts else pd.Series("", index=df.index)
+    return rows.groupby(df[PID], sort=True).agg("/".join)
+
+
+def exact_copies(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema) -> int:
+    """Synthetic patients whose trajectory (times and every column) equals a training patient's,
+    each number compared at the precision the real extract records it."""
+    columns = [schema.time, *schema.column_names]
+    numeric = [schema.time, *[c.name for c in schema.columns if c.numeric]]
+    decimals = {c: recorded_decimals(pd.to_numeric(real[c], errors="coerce")) for c in numeric}
+    reference = set(_trajectory_keys(real, columns, decimals))
+    return int(_trajectory_keys(syn, columns, decimals).isin(reference).sum())
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Mann-Whitney AUC of scores (ties count one half)."""
+    ranks = rankdata(np.r_[pos, neg])
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def adjusted_share(raw: float, p0: float) -> float:
@@ -65,39 +94,69 @@ def adjusted_share(raw: float, p0: float) -> float:
     return 0.5 + 0.5 * (raw - p0) / (1.0 - p0)
 
 
-def privacy(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema: Schema, *, seed: int = 0,
-            subsample: int = 2000) -> dict[str, float]:
-    rng = np.random.default_rng(seed)
+def _measures(d: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, h: np.ndarray) -> dict[str, float]:
+    """The distance measures for the synthetic, training and holdout patients picked by s, t, h
+    (indices; repeats allowed). The training set a synthetic set may have memorised is fixed, so
+    each synthetic patient's closest training patient is sought among all of them; t picks the
+    training patients that pose as members and as real references. `d` holds the distance
+    matrices "st", "sh", "ht", "th", "hh", "tt" (the last two with an infinite diagonal: a
+    patient is not its own neighbour)."""
+    d_train, d_hold = d["st"][s].min(axis=1), d["sh"][np.ix_(s, h)].min(axis=1)
+    tie = np.isclose(d_train, d_hold, rtol=1e-9, atol=1e-12)
+    raw = float(np.mean(np.where(tie, 0.5, (d_train < d_hold).astype(float))))
+    p0 = d["st"].shape[1] / (d["st"].shape[1] + np.unique(h).size)
+    # membership inference: the closer a real patient is to some synthetic patient, the likelier a member
+    member, non_member = -d["st"][np.ix_(s, t)].min(axis=0), -d["sh"][np.ix_(s, h)].min(axis=0)
+    # a near copy sits far closer to the training set than to the holdout, as no real patient does
+    real = np.r_[d["ht"][h].min(axis=1) / d["hh"][np.ix_(h, h)].min(axis=1),
+                 d["tt"][t].min(axis=1) / d["th"][np.ix_(t, h)].min(axis=1)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        near = d_train / d_hold < np.quantile(np.nan_to_num(real, nan=1.0, posinf=np.inf), NEAR_QUANTILE)
+    return {"privacy.dcr_share": adjusted_share(raw, p0), "privacy.dcr_share_raw": raw, "privacy.dcr_share_expected": p0,
+            "privacy.mia_auc": _auc(member, non_member), "privacy.near_copy_share": float(near.mean()),
+            "privacy.near_copies": float(near.sum())}
+
+
+def _features(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema: Schema) -> list[np.ndarray]:
     fr, fs, fh = align(patient_features(real, schema), patient_features(syn, schema), patient_features(holdout, schema))
-    Xr, Xs, Xh = impute_scale(fr, fs, fh)
+    return impute_scale(fr, fs, fh)
+
+
+def distances(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema: Schema) -> dict[str, np.ndarray]:
+    """Distances to the closest training patient, of synthetic and of holdout patients (for figures)."""
+    Xr, Xs, Xh = _features(real, syn, holdout, schema)
+    return {"synthetic": pairwise_distances(Xs, Xr).min(axis=1), "holdout": pairwise_distances(Xh, Xr).min(axis=1)}
+
+
+def privacy(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema: Schema, *, seed: int = 0,
+            subsample: int = 2000, bootstrap: int = BOOTSTRAP) -> dict[str, float]:
+    """Every privacy measure of `syn` against training patients `real` and unseen patients
+    `holdout` (tidy frames), with bootstrap 95% intervals; seeded.
+
+    Sets larger than `subsample` patients are subsampled (the training : holdout ratio kept),
+    so the cost is bounded whatever the cohort's size.
+    """
+    rng = np.random.default_rng(seed)
+    Xr, Xs, Xh = _features(real, syn, holdout, schema)
 
     def pick(X: np.ndarray, k: int) -> np.ndarray:
         return X[np.sort(rng.choice(len(X), size=k, replace=False))] if k < len(X) else X
 
-    # large cohorts: subsample, keeping the training : holdout ratio
     scale = min(1.0, subsample / max(len(Xr), len(Xh)))
-    Xr_s = pick(Xr, max(1, int(round(len(Xr) * scale))))
-    Xh_s = pick(Xh, max(1, int(round(len(Xh) * scale))))
-    Xs_s = pick(Xs, min(len(Xs), subsample))
-    d_train, d_hold = _nearest(Xr_s, Xs_s), _nearest(Xh_s, Xs_s)
-    tie = np.isclose(d_train, d_hold, rtol=1e-9, atol=1e-12)
-    raw = float(np.mean(np.where(tie, 0.5, (d_train < d_hold).astype(float))))
-    p0 = len(Xr_s) / (len(Xr_s) + len(Xh_s))
-    # membership inference: training vs holdout patients, the closer to a synthetic patient the likelier a member
-    score = -np.r_[_nearest(Xs_s, Xr_s), _nearest(Xs_s, Xh_s)]
-    mia = float(roc_auc_score(np.r_[np.ones(len(Xr_s)), np.zeros(len(Xh_s))], score))
-    d_syn = _nearest(Xr, Xs)
-    d_hold_all = _nearest(Xr, Xh)
-    threshold = float(np.quantile(d_hold_all, 0.05))
-    near = d_syn < threshold
-    return {
-        "privacy.dcr_share": adjusted_share(raw, p0),
-        "privacy.dcr_share_raw": raw,
-        "privacy.dcr_share_expected": p0,
-        "privacy.mia_auc": mia,
-        "privacy.exact_copies": float(exact_copies(fr, fs)),
-        "privacy.near_copies": float(np.sum(near)),
-        "privacy.near_copy_share": float(np.mean(near)),
-        "privacy.dcr_median": float(np.median(d_syn)),
-        "privacy.holdout_dcr_median": float(np.median(d_hold_all)),
-    }
+    Xr = pick(Xr, max(1, int(round(len(Xr) * scale))))
+    Xh = pick(Xh, max(1, int(round(len(Xh) * scale))))
+    Xs = pick(Xs, min(len(Xs), subsample))
+    pairs = {"st": (Xs, Xr), "sh": (Xs, Xh), "ht": (Xh, Xr), "th": (Xr, Xh), "hh": (Xh, Xh), "tt": (Xr, Xr)}
+    d = {k: pairwise_distances(a, b) for k, (a, b) in pairs.items()}
+    np.fill_diagonal(d["hh"], np.inf)
+    np.fill_diagonal(d["tt"], np.inf)
+    idx = np.arange(len(Xs)), np.arange(len(Xr)), np.arange(len(Xh))
+    out = _measures(d, *idx)
+    draws = [_measures(d, *(rng.choice(len(i), size=len(i)) for i in idx)) for _ in range(bootstrap)]
+    for name in INTERVAL:
+        values = np.array([d[name] for d in draws])
+        out[f"{name}.ci_low"], out[f"{name}.ci_high"] = (float(v) for v in np.quantile(values, [0.025, 0.975]))
+    out["privacy.exact_copies"] = float(exact_copies(real, syn, schema))
+    out["privacy.dcr_median"] = float(np.median(d["st"].min(axis=1)))
+    out["privacy.holdout_dcr_median"] = float(np.median(d["ht"].min(axis=1)))
+    return out

@@ -12,33 +12,16 @@ import math
 from pathlib import Path
 
 from diffusion.schema import Schema
+from evaluation.catalog import measure
 from evaluation.gates import DESCRIPTIONS
 
-# (metric, plain words, which way is better)
-HEADLINE = [
-    ("fidelity.quality_score", "sdmetrics quality score (patients + visits tables)", "higher, 1 = identical"),
-    ("fidelity.marginal_score", "mean KS / TV complement over columns", "higher, 1 = identical"),
-    ("fidelity.correlation_abs_diff", "mean |difference| of Spearman correlations", "lower, 0 = identical"),
-    ("temporal.lag1_abs_diff.mean", "mean |difference| of lag-1 autocorrelations", "lower, 0 = identical"),
-    ("temporal.transition_tvd.mean", "mean total variation of label transitions", "lower, 0 = identical"),
-    ("temporal.trend_corr_abs_diff", "trend correlations within patients, mean |difference|", "lower, 0 = identical"),
-    ("temporal.cycle_corr_abs_diff", "cycle correlations within patients, mean |difference|", "lower, 0 = identical"),
-    ("temporal.length_tvd", "visits per patient, total variation distance", "lower, 0 = identical"),
-    ("temporal.gap_ks", "gaps between visits, KS statistic", "lower, 0 = identical"),
-    ("missing.rate_abs_diff.max", "largest |difference| of missing rates", "lower, 0 = identical"),
-    ("discriminator_auc", "real-vs-synthetic classifier, cross-validated AUC", "lower, 0.5 = indistinguishable"),
-    ("utility.trtr.auc", "target AUC, trained on real, tested on holdout", "reference"),
-    ("utility.tstr.auc", "target AUC, trained on synthetic, tested on holdout", "higher, close to TRTR"),
-    ("utility.trtr.r2", "target R², trained on real, tested on holdout", "reference"),
-    ("utility.tstr.r2", "target R², trained on synthetic, tested on holdout", "higher, close to TRTR"),
-    ("privacy.dcr_share", "share of synthetic patients closer to training than holdout", "0.5 ideal, 1 = copies"),
-    ("privacy.mia_auc", "membership-inference attack AUC", "0.5 ideal"),
-    ("privacy.exact_copies", "synthetic patients identical to a training patient", "0"),
-    ("privacy.near_copy_share", "share closer to training than 95% of unseen real patients", "about 0.05"),
-    ("privacy.sdmetrics.dcr_overfitting_protection", "sdmetrics DCR overfitting protection", "higher, 1 = safest"),
-    ("privacy.sdmetrics.dcr_baseline_protection", "sdmetrics DCR baseline protection", "higher, 1 = safest"),
-    ("privacy.sdmetrics.disclosure_protection", "sdmetrics disclosure protection (CAP)", "higher, 1 = safest"),
-]
+HEADLINE = ["fidelity.quality_score", "fidelity.marginal_score", "fidelity.correlation_abs_diff", "temporal.lag1_abs_diff.mean",
+            "temporal.transition_tvd.mean", "temporal.trend_corr_abs_diff", "temporal.cycle_corr_abs_diff",
+            "temporal.length_tvd", "temporal.gap_ks", "missing.rate_abs_diff.max", "discriminator_auc", "utility.trtr.auc",
+            "utility.tstr.auc", "utility.trtr.r2", "utility.tstr.r2", "privacy.dcr_share", "privacy.mia_auc",
+            "privacy.near_copy_share", "privacy.exact_copies", "privacy.sdmetrics.dcr_overfitting_protection",
+            "privacy.sdmetrics.dcr_baseline_protection", "privacy.sdmetrics.disclosure_protection"]
+BETTER = {"lower": "lower", "higher": "higher", "half": "0.5 fair, higher = nearer training", "reference": "reference"}
 
 SECTIONS = [
     ("Marginals and correlations", ["marginals", "correlations"],
@@ -81,16 +64,26 @@ def _gates_table(result) -> str:
             f"<td class='num'>{fmt(g.value)}</td><td>{g.direction} {g.threshold:g}</td>"
             f"<td class='num'>{fmt(result.calibration.get(g.name))}</td><td class='st'>{html.escape(g.status)}</td>"
             f"<td>{html.escape(g.note)}</td></tr>")
-    return ("<table><tr><th>measure</th><th>what it checks</th><th>synthetic</th><th>rule</th><th>real holdout (floor)</th>"
+    return ("<table><tr><th>measure</th><th>what it checks</th><th>synthetic</th><th>rule</th><th>real training (floor)</th>"
             "<th>result</th><th>note</th></tr>" + "".join(rows) + "</table>")
 
 
+def _interval(result, k: str) -> str:
+    lo, hi = result.metrics.get(f"{k}.ci_low"), result.metrics.get(f"{k}.ci_high")
+    return f"{fmt(lo)} &ndash; {fmt(hi)}" if lo is not None and hi is not None else ""
+
+
 def _headline(result) -> str:
-    rows = [f"<tr><td>{html.escape(k)}</td><td>{html.escape(words)}</td><td class='num'>{fmt(result.metrics.get(k))}</td>"
-            f"<td class='num'>{fmt(result.calibration.get(k))}</td><td>{html.escape(better)}</td></tr>"
-            for k, words, better in HEADLINE if k in result.metrics]
-    return ("<table><tr><th>measure</th><th>meaning</th><th>synthetic</th><th>real holdout (floor)</th><th>better</th></tr>"
-            + "".join(rows) + "</table>")
+    rows = []
+    for k in HEADLINE:
+        m = measure(k)
+        if k not in result.metrics or m is None:
+            continue
+        rows.append(f"<tr><td>{html.escape(k)}</td><td>{html.escape(m.description)}</td><td class='num'>{fmt(result.metrics.get(k))}</td>"
+                    f"<td class='num'>{_interval(result, k)}</td><td class='num'>{fmt(result.calibration.get(k))}</td>"
+                    f"<td>{html.escape(BETTER[m.better])}</td></tr>")
+    return ("<table><tr><th>measure</th><th>meaning</th><th>synthetic</th><th>95% interval</th><th>real training (floor)</th>"
+            "<th>better</th></tr>" + "".join(rows) + "</table>")
 
 
 def _all_measures(result) -> str:
@@ -104,7 +97,7 @@ def _all_measures(result) -> str:
                        f"<td class='num'>{fmt(result.calibration.get(k))}</td></tr>" for k in mine)
         out.append(f"<details{' open' if prefix in ('discriminator', 'privacy.') else ''}><summary><b>{title}</b> "
                    f"({len(mine)} measures)</summary><table><tr><th>measure</th><th>synthetic</th>"
-                   f"<th>real holdout (floor)</th></tr>{rows}</table></details>")
+                   f"<th>real training (floor)</th></tr>{rows}</table></details>")
     return "".join(out)
 
 
@@ -119,9 +112,15 @@ def write_report(result, schema: Schema, path: Path, *, counts: dict[str, int]) 
     holdout = counts.get("holdout_patients", 0)
     intro = (f"{counts['synthetic_patients']:,} synthetic patients ({counts['synthetic_visits']:,} visits) judged against "
              f"{counts['real_patients']:,} real training patients ({counts['real_visits']:,} visits)")
-    intro += (f" and {holdout:,} real holdout patients the model never saw. The <i>real holdout (floor)</i> column gives each "
-              "measure for the holdout in place of the synthetic set: what a perfect generator would score."
-              if holdout else ". No real holdout was given: utility and privacy could not be judged.")
+    intro += (f" and {holdout:,} real holdout patients the model never saw. Fidelity is judged against the holdout: the "
+              "<i>synthetic</i> column compares the synthetic patients (as many as the training patients) with the holdout, "
+              "the <i>real training (floor)</i> column the training patients with the same holdout: what a generator as "
+              "good as fresh real patients scores, noise included; a synthetic set far better than the floor is suspect. "
+              "Privacy measures compare the synthetic patients with the training patients and the holdout, each with its "
+              "bootstrap 95% interval; their floor is half the holdout posing as the synthetic set. Real values are shown "
+              "only after value protection (numbers cut at the k-th most extreme patient)."
+              if holdout else ". No real holdout was given: fidelity is judged against the training patients, and utility "
+              "and privacy could not be judged.")
     sections = []
     used = set()
     for title, names, note in SECTIONS:

@@ -83,9 +83,11 @@ def cmd_train(args) -> int:
 
     Schema.load(args.schema)  # fail fast, before Prefect starts
     cfg = _config(args)
-    out = train_flow(data=args.data, schema=args.schema, config=cfg.to_dict(), release=False)
+    out = train_flow(data=args.data, schema=args.schema, config=cfg.to_dict(), release=bool(getattr(args, "release", False)))
     print(f"MLflow run: {out['run_id']}")
     print(f"Model {out['decision']}")
+    if out.get("release"):
+        print(f"Release folder: {out['release']}")
     print(out["model_uri"])
     return 0
 
@@ -225,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schema", required=True)
     config_flags(t)
     t.add_argument("--max-minutes", type=float, default=None)
+    t.add_argument("--release", action="store_true", help="also release the evaluated sample when it passes every gate")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="synthetic patients from a model")

@@ -75,7 +75,7 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
         patients = cfg.sampling.patients or int(df[sch.id].nunique())
         synthetic = stages.sample(model, patients, cfg.pipeline.seed)
         report_dir = work / "report"
-        evaluation = stages.evaluate(train, synthetic, sch, holdout, cfg, result.history, report_dir, run)
+        evaluation = stages.evaluate(train, synthetic, model, holdout, result.history, report_dir, run)
         reg = register(model_dir, sch.name, run, evaluation.metrics, evaluation.passed, cfg.evaluation.primary_metric,
                        links={"extract.fingerprint": fp, "training_run_id": run.id, "prefect.flow_run_id": _flow_run_id()})
         out: dict[str, Any] = {"run_id": run.id, "model_uri": reg["uri"], "promoted": reg["promoted"], "decision": reg["decision"],
@@ -141,7 +141,7 @@ def release_flow(model: str | None = None, schema_name: str | None = None, patie
             synthetic = stages.sample(hg, n, seed)
             report_dir = work / "report"
             history = (hg.meta.get("training") or {}).get("history")
-            evaluation = stages.evaluate(train, synthetic, sch, holdout, cfg, history, report_dir, run)
+            evaluation = stages.evaluate(train, synthetic, hg, holdout, history, report_dir, run)
             if not evaluation.passed:
                 raise GateError(evaluation.failed_gates_message())
             manifest = {"model_uri": model, "model_name": info.get("model_name", sch.name), "model_version": str(info.get("model_version", "")),

@@ -9,18 +9,12 @@ import mlflow
 from mlflow import MlflowClient
 from prefect.artifacts import create_markdown_artifact
 
+from evaluation.champion import decide
 from tasks import hg_task, retry_on_io
 from tasks.stages import _logger
 from tasks.tracking import CHAMPION, Run, champion_version, tracking_uri
 
 PIP_REQUIREMENTS = ["torch==2.13.0", "pandas==2.3.3", "numpy==2.4.6", "scipy", "pyyaml", "pyarrow"]
-LOWER_IS_BETTER = ("auc", "loss", "distance", "tvd", "diff", "error")
-
-
-def better(candidate: float, champion: float, metric: str) -> bool:
-    lower = any(s in metric for s in LOWER_IS_BETTER)
-    return candidate < champion if lower else candidate > champion
-
 
 @hg_task(name="register-model", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
 def register(model_dir: Path, name: str, run: Run, metrics: dict[str, float], passed: bool, primary: str,
@@ -43,7 +37,8 @@ def register(model_dir: Path, name: str, run: Run, metrics: dict[str, float], pa
     client = MlflowClient()
     versions = client.search_model_versions(f"name='{name}' and run_id='{run.id}'")
     mv = max(versions, key=lambda v: int(v.version))
-    for k in ("discriminator_auc", "fidelity.quality_score", "privacy.dcr_share", "privacy.mia_auc", primary):
+    for k in ("discriminator_auc", "fidelity.quality_score", "privacy.dcr_share", "privacy.mia_auc", "privacy.near_copy_share",
+              primary):
         if k in metrics:
             client.set_model_version_tag(name, mv.version, k, f"{metrics[k]:.4f}")
     client.set_model_version_tag(name, mv.version, "gates_passed", str(passed))
@@ -53,18 +48,8 @@ def register(model_dir: Path, name: str, run: Run, metrics: dict[str, float], pa
             client.set_model_version_tag(name, mv.version, k, str(v))
     current = champion_version(name)
     value = metrics.get(primary)
-    if not passed:
-        decision, promoted = "not promoted: a release gate failed", False
-    elif value is None:
-        decision, promoted = f"not promoted: primary metric {primary} missing", False
-    elif current is None:
-        decision, promoted = "promoted: first model that passes every gate", True
-    else:
-        champ_value = client.get_run(current.run_id).data.metrics.get(primary)
-        if champ_value is None or better(value, champ_value, primary):
-            decision, promoted = f"promoted: {primary} {value:.4f} beats champion v{current.version} ({champ_value})", True
-        else:
-            decision, promoted = f"not promoted: {primary} {value:.4f} does not beat champion v{current.version} ({champ_value:.4f})", False
+    incumbent = None if current is None else (current.version, client.get_run(current.run_id).data.metrics.get(primary))
+    promoted, decision = decide(value, passed, primary, incumbent)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, mv.version)
     client.set_model_version_tag(name, mv.version, "decision", decision)

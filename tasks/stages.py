@@ -66,7 +66,8 @@ def validate_extract(df: pd.DataFrame, schema: Schema, run: Run | None, docs_dir
 
 @hg_task(name="split-patients")
 def split(df: pd.DataFrame, schema: Schema, config: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    train, holdout = split_patients(df, schema.id, config.pipeline.holdout_fraction, config.pipeline.seed)
+    train, holdout = split_patients(df, schema.id, config.pipeline.holdout_fraction, config.pipeline.seed,
+                                    config.pipeline.min_holdout_patients)
     _logger().info("Split patients: %d train, %d holdout.", train[schema.id].nunique(), holdout[schema.id].nunique())
     return train, holdout
 
@@ -107,13 +108,19 @@ def train_model(train: pd.DataFrame, schema: Schema, config: Config, run: Run | 
                 run.metrics({"train.loss": payload["loss"]}, step=payload["step"])
         elif event == "eval" and run is not None:
             run.metrics({"train.val_loss": payload["val_loss"]}, step=payload["step"])
+            if "train_dcr_share" in payload:
+                run.metrics({"train.dcr_share": payload["train_dcr_share"]}, step=payload["step"])
 
     model, result = fit(train, schema, config, workdir=workdir, callback=callback)
     progress.done(result.steps, result.stopped_by)
     if run is not None:
         run.metrics({"train.steps": result.steps, "train.seconds": result.seconds, "train.best_val_loss": result.best_val_loss,
-                     "train.best_step": result.best_step})
-        run.tags({"train.stopped_by": result.stopped_by, "train.device": result.device})
+                     "train.best_step": result.best_step, "train.planned_steps": result.planned_steps})
+        if result.best_dcr_share is not None:
+            run.metrics({"train.best_dcr_share": result.best_dcr_share})
+        run.tags({"train.stopped_by": result.stopped_by, "train.device": result.device,
+                  "train.memorisation_admissible": result.admissible})
+        run.json(model.meta.get("protection") or {}, "training/value_protection.json")
         run.json(result.history, "training/loss_history.json")
         if model.meta.get("calibration"):  # decoding thresholds / penalties and the aggregates they match
             run.json(model.meta["calibration"], "training/decoding_calibration.json")
@@ -134,11 +141,20 @@ def sample(model: HealthGymModel, patients: int, seed: int) -> pd.DataFrame:
 
 
 @hg_task(name="evaluate-synthetic")
-def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, holdout: pd.DataFrame | None, config: Config,
+def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, model: HealthGymModel, holdout: pd.DataFrame | None,
              history: list[dict] | None, out_dir: Path, run: Run | None):
-    """Fidelity, privacy and utility report; metrics, report and figures go to MLflow."""
+    """Fidelity, privacy and utility report; metrics, report and figures go to MLflow.
+
+    The real frames pass through the model's value protection first (`diffusion.protection`),
+    so the report shows no single patient's extreme."""
+    from diffusion.protection import Protection
     from evaluation import evaluate as run_evaluation
 
+    schema, config = model.schema, model.config
+    if model.meta.get("protection"):
+        protection = Protection.from_dict(model.meta["protection"])
+        real = protection.apply(real, schema, seed=config.pipeline.seed)
+        holdout = protection.apply(holdout, schema, seed=config.pipeline.seed + 1) if holdout is not None else None
     result = run_evaluation(real, synthetic, schema, holdout=holdout, config=config.evaluation, loss_history=history, out_dir=out_dir)
     if run is not None:
         run.metrics(result.metrics)

@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helpers (simulated.py) import by name
 DEMO_DATA = ROOT / "flows" / "data" / "pbcseq.csv"
 DEMO_SCHEMA = ROOT / "flows" / "data" / "pbc.yaml"
 

@@ -114,25 +114,27 @@ def test_copying_generator_fails_privacy(copy_result):
     assert m["privacy.sdmetrics.dcr_overfitting_protection"] <= 0.2
     assert not copy_result.passed
     failed = {g.name for g in copy_result.gates if not g.passed}
-    assert {"privacy.dcr_share", "privacy.mia_auc", "privacy.exact_copies"} <= failed
+    assert {"privacy.dcr_share.ci_low", "privacy.mia_auc.ci_low", "privacy.near_copy_share.ci_low", "privacy.exact_copies"} <= failed
     msg = copy_result.failed_gates_message()
     for name in ("privacy.dcr_share", "privacy.mia_auc", "privacy.exact_copies"):
         assert name in msg
-    assert "must be <= 0.65" in msg and "\n" not in msg
+    assert "must be <= 0.55" in msg and "\n" not in msg
 
 
 # ---- shuffling: marginals pass, trajectories and the discriminator fail -------------------------------------
 def test_shuffled_generator_passes_marginals_fails_temporal(shuffle_result, floor_result):
     m = shuffle_result.metrics
-    temporal_ks = [v for k, v in m.items() if k.startswith("fidelity.ks_complement.") and k.split(".", 2)[2] in
-                   ("bili", "chol", "albumin", "alk.phos", "ast", "platelet", "protime")]
-    assert temporal_ks and min(temporal_ks) >= 0.99  # a permutation of the training visits
-    assert m["fidelity.marginal_score"] >= 0.9
+    labs = ("bili", "chol", "albumin", "alk.phos", "ast", "platelet", "protime")
+    # a permutation of the training visits: against the holdout, each lab's marginal scores as the training patients do
+    for lab in labs:
+        key = f"fidelity.ks_complement.{lab}"
+        assert m[key] == pytest.approx(shuffle_result.calibration[key], abs=1e-12), lab
+    assert m["fidelity.marginal_score"] >= shuffle_result.calibration["fidelity.marginal_score"] - 0.05
     assert m["temporal.lag1_abs_diff.mean"] >= 0.4
     assert m["temporal.lag1_abs_diff.mean"] > 5 * floor_result.metrics["temporal.lag1_abs_diff.mean"]
     assert m["temporal.stay_prob_abs_diff.max"] >= 0.2
     assert m["temporal.trend_corr_abs_diff"] > floor_result.metrics["temporal.trend_corr_abs_diff"]
-    assert m["discriminator_auc"] >= 0.9
+    assert m["discriminator_auc"] >= 0.85 and m["discriminator_auc"] > shuffle_result.calibration["discriminator_auc"] + 0.3
     assert m["validity.static_consistency"] < 0.1  # shuffled static columns flip within patients
     failed = {g.name for g in shuffle_result.gates if not g.passed}
     assert {"temporal.lag1_abs_diff.mean", "discriminator_auc", "validity.static_consistency"} <= failed
@@ -204,9 +206,13 @@ def test_identical_data_scores_one(halves, pbc_schema):
         assert m[key] == pytest.approx(0.0, abs=1e-12), key
 
 
-def test_identical_data_quality_report(copy_result):
-    assert copy_result.metrics["fidelity.quality_score"] == pytest.approx(1.0, abs=1e-6)
-    assert copy_result.metrics["fidelity.diagnostic_score"] == pytest.approx(1.0, abs=1e-6)
+def test_copies_score_as_the_training_patients_they_copy(copy_result):
+    """Judged against the holdout, a copy of the training patients is exactly as good as the
+    training patients themselves (the floor): memorisation buys no fidelity."""
+    for key in ("fidelity.quality_score", "fidelity.marginal_score", "temporal.lag1_abs_diff.mean"):
+        assert copy_result.metrics[key] == pytest.approx(copy_result.calibration[key], abs=1e-9), key
+    assert copy_result.metrics["discriminator_auc"] == pytest.approx(copy_result.calibration["discriminator_auc"], abs=0.05)
+    assert copy_result.metrics["fidelity.diagnostic_score"] == pytest.approx(copy_result.calibration["fidelity.diagnostic_score"])
 
 
 def test_labels_compare_through_canonical_forms(halves, pbc_schema):

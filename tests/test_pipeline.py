@@ -21,6 +21,7 @@ FAST = [
     # an untrained model cannot pass the fidelity gates; these runs test the plumbing
     "--set", "evaluation.gates.max_discriminator_auc=1.0", "--set", "evaluation.gates.min_quality_score=0.0",
     "--set", "evaluation.gates.max_mia_auc=1.0", "--set", "evaluation.gates.max_dcr_share=1.0",
+    "--set", "evaluation.gates.max_near_copy_share=1.0", "--set", "train.memorisation_patients=32",
     "--set", "evaluation.gates.max_lag1_abs_diff=2.0", "--set", "evaluation.gates.max_missing_rate_diff=1.0",
 ]
 
