@@ -9,7 +9,6 @@ included in the first run). The issue's bar: <= 60 s on the 2-core CI machine.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time

@@ -121,12 +121,23 @@ class TrainConfig:
     # (diffusion.memorisation); a checkpoint whose generated patients lie nearer the training set
     # in more than this share of cases is not kept (0.5 is fair, 1 is copying)
     max_train_dcr_share: float = 0.6
-    memorisation_patients: int = 256  # generated per check (0: no memorisation check)
-    memorisation_sampling_steps: int = 50  # DDIM steps for those patients
+    memorisation_patients: int = 128  # generated per check (0: no memorisation check)
+    memorisation_sampling_steps: int = 25  # DDIM steps for those patients
     checkpoint_every: int = 1000  # steps between resumable checkpoints
     validation_fraction: float = 0.1  # training patients held out for the validation loss and memorisation
     min_validation_patients: int = 20  # ... but at least this many (at most a quarter of the training patients)
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    # differentially private training (DP-SGD through Opacus, diffusion.dp): Poisson batches,
+    # per-patient gradients clipped to dp_max_grad_norm, Gaussian noise sized so the planned steps
+    # spend at most (dp_epsilon, dp_delta); 0 delta: min(1e-5, 1/(10 n)). The guarantee covers the
+    # network's weights: under DP the final EMA weights are kept (no choice of checkpoint by
+    # patients' data, no memorisation probe, no early stopping), the noise is drawn from fresh
+    # entropy unless dp_seeded_noise (reproducible, but then the seed must stay secret)
+    dp: bool = False
+    dp_epsilon: float = 3.0
+    dp_delta: float = 0.0
+    dp_max_grad_norm: float = 1.0
+    dp_seeded_noise: bool = False
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU and under DP
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
     log_every: int = 100
@@ -374,6 +385,8 @@ def _check(obj: Any, prefix: str) -> None:
         if obj.max_epochs <= 0 or obj.patience < 0 or obj.memorisation_patients < 0 or obj.min_validation_patients < 0:
             problems.append("train.max_epochs must be positive; train.patience, train.memorisation_patients and "
                             "train.min_validation_patients at least 0")
+        if obj.dp and (obj.dp_epsilon <= 0 or obj.dp_delta < 0 or obj.dp_delta >= 1 or obj.dp_max_grad_norm <= 0):
+            problems.append("train.dp_epsilon and train.dp_max_grad_norm must be positive, train.dp_delta in [0, 1)")
         if not 0.5 <= obj.max_train_dcr_share <= 1:
             problems.append("train.max_train_dcr_share must be in [0.5, 1]")
         if obj.lr_schedule not in ("cosine", "constant"):

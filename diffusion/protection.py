@@ -55,8 +55,9 @@ class Protection:
     t0: list[float] | None = None
     gap: list[float] | None = None
     max_visits: int | None = None
-    rare: dict[str, list[str]] = field(default_factory=dict)  # column -> labels seen in < k patients
-    common: dict[str, dict[str, float]] = field(default_factory=dict)  # column -> common label -> share
+    # column -> label -> share, for each column where some label is seen in < k patients: the
+    # labels k patients share; any other label is rare (the rare ones themselves are not kept)
+    common: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, train: pd.DataFrame, schema: Schema, k: int, rare_mode: str = "resample") -> "Protection":
@@ -76,9 +77,7 @@ class Protection:
             labels = _labels(train[col.name], col)
             patients = labels.groupby(ids).agg(lambda s: set(s.dropna()))
             seen = pd.Series([lab for labs in patients for lab in labs]).value_counts()
-            rare = sorted(seen[seen < k].index)
-            if rare:
-                p.rare[col.name] = rare
+            if (seen < k).any():
                 common = seen[seen >= k]
                 p.common[col.name] = (common / common.sum()).to_dict() if len(common) else {}
         if not schema.regular:
@@ -97,14 +96,14 @@ class Protection:
     def schema(self, schema: Schema) -> Schema:
         """The schema the model is fitted with: rare labels are no categories of it (the network
         has no channel for them), and with `merge` RARE is one."""
-        if not self.rare:
+        if not self.common:
             return schema
         raw = schema.to_dict()
-        for name, rare in self.rare.items():
+        for name, common in self.common.items():
             col = raw["columns"][name]
             if col.get("type") != "categorical":
                 continue
-            kept = [c for c in col["categories"] if c not in set(rare)]
+            kept = [c for c in col["categories"] if c in common]
             if self.rare_mode == "merge":
                 kept.append(RARE)
             if kept:
@@ -119,8 +118,8 @@ class Protection:
             v = pd.to_numeric(out[name], errors="coerce")
             clipped = v.clip(lo, hi)
             out[name] = clipped.astype(out[name].dtype) if pd.api.types.is_integer_dtype(out[name]) else clipped
-        for name, rare in self.rare.items():
-            out[name] = self._relabel(out, schema, schema.column(name), set(rare), rng)
+        for name in self.common:
+            out[name] = self._relabel(out, schema, schema.column(name), rng)
         if not schema.regular and (self.t0 is not None or self.gap is not None):
             out[schema.time] = self._times(out, schema)
         if self.max_visits is not None:
@@ -129,13 +128,13 @@ class Protection:
             out = out.loc[sorted(order.index[visit < self.max_visits])]
         return out
 
-    def _relabel(self, df: pd.DataFrame, schema: Schema, col: Column, rare: set[str], rng: np.random.Generator) -> pd.Series:
+    def _relabel(self, df: pd.DataFrame, schema: Schema, col: Column, rng: np.random.Generator) -> pd.Series:
+        common = self.common[col.name]
         labels = _labels(df[col.name], col)
-        hit = labels.isin(rare)
+        hit = labels.notna() & ~labels.isin(list(common)) & (labels != RARE)
         if not hit.any():
             return df[col.name]
         values = df[col.name].astype(object).copy()
-        common = self.common.get(col.name) or {}
         if self.rare_mode == "merge" and col.type == "categorical":
             values[hit] = RARE
             return values

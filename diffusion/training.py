@@ -59,6 +59,9 @@ class TrainResult:
     stopped_by: str = ""
     device: str = "cpu"
     resumed_from: int = 0
+    dp_epsilon: float | None = None  # the privacy budget spent (DP-SGD runs)
+    dp_delta: float | None = None
+    dp_noise_multiplier: float | None = None
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "history"}
@@ -159,13 +162,22 @@ def train(
     model = model.to(device)
     train_idx, val_idx = split_validation(len(data), cfg.validation_fraction, seed, cfg.min_validation_patients)
     train_data, val_data = data.subset(train_idx), data.subset(val_idx)
-    signal = probe(model, train_data, val_data) if probe is not None and len(val_data) and cfg.memorisation_patients else None
+    # under DP nothing chooses between checkpoints by patients' data, so nothing is probed
+    use_probe = probe is not None and len(val_data) and cfg.memorisation_patients and not cfg.dp
+    signal = probe(model, train_data, val_data) if use_probe else None
     plan = planned_steps(cfg, len(train_data))
     x_all = torch.from_numpy(train_data.x).to(device)
     m_all = torch.from_numpy(train_data.mask).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay)
     gen = torch.Generator().manual_seed(seed)
+    dp = None
+    if cfg.dp:
+        from diffusion.dp import DPTrainer, poisson_indices  # Opacus is imported only for DP runs
+
+        dp = DPTrainer(model, opt, n=len(train_data), batch_size=min(cfg.batch_size, len(train_data)), steps=plan,
+                       target_epsilon=cfg.dp_epsilon, target_delta=cfg.dp_delta, max_grad_norm=cfg.dp_max_grad_norm,
+                       seed=seed if cfg.dp_seeded_noise else None)
     result = TrainResult(device=str(device), planned_steps=plan)
     best_state: dict[str, torch.Tensor] | None = None
     kept: dict[str, Any] | None = None  # the history entry of the kept checkpoint
@@ -188,10 +200,12 @@ def train(
             kept = next((h for h in result.history if h["step"] == result.best_step), None)
             since_best = int(state.get("since_best", 0))
             best_state = state.get("best") or None
+            if dp is not None and state.get("dp"):
+                dp.load_state_dict(state["dp"])
             result.resumed_from = step
             log.info("Resumed training from step %d (%s).", step, ckpt_path)
 
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp = cfg.amp and device.type == "cuda" and dp is None
     budget = cfg.max_minutes * 60.0
     start = time.monotonic()
     bar = tqdm(
@@ -207,7 +221,7 @@ def train(
             "model": model.state_dict(), "ema": ema.model.state_dict(), "optimizer": opt.state_dict(),
             "generator": gen.get_state(), "step": step, "history": result.history,
             "best_val_loss": result.best_val_loss, "best_step": result.best_step, "best": best_state or {},
-            "since_best": since_best,
+            "since_best": since_best, **({"dp": dp.state_dict()} if dp is not None else {}),
         })
         if callback:
             callback("checkpoint", {"step": step, "path": str(ckpt_path)})
@@ -223,7 +237,10 @@ def train(
             entry["train_dcr_share"] = signal(ema.model)
             ema.model.to(device)
         result.history.append(entry)
-        if _better(entry, kept, cfg.max_train_dcr_share):
+        if dp is not None:  # DP: the latest weights, never a choice by patients' data
+            best_state = {k: v.detach().to("cpu").clone() for k, v in ema.model.state_dict().items()}
+            result.best_val_loss, result.best_step = val, step
+        elif _better(entry, kept, cfg.max_train_dcr_share):
             kept, since_best = entry, 0
             result.best_val_loss, result.best_step = val, step
             best_state = {k: v.detach().to("cpu").clone() for k, v in ema.model.state_dict().items()}
@@ -235,13 +252,16 @@ def train(
     model.train()
     stopped_by = "max_steps" if plan == cfg.max_steps else "max_epochs"
     while step < plan:
-        if cfg.patience and since_best >= cfg.patience:
+        if cfg.patience and since_best >= cfg.patience and dp is None:
             stopped_by = "patience"
             break
         if time.monotonic() - start > budget:
             stopped_by = "time"
             break
-        idx = torch.randint(0, x_all.shape[0], (min(cfg.batch_size, x_all.shape[0]),), generator=gen).to(device)
+        if dp is not None:  # Poisson batches, as the accountant assumes
+            idx = poisson_indices(x_all.shape[0], dp.sample_rate, gen).to(device)
+        else:
+            idx = torch.randint(0, x_all.shape[0], (min(cfg.batch_size, x_all.shape[0]),), generator=gen).to(device)
         t = torch.randint(0, diffusion.steps, (idx.shape[0],), generator=gen).to(device)
         noise = torch.randn((idx.shape[0], *x_all.shape[1:]), generator=gen).to(device)
         lr = cfg.learning_rate * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
@@ -251,11 +271,16 @@ def train(
             g["lr"] = lr
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             self_cond = torch.rand(idx.shape[0], generator=gen).to(device) < 0.5  # half with a first estimate, half without
-            loss = diffusion.training_losses(model, x_all[idx], t, m_all[idx], noise, self_cond).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+            losses = diffusion.training_losses(dp.model if dp is not None else model, x_all[idx], t, m_all[idx], noise, self_cond)
+        if dp is not None:  # per-patient clipping and noise replace the global clip
+            dp.step(losses)
+            loss = losses.detach().mean() if len(losses) else torch.tensor(running or 0.0)
+        else:
+            loss = losses.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
         ema.update(model, step)
         step += 1
         value = float(loss.detach())
@@ -278,6 +303,10 @@ def train(
     checkpoint()
     if best_state is None:
         best_state = {k: v.detach().to("cpu").clone() for k, v in ema.model.state_dict().items()}
+    if dp is not None:
+        result.dp_epsilon, result.dp_delta, result.dp_noise_multiplier = dp.epsilon(), dp.delta, dp.noise_multiplier
+        log.info("DP-SGD: epsilon %.3f spent at delta %.2g (noise multiplier %.3f, sample rate %.4f).",
+                 result.dp_epsilon, result.dp_delta, dp.noise_multiplier, dp.sample_rate)
     if kept is not None and "train_dcr_share" in kept:
         result.best_dcr_share = kept["train_dcr_share"]
         result.admissible = kept["train_dcr_share"] <= cfg.max_train_dcr_share

@@ -3,7 +3,7 @@
 Metric names (all flat, JSON-able floats; a measure that cannot be computed is left out):
 
 - ``fidelity.*``   marginals, correlations, sdmetrics Quality/Diagnostic reports (see
-  `evaluation.measures` and `evaluation.sdm`)
+  `evaluation.fidelity` and `evaluation.sdm`)
 - ``temporal.*``   lag-1 autocorrelations, label transitions, sequence lengths, visit gaps,
   trend/cycle (dynamic) correlations
 - ``missing.*``    missing rates per nullable column
@@ -47,8 +47,10 @@ from diffusion.errors import InputError
 from diffusion.schema import Schema
 from evaluation import figures as F
 from evaluation import gates as G
-from evaluation import measures as M
-from evaluation import models, privacy, sdm
+from evaluation import detection, privacy, sdm, utility
+from evaluation.fidelity import correlations, marginals, missingness
+from evaluation.temporal import dynamic_correlations, temporal
+from evaluation.validity import validity
 from evaluation.data import PID, n_patients, split_patients, tidy
 from evaluation.gates import GateResult
 
@@ -90,18 +92,18 @@ def _check_config(cfg: EvaluationConfig) -> None:
 def fidelity(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, cfg: EvaluationConfig, raw: pd.DataFrame | None = None) -> dict[str, float]:
     """Fidelity, temporal, missingness, validity and discriminator measures of `syn` vs `real`."""
     out: dict[str, float] = {}
-    out.update(M.validity(syn, schema, raw))
-    out.update(M.marginals(real, syn, schema))
-    out.update(M.correlations(real, syn, schema))
-    out.update(M.temporal(real, syn, schema))
-    out.update(M.missingness(real, syn, schema))
-    out.update(M.dynamic_correlations(real, syn, schema, cfg.trend_window))
+    out.update(validity(syn, schema, raw))
+    out.update(marginals(real, syn, schema))
+    out.update(correlations(real, syn, schema))
+    out.update(temporal(real, syn, schema))
+    out.update(missingness(real, syn, schema))
+    out.update(dynamic_correlations(real, syn, schema, cfg.trend_window))
     try:
         out.update(sdm.reports(real, syn, schema, seed=cfg.seed))
     except Exception as exc:  # noqa: BLE001 - reported as a missing measure (its gate then blocks)
         log.warning("sdmetrics reports skipped: %s: %s", type(exc).__name__, exc)
     if n_patients(real) >= 2 and n_patients(syn) >= 2:
-        out["discriminator_auc"] = models.discriminator_auc(real, syn, schema, seed=cfg.seed, folds=cfg.discriminator_folds)
+        out["discriminator_auc"] = detection.discriminator_auc(real, syn, schema, seed=cfg.seed, folds=cfg.discriminator_folds)
     return out
 
 
@@ -109,7 +111,7 @@ def risk(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema: S
     """Privacy measures (distance-based and sdmetrics) of `syn`, with `holdout` as the unseen reference."""
     out = privacy.privacy(real, syn, holdout, schema, seed=cfg.seed, subsample=cfg.privacy_subsample)
     out.update(sdm.privacy(real, syn, holdout, schema, seed=cfg.seed, rows=cfg.sdmetrics_privacy_rows,
-                           sensitive=models.default_target(schema)))
+                           sensitive=utility.default_target(schema)))
     return out
 
 
@@ -124,7 +126,7 @@ def sample_patients(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, holdout: pd.DataFrame | None = None,
              config: EvaluationConfig | None = None, loss_history: list[dict] | None = None,
-             out_dir: Path | None = None) -> EvaluationResult:
+             out_dir: Path | None = None, provenance: dict[str, str] | None = None) -> EvaluationResult:
     """Judge `synthetic` against real patients the model never saw (`holdout`), beside the
     training patients `real` in its place (the floor), and for privacy against both.
 
@@ -133,7 +135,8 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, hol
     never saw: the fidelity yardstick, the utility test set and the privacy reference.
     Without it, utility and privacy measures are skipped and the gates that need them are
     reported as not evaluated (they block the release unless `gates.require_holdout` is
-    false). `loss_history` ([{"step", "loss", "val_loss"}]) adds the loss-curve figure.
+    false). `loss_history` ([{"step", "loss", "val_loss"}]) adds the loss-curve figure;
+    `provenance` (e.g. the training's DP budget) is shown in the report and metrics.json.
     With `out_dir`, writes ``report.html`` (self-contained), ``metrics.json`` and
     ``figures/*.png`` there. Seeded by `config.seed`: the same inputs give the same metrics.
     """
@@ -156,8 +159,8 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, hol
         # synthetic and training patients judged against the same unseen patients, at the same size
         judged = sample_patients(s, n_patients(r), cfg.seed)
         metrics = fidelity(h, judged, schema, cfg)
-        metrics.update({k: v for k, v in M.validity(s, schema, synthetic).items()})  # validity: every synthetic patient
-        metrics.update(models.utility(r, s, h, schema, seed=cfg.seed))
+        metrics.update({k: v for k, v in validity(s, schema, synthetic).items()})  # validity: every synthetic patient
+        metrics.update(utility.utility(r, s, h, schema, seed=cfg.seed))
         metrics.update(risk(r, s, h, schema, cfg))
         calibration = {k: v for k, v in fidelity(h, r, schema, cfg).items() if not k.startswith("validity.")}
         if n_patients(h) >= 4:
@@ -183,9 +186,9 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, hol
         result.metrics_path.write_text(json.dumps({
             "schema": schema.name, "passed": result.passed, "counts": counts,
             "gates": [g.to_dict() for g in gate_results], "metrics": metrics, "calibration": calibration,
-            "config": _plain(cfg), "seconds": round(result.seconds, 2),
+            "config": _plain(cfg), "seconds": round(result.seconds, 2), "provenance": provenance or {},
         }, indent=2))
-        result.report_path = write_report(result, schema, out_dir / "report.html", counts=counts)
+        result.report_path = write_report(result, schema, out_dir / "report.html", counts=counts, provenance=provenance)
     return result
 
 

@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from diffusion.schema import Schema  # noqa: E402
-from evaluation import measures as M  # noqa: E402
+from evaluation.fidelity import column_values, correlation_matrix  # noqa: E402
+from evaluation.temporal import trend_cycle as trend_cycle_matrices  # noqa: E402
 from evaluation.data import PID, POS, discrete_temporal, numeric_temporal  # noqa: E402
 
 REAL, SYN, HOLD = "#1f77b4", "#ff7f0e", "#7f7f7f"
@@ -45,7 +46,7 @@ def marginals(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, path: Path)
     nrow = max(1, math.ceil(len(cols) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.5 * nrow), squeeze=False)
     for ax, col in zip(axes.ravel(), cols):
-        a, b = M.column_values(real, schema, col.name), M.column_values(syn, schema, col.name)
+        a, b = column_values(real, schema, col.name), column_values(syn, schema, col.name)
         if col.numeric:
             both = np.r_[a.to_numpy(float), b.to_numpy(float)]
             both = both[np.isfinite(both)]
@@ -72,7 +73,7 @@ def marginals(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, path: Path)
 
 
 def correlations(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, path: Path) -> Path | None:
-    cr, cs = M.correlation_matrix(real, schema), M.correlation_matrix(syn, schema)
+    cr, cs = correlation_matrix(real, schema), correlation_matrix(syn, schema)
     if len(cr) < 2:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
@@ -85,7 +86,7 @@ def correlations(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, path: Pa
 def trend_cycle(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, path: Path, window: int) -> Path | None:
     if len(numeric_temporal(schema)) < 2:
         return None
-    (rt, rc), (st, sc) = M.trend_cycle(real, schema, window), M.trend_cycle(syn, schema, window)
+    (rt, rc), (st, sc) = trend_cycle_matrices(real, schema, window), trend_cycle_matrices(syn, schema, window)
     fig, axes = plt.subplots(2, 3, figsize=(15, 9.5))
     for row, (name, r, s) in enumerate((("trend", rt, st), ("cycle", rc, sc))):
         for ax, m, title in zip(axes[row], (r, s, s - r), ("real", "synthetic", "synthetic - real")):

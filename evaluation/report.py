@@ -106,7 +106,14 @@ def _img(name: str, path: Path) -> str:
     return f"<h3>{html.escape(name.replace('_', ' '))}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'/>"
 
 
-def write_report(result, schema: Schema, path: Path, *, counts: dict[str, int]) -> Path:
+def _provenance(provenance: dict[str, str] | None) -> str:
+    if not provenance:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in provenance.items())
+    return f"<h2>Model</h2><table>{rows}</table>"
+
+
+def write_report(result, schema: Schema, path: Path, *, counts: dict[str, int], provenance: dict[str, str] | None = None) -> Path:
     verdict = ("All release gates passed." if result.passed else
                "Release blocked: " + html.escape(result.failed_gates_message()))
     holdout = counts.get("holdout_patients", 0)
@@ -138,6 +145,7 @@ def write_report(result, schema: Schema, path: Path, *, counts: dict[str, int]) 
 <p>{intro}</p>
 <div class="verdict {'ok' if result.passed else 'bad'}">{verdict}</div>
 <h2>Release gates</h2>{_gates_table(result)}
+{_provenance(provenance)}
 <h2>Headline measures</h2>{_headline(result)}
 {''.join(sections)}
 <h2>Every measure</h2>{_all_measures(result)}

@@ -13,6 +13,10 @@ import sys
 import textwrap
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the config module is imported late, after the environment is set
+    from diffusion.config import Config
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_DATA = DATA_DIR / "pbcseq.csv"

@@ -85,7 +85,7 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
                 raise GateError(evaluation.failed_gates_message())
             manifest = {"model_uri": reg["uri"], "model_name": sch.name, "model_version": str(reg["version"]), "training_run_id": run.id,
                         "seed": cfg.pipeline.seed, "patients": patients, "extract_fingerprint": fp,
-                        "gates_passed": evaluation.passed, "flow_run_id": _flow_run_id()}
+                        "gates_passed": evaluation.passed, "flow_run_id": _flow_run_id(), **stages.privacy_manifest(model)}
             out["release"] = stages.publish(synthetic, sch, manifest, report_dir)
             run.tags({"release.path": out["release"], "release.run_id": run.id})
             link_release({"model_name": sch.name, "model_version": reg["version"]}, {"release.path": out["release"]})
@@ -146,7 +146,7 @@ def release_flow(model: str | None = None, schema_name: str | None = None, patie
                 raise GateError(evaluation.failed_gates_message())
             manifest = {"model_uri": model, "model_name": info.get("model_name", sch.name), "model_version": str(info.get("model_version", "")),
                         "training_run_id": info.get("run_id"), "release_run_id": run.id, "seed": seed, "patients": n,
-                        "extract_fingerprint": fp, "gates_passed": True, "flow_run_id": _flow_run_id()}
+                        "extract_fingerprint": fp, "gates_passed": True, "flow_run_id": _flow_run_id(), **stages.privacy_manifest(hg)}
             path = stages.publish(synthetic, sch, manifest, report_dir)
             run.tags({"release.path": path})
             link_release(info, {"release.path": path, "release.run_id": run.id, "release.prefect_flow_run_id": _flow_run_id()})

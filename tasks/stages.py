@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +117,9 @@ def train_model(train: pd.DataFrame, schema: Schema, config: Config, run: Run | 
                      "train.best_step": result.best_step, "train.planned_steps": result.planned_steps})
         if result.best_dcr_share is not None:
             run.metrics({"train.best_dcr_share": result.best_dcr_share})
+        if result.dp_epsilon is not None:
+            run.metrics({"train.dp_epsilon_spent": result.dp_epsilon, "train.dp_delta": result.dp_delta,
+                         "train.dp_noise_multiplier": result.dp_noise_multiplier})
         run.tags({"train.stopped_by": result.stopped_by, "train.device": result.device,
                   "train.memorisation_admissible": result.admissible})
         run.json(model.meta.get("protection") or {}, "training/value_protection.json")
@@ -140,6 +142,29 @@ def sample(model: HealthGymModel, patients: int, seed: int) -> pd.DataFrame:
     return model.sample(patients, seed=seed, progress=lambda done, n: logger.info("sampled %d/%d patients", done, n))
 
 
+def provenance(model: HealthGymModel) -> dict[str, str]:
+    """What the report and the release manifest say of how the model was trained."""
+    t = model.meta.get("training") or {}
+    out = {"training": f"{t.get('steps')} steps, stopped by {t.get('stopped_by')}, kept step {t.get('best_step')}"}
+    if t.get("best_dcr_share") is not None:
+        out["memorisation signal of the kept checkpoint"] = f"{t['best_dcr_share']:.3f} (0.5 fair)"
+    if t.get("dp_epsilon") is not None:
+        out["differential privacy (DP-SGD, network weights)"] = f"epsilon {t['dp_epsilon']:.3f}, delta {t['dp_delta']:.2g}"
+    else:
+        out["differential privacy"] = "none (train.dp is off)"
+    if model.meta.get("protection"):
+        out["value protection"] = f"k = {model.meta['protection']['k']}, rare labels: {model.meta['protection']['rare_mode']}"
+    return out
+
+
+def privacy_manifest(model: HealthGymModel) -> dict[str, Any]:
+    """The release manifest's privacy fields: the DP budget (null without DP) and the value protection."""
+    t = model.meta.get("training") or {}
+    p = model.meta.get("protection") or {}
+    return {"dp_epsilon": t.get("dp_epsilon"), "dp_delta": t.get("dp_delta"),
+            "value_protection": {"k": p.get("k"), "rare_labels": p.get("rare_mode")} if p else None}
+
+
 @hg_task(name="evaluate-synthetic")
 def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, model: HealthGymModel, holdout: pd.DataFrame | None,
              history: list[dict] | None, out_dir: Path, run: Run | None):
@@ -155,7 +180,8 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, model: HealthGymModel,
         protection = Protection.from_dict(model.meta["protection"])
         real = protection.apply(real, schema, seed=config.pipeline.seed)
         holdout = protection.apply(holdout, schema, seed=config.pipeline.seed + 1) if holdout is not None else None
-    result = run_evaluation(real, synthetic, schema, holdout=holdout, config=config.evaluation, loss_history=history, out_dir=out_dir)
+    result = run_evaluation(real, synthetic, schema, holdout=holdout, config=config.evaluation, loss_history=history,
+                            out_dir=out_dir, provenance=provenance(model))
     if run is not None:
         run.metrics(result.metrics)
         run.metrics({f"calibration.{k}": v for k, v in result.calibration.items()})

@@ -9,7 +9,7 @@ import torch
 
 from diffusion.bundle import HealthGymModel
 from diffusion.config import Config
-from diffusion.encoding import VALID, TrajectoryEncoder, _isolation, _smooth, _stay_rate, _switching_decode
+from diffusion.encoding import TrajectoryEncoder, _isolation, _smooth, _stay_rate, _switching_decode
 from diffusion.sampling import respaced_steps, sample_loop
 from diffusion.schedule import GaussianDiffusion, make_betas
 from diffusion.schema import Schema

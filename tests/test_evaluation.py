@@ -21,7 +21,7 @@ import pytest
 from diffusion.config import EvaluationConfig, GateConfig
 from diffusion.schema import Schema, canonical_label
 from evaluation import EvaluationResult, GateResult, evaluate, evaluate_files
-from evaluation import measures as M
+from evaluation import fidelity, temporal, validity
 from evaluation.data import patient_features, tidy
 from evaluation.gates import check
 
@@ -162,7 +162,7 @@ def test_static_consistency_detects_a_flipping_static_column(halves, pbc_schema)
     flip = syn.groupby("id").cumcount() == 1  # the second visit of every patient with two or more
     syn.loc[flip, "sex"] = syn.loc[flip, "sex"].map({"f": "m", "m": "f"})
     share = (syn.groupby("id").size() >= 2).mean()
-    m = M.validity(tidy(syn, pbc_schema), pbc_schema, syn)
+    m = validity.validity(tidy(syn, pbc_schema), pbc_schema, syn)
     assert m["validity.static_consistency"] == pytest.approx(1 - share)
     g = next(g for g in check(m, GateConfig(), has_holdout=True) if g.name == "validity.static_consistency")
     assert g.evaluated and not g.passed
@@ -177,12 +177,12 @@ def test_time_order_detects_non_increasing_times(halves, pbc_schema):
         syn.loc[sel, "day"] = syn.loc[sel, "day"].to_numpy()[::-1]
     multi = (syn[syn["id"].isin(ids)].groupby("id").size() >= 2).sum()
     n = syn["id"].nunique()
-    m = M.validity(tidy(syn, pbc_schema), pbc_schema, syn)
+    m = validity.validity(tidy(syn, pbc_schema), pbc_schema, syn)
     assert m["validity.time_order"] == pytest.approx(1 - multi / n)
     dup = holdout.copy()
     dup.loc[dup.groupby("id").cumcount() == 1, "day"] = 0  # a repeated time is not increasing
-    assert M.time_order(dup, pbc_schema) < 1.0
-    assert M.time_order(holdout, pbc_schema) == 1.0
+    assert validity.time_order(dup, pbc_schema) < 1.0
+    assert validity.time_order(holdout, pbc_schema) == 1.0
 
 
 def test_bounds_and_categories(halves, pbc_schema):
@@ -190,15 +190,15 @@ def test_bounds_and_categories(halves, pbc_schema):
     syn = holdout.copy()
     syn.loc[syn.index[:20], "albumin"] = -1.0  # below min 0
     syn.loc[syn.index[:10], "stage"] = 7  # not a declared category
-    m = M.validity(tidy(syn, pbc_schema), pbc_schema, syn)
+    m = validity.validity(tidy(syn, pbc_schema), pbc_schema, syn)
     assert m["validity.in_bounds"] < 1.0 and m["validity.in_categories"] < 1.0
 
 
 def test_identical_data_scores_one(halves, pbc_schema):
     train, _, _ = halves
     r, s = tidy(train, pbc_schema), tidy(copy_generator(train), pbc_schema)
-    m = M.marginals(r, s, pbc_schema) | M.correlations(r, s, pbc_schema) | M.temporal(r, s, pbc_schema)
-    m |= M.missingness(r, s, pbc_schema) | M.dynamic_correlations(r, s, pbc_schema)
+    m = fidelity.marginals(r, s, pbc_schema) | fidelity.correlations(r, s, pbc_schema) | temporal.temporal(r, s, pbc_schema)
+    m |= fidelity.missingness(r, s, pbc_schema) | temporal.dynamic_correlations(r, s, pbc_schema)
     assert m["fidelity.marginal_score"] == pytest.approx(1.0)
     for key in ("fidelity.correlation_abs_diff", "temporal.lag1_abs_diff.max", "temporal.stay_prob_abs_diff.max",
                 "temporal.transition_tvd.mean", "temporal.length_tvd", "temporal.gap_ks", "missing.rate_abs_diff.max",
@@ -224,13 +224,13 @@ def test_labels_compare_through_canonical_forms(halves, pbc_schema):
     for col in ("trt", "ascites"):  # binaries as true/false
         as_text[col] = as_text[col].map(lambda v: None if pd.isna(v) else {0: "false", 1: "true"}[int(v)])
     a, b, c = tidy(train, pbc_schema), tidy(holdout, pbc_schema), tidy(as_text, pbc_schema)
-    assert M.marginals(a, b, pbc_schema) == M.marginals(a, c, pbc_schema)
-    assert M.temporal(a, b, pbc_schema) == M.temporal(a, c, pbc_schema)
+    assert fidelity.marginals(a, b, pbc_schema) == fidelity.marginals(a, c, pbc_schema)
+    assert temporal.temporal(a, b, pbc_schema) == temporal.temporal(a, c, pbc_schema)
 
 
 def test_trend_cycle_matrices(halves, pbc_schema):
     train, _, _ = halves
-    trend, cycle = M.trend_cycle(tidy(train, pbc_schema), pbc_schema)
+    trend, cycle = temporal.trend_cycle(tidy(train, pbc_schema), pbc_schema)
     assert list(trend.columns) == [c.name for c in pbc_schema.temporal_columns if c.numeric]
     for m in (trend, cycle):
         v = m.to_numpy()
@@ -300,7 +300,7 @@ def test_evaluate_files_csv_and_parquet(tmp_path, halves, pbc_schema):
 
 def test_default_target_and_missing_columns(halves, pbc_schema):
     from diffusion.errors import InputError
-    from evaluation.models import default_target
+    from evaluation.utility import default_target
 
     raw = pbc_schema.to_dict()
     raw.pop("target")
@@ -362,9 +362,9 @@ def test_rank_lag1_is_not_dominated_by_a_few_extreme_visits():
             x = 0.8 * x + 0.6 * rng.normal()
             rows.append({"_pid": pid, "_pos": pos, "v": x})
     df = pd.DataFrame(rows)
-    clean = (M.lag1(df, "v"), M.lag1(df, "v", rank=True))
+    clean = (temporal.lag1(df, "v"), temporal.lag1(df, "v", rank=True))
     assert abs(clean[0] - clean[1]) < 0.05 and clean[0] > 0.6
     spiked = df.copy()
     spiked.loc[(spiked["_pos"] == 5) & (spiked["_pid"] < 4), "v"] = 60.0
-    assert M.lag1(spiked, "v") < clean[0] - 0.3
-    assert abs(M.lag1(spiked, "v", rank=True) - clean[1]) < 0.05
+    assert temporal.lag1(spiked, "v") < clean[0] - 0.3
+    assert abs(temporal.lag1(spiked, "v", rank=True) - clean[1]) < 0.05

@@ -83,3 +83,42 @@ def test_time_budget_stops_training_and_keeps_the_best_checkpoint():
     # a cohort of numbers only (no missing values, no categories) still gets its decoding calibrated
     assert set(model.meta["calibration"]["marginals"]) == {"v"}
     assert model.encoder.state["columns"]["v"]["numeric"]["generated_quantiles"] is not None
+
+
+def test_dp_training_spends_at_most_its_budget_and_keeps_the_final_weights():
+    df, schema = ar1_cohort(n=64, length=5)
+    cfg = Config().with_overrides(SMALL + ["model.base_channels=8", "model.time_embed_dim=8", "train.max_steps=40",
+                                           "train.batch_size=16", "train.eval_every=10", "train.dp=true",
+                                           "train.dp_epsilon=5", "encoding.calibrate=false"])
+    model, result = fit(df, schema, cfg, progress=False)
+    assert result.steps == 40 and result.stopped_by == "max_steps"
+    assert 0.5 * 5 < result.dp_epsilon <= 5.0 and result.dp_noise_multiplier > 0
+    assert result.best_step == 40  # the final weights: no choice of checkpoint by patients' data
+    assert all("train_dcr_share" not in h for h in result.history)  # nothing probed under DP
+    assert len(model.sample(8, seed=0)) > 0
+
+
+def test_memorisation_signal_is_recorded_and_early_stopping_ends_training():
+    df, schema = ar1_cohort(n=64, length=5)
+    cfg = Config().with_overrides(SMALL + ["model.base_channels=8", "model.time_embed_dim=8", "train.max_steps=100000",
+                                           "train.max_epochs=100000", "train.eval_every=10", "train.patience=2",
+                                           "train.memorisation_patients=16", "train.memorisation_sampling_steps=5",
+                                           "train.learning_rate=0.05", "encoding.calibrate=false", "train.max_minutes=2"])
+    _, result = fit(df, schema, cfg, progress=False)
+    assert result.stopped_by == "patience", result.stopped_by
+    assert all(0.0 <= h["train_dcr_share"] <= 1.0 for h in result.history)
+    assert result.best_dcr_share is not None
+
+
+def test_the_plan_caps_passes_over_small_cohorts_and_the_same_seed_reproduces():
+    from diffusion.training import planned_steps
+
+    cfg = Config().with_overrides(["train.max_epochs=100", "train.batch_size=64"]).train
+    assert planned_steps(cfg, 32) == 100 and planned_steps(cfg, 6400) == 10000
+    df, schema = ar1_cohort(n=48, length=5)
+    over = SMALL + ["model.base_channels=8", "model.time_embed_dim=8", "train.max_steps=30", "train.eval_every=10",
+                    "train.memorisation_patients=8", "train.memorisation_sampling_steps=3", "encoding.calibrate=false"]
+    a, ra = fit(df, schema, Config().with_overrides(over), progress=False)
+    b, rb = fit(df, schema, Config().with_overrides(over), progress=False)
+    assert ra.history == rb.history
+    assert all(torch.equal(x, y) for x, y in zip(a.net.state_dict().values(), b.net.state_dict().values()))

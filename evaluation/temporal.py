@@ -1,22 +1,13 @@
-"""Fidelity, temporal and validity measures of a synthetic set against real patients.
+"""Temporal: do synthetic patients move through time as real ones do?
 
 Pure functions of tidy frames (see `evaluation.data.tidy`) and the schema; no randomness.
-Metric names are flat strings, grouped by prefix:
 
-- ``fidelity.*``: marginals (``ks_complement.<col>`` for numbers, ``tv_complement.<col>`` for
-  labels, static columns compared patient by patient), ``marginal_score`` (their mean),
-  ``correlation_abs_diff`` (mean |Spearman real - synthetic| over column pairs, visit level).
-- ``temporal.*``: ``lag1.{real,synthetic}.<col>`` and ``lag1_abs_diff.<col>`` (lag-1
-  autocorrelation within patients), ``.mean``/``.max`` over columns; ``lag1_rank.*`` and
+- ``temporal.lag1.{real,synthetic}.<col>`` and ``lag1_abs_diff.<col>`` (lag-1 autocorrelation
+  within patients), ``.mean``/``.max`` over columns; ``lag1_rank.*`` and
   ``lag1_rank_abs_diff.<col>`` the same with Spearman's rank correlation (robust to outliers);
-  ``stay_prob.{real,synthetic}.<col>``, ``stay_prob_abs_diff.<col>`` and ``transition_tvd.<col>``
+- ``stay_prob.{real,synthetic}.<col>``, ``stay_prob_abs_diff.<col>`` and ``transition_tvd.<col>``
   for temporal labels; ``length_tvd`` (visits per patient), ``gap_ks`` (gaps between visits);
-  ``trend_corr_abs_diff`` / ``cycle_corr_abs_diff`` (Health Gym dynamic correlations).
-- ``missing.*``: ``rate.{real,synthetic}.<col>``, ``rate_abs_diff.<col>`` and ``.max``.
-- ``validity.*`` (synthetic only): ``static_consistency``, ``time_order``, ``in_bounds``,
-  ``in_categories``.
-
-Similarity scores (complements) are 1 for identical data; differences are 0.
+- ``trend_corr_abs_diff`` / ``cycle_corr_abs_diff`` (Health Gym dynamic correlations).
 """
 
 from __future__ import annotations
@@ -26,61 +17,10 @@ import pandas as pd
 from scipy import stats
 
 from diffusion.schema import Schema
-from evaluation.data import PID, POS, discrete_temporal, numeric_temporal, patient_static
+from evaluation.data import PID, discrete_temporal, numeric_temporal
+from evaluation.fidelity import _ks, _tv, _upper_abs_diff
 
 
-def _tv(a: pd.Series, b: pd.Series) -> float:
-    pa, pb = a.value_counts(normalize=True), b.value_counts(normalize=True)
-    idx = pa.index.union(pb.index)
-    return 0.5 * float((pa.reindex(idx, fill_value=0) - pb.reindex(idx, fill_value=0)).abs().sum())
-
-
-def _ks(a: pd.Series, b: pd.Series) -> float:
-    return float(stats.ks_2samp(a.to_numpy(float), b.to_numpy(float)).statistic)
-
-
-# ---- marginals and correlations --------------------------------------------------------------------
-def column_values(df: pd.DataFrame, schema: Schema, name: str) -> pd.Series:
-    """A column's observed values: one per patient for static columns, one per visit otherwise."""
-    col = schema.column(name)
-    s = patient_static(df, schema)[name] if col.static else df[name]
-    return s.dropna()
-
-
-def marginals(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema) -> dict[str, float]:
-    """KS complement (numbers) / TV complement (binaries and labels) per column."""
-    out: dict[str, float] = {}
-    for col in schema.columns:
-        a, b = column_values(real, schema, col.name), column_values(syn, schema, col.name)
-        if len(a) == 0 or len(b) == 0:
-            continue
-        if col.numeric:
-            out[f"fidelity.ks_complement.{col.name}"] = 1.0 - _ks(a, b)
-        else:
-            out[f"fidelity.tv_complement.{col.name}"] = 1.0 - _tv(a, b)
-    out["fidelity.marginal_score"] = float(np.mean(list(out.values()))) if out else float("nan")
-    return out
-
-
-def correlation_matrix(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
-    """Spearman correlations of numeric and binary columns over visits."""
-    cols = [c.name for c in schema.columns if c.numeric or c.type == "binary"]
-    return df[cols].astype(float).corr(method="spearman")
-
-
-def _upper_abs_diff(a: pd.DataFrame, b: pd.DataFrame) -> float:
-    if len(a) < 2:
-        return float("nan")
-    iu = np.triu_indices(len(a), 1)
-    d = np.abs(a.to_numpy()[iu] - b.to_numpy()[iu])
-    return float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
-
-
-def correlations(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema) -> dict[str, float]:
-    return {"fidelity.correlation_abs_diff": _upper_abs_diff(correlation_matrix(real, schema), correlation_matrix(syn, schema))}
-
-
-# ---- temporal ---------------------------------------------------------------------------------------
 def _previous(df: pd.DataFrame, column: str) -> pd.Series:
     return df.groupby(PID, sort=False)[column].shift(1)
 
@@ -162,25 +102,6 @@ def temporal(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema) -> dict[str,
     return out
 
 
-def missingness(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema) -> dict[str, float]:
-    """Missing rate per nullable column (static ones per patient), real vs synthetic, in rate units."""
-    out: dict[str, float] = {}
-    diffs = []
-    rs, ss = patient_static(real, schema), patient_static(syn, schema)
-    for col in schema.columns:
-        if not col.nullable:
-            continue
-        r = float((rs if col.static else real)[col.name].isna().mean())
-        s = float((ss if col.static else syn)[col.name].isna().mean())
-        out[f"missing.rate.real.{col.name}"] = r
-        out[f"missing.rate.synthetic.{col.name}"] = s
-        out[f"missing.rate_abs_diff.{col.name}"] = abs(r - s)
-        diffs.append(abs(r - s))
-    if diffs:
-        out["missing.rate_abs_diff.max"] = float(max(diffs))
-    return out
-
-
 # ---- Health Gym dynamic correlations -----------------------------------------------------------------
 def trend_cycle_frames(df: pd.DataFrame, schema: Schema, window: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per patient: trend = centred moving average over `window` visits, cycle = value - trend."""
@@ -234,68 +155,3 @@ def dynamic_correlations(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, 
         return {}
     (rt, rc), (st, sc) = trend_cycle(real, schema, window), trend_cycle(syn, schema, window)
     return {"temporal.trend_corr_abs_diff": _upper_abs_diff(rt, st), "temporal.cycle_corr_abs_diff": _upper_abs_diff(rc, sc)}
-
-
-# ---- validity (synthetic only) -------------------------------------------------------------------------
-def time_order(raw: pd.DataFrame, schema: Schema) -> float:
-    """Share of patients whose times strictly increase in the frame's own row order.
-
-    Judged on the raw frame (before sorting): a generator emits each trajectory visit by
-    visit, so a later row with an earlier or equal time is a broken trajectory.
-    """
-    ids = raw[schema.id]
-    keep = ids.notna().to_numpy()
-    t = pd.to_numeric(raw[schema.time], errors="coerce").astype(float)[keep]
-    key = ids[keep].astype(str)
-    if not len(t):
-        return 1.0
-    step = t.groupby(key, sort=False).diff()
-    first = t.groupby(key, sort=False).cumcount() == 0
-    bad = t.isna() | (~first & ~(step > 0))
-    return 1.0 - float(bad.groupby(key, sort=False).any().mean())
-
-
-def validity(syn: pd.DataFrame, schema: Schema, raw: pd.DataFrame | None = None) -> dict[str, float]:
-    """Shares of synthetic patients / values that respect the schema's hard rules.
-
-    ``static_consistency``: patients whose static columns are constant (missing counts as a
-    value); ``time_order``: patients whose times strictly increase row after row (judged on
-    `raw`, the frame as given, when passed); ``in_bounds``: numeric values inside declared
-    min/max (a missing value in a non-nullable column counts as outside); ``in_categories``:
-    binary/categorical values among the declared labels (missing: as for bounds).
-    """
-    g = syn.groupby(PID, sort=False)
-    static_cols = [c.name for c in schema.static_columns]
-    if static_cols and len(syn):
-        static_share = float((g[static_cols].nunique(dropna=False) <= 1).all(axis=1).mean())
-    else:
-        static_share = 1.0
-    if raw is not None:
-        order = time_order(raw, schema)
-    else:
-        step = g[schema.time].diff()
-        bad = syn[schema.time].isna() | ((syn[POS] > 0) & ~(step > 0))
-        order = 1.0 - float(bad.groupby(syn[PID]).any().mean()) if len(syn) else 1.0
-    num_ok = num_total = cat_ok = cat_total = 0
-    for col in schema.columns:
-        s = syn[col.name]
-        if col.numeric:
-            ok = s.notna() & np.isfinite(s.fillna(0.0))
-            if col.min is not None:
-                ok &= s >= col.min
-            if col.max is not None:
-                ok &= s <= col.max
-            counted = s.notna() | (not col.nullable)
-            num_ok += int((ok & counted).sum())
-            num_total += int(counted.sum())
-        else:
-            allowed = [0.0, 1.0] if col.type == "binary" else list(col.categories or ())
-            counted = s.notna() | (not col.nullable)
-            cat_ok += int((s.isin(allowed) & counted).sum())
-            cat_total += int(counted.sum())
-    return {
-        "validity.static_consistency": static_share,
-        "validity.time_order": order,
-        "validity.in_bounds": num_ok / num_total if num_total else 1.0,
-        "validity.in_categories": cat_ok / cat_total if cat_total else 1.0,
-    }

@@ -1,41 +1,20 @@
-"""Patient-level models: the real-vs-synthetic discriminator and the train-on-synthetic utility test.
+"""Utility: does a model trained on synthetic patients predict real ones (TSTR beside TRTR)?
 
-Both work on `evaluation.data.patient_features` (one numeric row per patient, missing kept as
-NaN, which the histogram gradient-boosting models handle natively). Every model is seeded and
-fits on one OpenMP thread: the tables are small (patients x ~100 features), and OpenMP's
-busy-waiting threads slow down many-fold on a shared, oversubscribed CI machine.
+On `evaluation.data.patient_features`; the target is `default_target(schema)`. Seeded, on one
+OpenMP thread (see `evaluation.detection`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
-from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from diffusion.schema import Column, Schema
 from evaluation.data import PID, align, patient_features
-
-
-def _classifier(seed: int) -> HistGradientBoostingClassifier:
-    return HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=10,
-                                          l2_regularization=1.0, early_stopping=False, random_state=seed)
-
-
-def discriminator_auc(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, *, seed: int = 0, folds: int = 5) -> float:
-    """Stratified k-fold cross-validated AUC of a gradient-boosting classifier telling real
-    patients from synthetic ones (0.5 = indistinguishable, 1 = always told apart)."""
-    fr, fs = align(patient_features(real, schema), patient_features(syn, schema))
-    X = np.vstack([fr.to_numpy(float), fs.to_numpy(float)])
-    y = np.r_[np.ones(len(fr)), np.zeros(len(fs))]
-    folds = int(max(2, min(folds, len(fr), len(fs))))
-    proba = np.zeros(len(y))
-    with threadpool_limits(limits=1, user_api="openmp"):
-        for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y):
-            proba[test] = _classifier(seed).fit(X[train], y[train]).predict_proba(X[test])[:, 1]
-    return float(roc_auc_score(y, proba))
+from evaluation.detection import _classifier
 
 
 def default_target(schema: Schema) -> Column | None:
