@@ -428,6 +428,34 @@ def _representative(series: pd.Series, labels: pd.Series) -> dict[str, Any]:
 
 
 # ---- the encoder -----------------------------------------------------------------------------
+def pooled_counts(values: np.ndarray, k: int) -> dict[str, float]:
+    """Histogram of integer values with no count standing for fewer than k values: a bin of k or
+    more stands alone, adjacent smaller bins are pooled, and a pool still short of k joins its
+    left neighbour (its right one when first); a pool's count is spread evenly over its values.
+    Keys are the values as strings."""
+    keys, counts = np.unique(values, return_counts=True)
+    runs: list[list[int]] = []
+    for i in range(len(keys)):
+        small = counts[i] < k
+        if runs and small and all(counts[j] < k for j in runs[-1]):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    merged: list[list[int]] = []
+    for run in runs:
+        if merged and sum(counts[j] for j in merged[-1]) < k:
+            merged[-1].extend(run)
+        elif merged and sum(counts[j] for j in run) < k:
+            merged[-1].extend(run)
+        else:
+            merged.append(run)
+    out: dict[str, float] = {}
+    for run in merged:
+        total = float(sum(counts[j] for j in run))
+        out.update({str(int(keys[j])): total / len(run) for j in run})
+    return out
+
+
 class TrajectoryEncoder:
     """Fit on a long extract; `encode` to tensors; `decode` tensors back to a long extract."""
 
@@ -487,8 +515,9 @@ class TrajectoryEncoder:
         cut = np.minimum(lengths, schema.max_length)
         self.state = {
             "length": int(min(schema.max_length, lengths.max())),
-            # patients per number of visits: an aggregate, from which sampling draws lengths
-            "length_counts": {str(k): int(v) for k, v in zip(*np.unique(cut, return_counts=True))},
+            # patients per number of visits, pooled so no count stands for fewer than k patients;
+            # sampling draws lengths from it
+            "length_counts": pooled_counts(cut, self.k),
             "columns": columns,
             "time": time_state,
             "id_integer": bool(pd.api.types.is_integer_dtype(id_series)),

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from diffusion.bundle import HealthGymModel
-from diffusion.config import Config
+from diffusion.config import Config, auto_width
 from diffusion.encoding import Encoded, TrajectoryEncoder
 from diffusion.memorisation import MemorisationProbe
 from diffusion.protection import Protection
@@ -63,6 +63,9 @@ def fit(
     encoder = TrajectoryEncoder(schema, patient_levels=enc.patient_levels, discrete_scale=enc.discrete_scale,
                                 deviations=enc.deviations, k=config.privacy.k).fit(df)
     data = encoder.encode(df)
+    if config.model.base_channels == 0:  # resolved here and saved so, so loading rebuilds the same network
+        config = config.with_overrides({"model.base_channels": auto_width(len(data))})
+        log.info("Network width for %d training patients: %d base channels.", len(data), config.model.base_channels)
     net = build_unet(len(encoder.channels), config.model)
     diffusion = GaussianDiffusion.from_config(config.diffusion)
     state, result = train(

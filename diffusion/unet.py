@@ -145,7 +145,10 @@ class Unet1D(nn.Module):
 
 
 def build_unet(in_channels: int, cfg) -> Unet1D:
-    """The U-Net from a ModelConfig (the one place its arguments come from)."""
+    """The U-Net from a ModelConfig (the one place its arguments come from); the width must be
+    resolved (`diffusion.config.auto_width`) before."""
+    if cfg.base_channels <= 0:
+        raise ValueError("model.base_channels is 0 (auto): resolve it from the number of training patients first")
     return Unet1D(
         in_channels,
         base_channels=cfg.base_channels,

@@ -10,6 +10,7 @@ Gate kinds:
   threshold, for measures whose noise on a small holdout is larger than any fixed margin;
 - ``evidence``: the lower end of the measure's 95% interval against the threshold, so a
   release is blocked on evidence of memorisation, not on noise.
+An absolute gate with a negative threshold is off.
 """
 
 from __future__ import annotations
@@ -74,8 +75,11 @@ MEASURES: list[Measure] = [
             needs_holdout=True, required=True),
     Measure("privacy.near_copy_share", "privacy", "lower", "share of synthetic patients nearer training than 95% of real ones",
             "max_near_copy_share", kind="evidence", needs_holdout=True, required=True),
+    Measure("privacy.exact_copy_excess", "privacy", "lower",
+            "share of synthetic patients equal to a training patient, beyond the share of holdout patients that are",
+            "max_exact_copy_excess", kind="evidence", needs_holdout=True, required=True),
     Measure("privacy.exact_copies", "privacy", "lower", "synthetic patients equal to a training patient at recorded precision",
-            "max_exact_copies", needs_holdout=True, required=True),
+            "max_exact_copies", needs_holdout=True),
     Measure("privacy.sdmetrics", "privacy", "higher", "sdmetrics protection scores (1 = safest)", needs_holdout=True),
 ]
 

@@ -66,11 +66,29 @@ class EvaluationResult:
     figures: dict[str, Path] = field(default_factory=dict)
     report_path: Path | None = None
     metrics_path: Path | None = None
+    holdout_patients: int = 0
     seconds: float = 0.0  # wall time of the evaluation (kept out of `metrics` so they repeat exactly)
 
     def failed_gates_message(self) -> str:
         """One paragraph naming each failing measure, its value and its threshold."""
         return G.failed_message(self.gates)
+
+    def privacy_note(self, target: float = 0.55) -> str:
+        """One paragraph: DCR share and MIA AUC with their intervals, and what they can and cannot
+        show at this holdout's size ("" without privacy measures)."""
+        m = self.metrics
+        if "privacy.dcr_share" not in m or "privacy.mia_auc" not in m:
+            return ""
+        parts = [f"{label} {m[k]:.3f} (95% interval {m[k + '.ci_low']:.3f}-{m[k + '.ci_high']:.3f})"
+                 for label, k in (("DCR share", "privacy.dcr_share"), ("membership-inference AUC", "privacy.mia_auc"))]
+        text = "Privacy against the holdout: " + ", ".join(parts) + " (0.5 for a generator that copies nothing)."
+        above = [k for k in ("privacy.dcr_share", "privacy.mia_auc") if m[k] > target]
+        if above and all(m[k + ".ci_low"] <= target for k in above):
+            text += (f" The point estimate of {' and '.join(k.split('.')[1] for k in above)} is above {target:g}, but the "
+                     f"interval reaches below it: {self.holdout_patients} holdout patients cannot show whether the synthetic "
+                     "patients sit nearer the training patients than fresh ones would; a larger holdout "
+                     "(pipeline.min_holdout_patients) or cohort narrows the interval.")
+        return text
 
 
 def _finite(d: dict[str, float]) -> dict[str, float]:
@@ -169,7 +187,7 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, hol
     metrics, calibration = _finite(metrics), _finite(calibration)
     gate_results = G.check(metrics, cfg.gates, has_holdout=h is not None, floor=calibration)
     result = EvaluationResult(metrics=metrics, calibration=calibration, gates=gate_results,
-                              passed=all(g.passed for g in gate_results))
+                              passed=all(g.passed for g in gate_results), holdout_patients=n_patients(h) if h is not None else 0)
     if out_dir is not None:
         out_dir = Path(out_dir)
         fig_dir = out_dir / "figures"

@@ -209,6 +209,15 @@ def loss_curve(history: list[dict], path: Path) -> Path | None:
     if positive:
         ax.set_yscale("log")
     ax.set_xlabel("training step", fontsize=8)
-    ax.set_title("Training loss", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title("Training loss and memorisation signal", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    if "train_dcr_share" in h and pd.to_numeric(h["train_dcr_share"], errors="coerce").notna().any():
+        share = pd.to_numeric(h["train_dcr_share"], errors="coerce")
+        ok = share.notna()
+        right = ax.twinx()  # the signal on its own axis: 0.5 fair, 1 copying
+        right.plot(h.loc[ok, "step"], share[ok], color="#c0392b", marker=".", label="generated nearer training than validation")
+        right.axhline(0.5, color="#c0392b", lw=0.6, ls=":")
+        right.set_ylim(0, 1)
+        right.tick_params(labelsize=7)
+        right.legend(fontsize=7, loc="upper right")
     return _save(fig, path)

@@ -54,6 +54,8 @@ def check(metrics: dict[str, float], config: GateConfig, *, has_holdout: bool,
     for m in GATED:
         name = gate_metric(m)
         threshold = float(getattr(config, m.gate))
+        if m.kind == "absolute" and threshold < 0:  # switched off
+            continue
         note = ""
         if m.kind == "floor":
             base = floor.get(name)

@@ -23,8 +23,11 @@ blocked on evidence of memorisation, not on the noise of a small holdout.
   for a fair generator, far more for one that copies patients with a little jitter. A ratio, so
   a generator that favours the dense middle of the population is not taken for a copier.
   ``near_copies`` counts them.
-- ``privacy.exact_copies``: synthetic patients whose whole trajectory equals a training
-  patient's at each column's recorded precision (`recorded_decimals`).
+- ``privacy.exact_copies`` / ``exact_copy_share``: synthetic patients whose whole trajectory
+  equals a training patient's at each column's recorded precision (`recorded_decimals`);
+  ``exact_copy_share_real`` the share of holdout patients that equal a training patient (common
+  where values are few: binary outcomes over four visits), and ``exact_copy_excess`` the
+  difference, with its interval: what a generator copies beyond what real patients share.
 - ``privacy.dcr_median`` / ``privacy.holdout_dcr_median``: median distance to the closest
   training patient, of synthetic and of holdout patients.
 """
@@ -42,7 +45,7 @@ from evaluation.data import PID, align, impute_scale, patient_features
 BOOTSTRAP = 200  # resamples behind each 95% interval
 NEAR_QUANTILE = 0.05  # a near copy is closer to training than this share of holdout patients are
 MAX_DECIMALS = 6  # finer than this a column counts as continuous (compared at 6 decimals)
-INTERVAL = ("privacy.dcr_share", "privacy.mia_auc", "privacy.near_copy_share")
+INTERVAL = ("privacy.dcr_share", "privacy.mia_auc", "privacy.near_copy_share", "privacy.exact_copy_excess")
 
 
 def recorded_decimals(values: pd.Series) -> int:
@@ -66,14 +69,19 @@ def _trajectory_keys(df: pd.DataFrame, columns: list[str], decimals: dict[str, i
     return rows.groupby(df[PID], sort=True).agg("/".join)
 
 
-def exact_copies(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema) -> int:
-    """Synthetic patients whose trajectory (times and every column) equals a training patient's,
-    each number compared at the precision the real extract records it."""
+def twins(real: pd.DataFrame, *others: pd.DataFrame, schema: Schema) -> list[np.ndarray]:
+    """For each frame in `others`, whether each of its patients' trajectory (times and every
+    column) equals a training patient's, each number at the precision the real extract records it."""
     columns = [schema.time, *schema.column_names]
     numeric = [schema.time, *[c.name for c in schema.columns if c.numeric]]
     decimals = {c: recorded_decimals(pd.to_numeric(real[c], errors="coerce")) for c in numeric}
     reference = set(_trajectory_keys(real, columns, decimals))
-    return int(_trajectory_keys(syn, columns, decimals).isin(reference).sum())
+    return [_trajectory_keys(f, columns, decimals).isin(reference).to_numpy() for f in others]
+
+
+def exact_copies(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema) -> int:
+    """Synthetic patients whose trajectory equals a training patient's (see `twins`)."""
+    return int(twins(real, syn, schema=schema)[0].sum())
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -151,12 +159,19 @@ def privacy(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema
     np.fill_diagonal(d["hh"], np.inf)
     np.fill_diagonal(d["tt"], np.inf)
     idx = np.arange(len(Xs)), np.arange(len(Xr)), np.arange(len(Xh))
-    out = _measures(d, *idx)
-    draws = [_measures(d, *(rng.choice(len(i), size=len(i)) for i in idx)) for _ in range(bootstrap)]
+    syn_twin, hold_twin = twins(real, syn, holdout, schema=schema)
+
+    def measures(s: np.ndarray, t: np.ndarray, h: np.ndarray, st: np.ndarray, ht: np.ndarray) -> dict[str, float]:
+        return _measures(d, s, t, h) | {"privacy.exact_copy_excess": float(syn_twin[st].mean() - hold_twin[ht].mean())}
+
+    every = (*idx, np.arange(len(syn_twin)), np.arange(len(hold_twin)))
+    out = measures(*every)
+    draws = [measures(*(rng.choice(len(i), size=len(i)) for i in every)) for _ in range(bootstrap)]
     for name in INTERVAL:
         values = np.array([d[name] for d in draws])
         out[f"{name}.ci_low"], out[f"{name}.ci_high"] = (float(v) for v in np.quantile(values, [0.025, 0.975]))
-    out["privacy.exact_copies"] = float(exact_copies(real, syn, schema))
+    out["privacy.exact_copies"] = float(syn_twin.sum())
+    out["privacy.exact_copy_share"], out["privacy.exact_copy_share_real"] = float(syn_twin.mean()), float(hold_twin.mean())
     out["privacy.dcr_median"] = float(np.median(d["st"].min(axis=1)))
     out["privacy.holdout_dcr_median"] = float(np.median(d["ht"].min(axis=1)))
     return out

@@ -19,7 +19,7 @@ HEADLINE = ["fidelity.quality_score", "fidelity.marginal_score", "fidelity.corre
             "temporal.transition_tvd.mean", "temporal.trend_corr_abs_diff", "temporal.cycle_corr_abs_diff",
             "temporal.length_tvd", "temporal.gap_ks", "missing.rate_abs_diff.max", "discriminator_auc", "utility.trtr.auc",
             "utility.tstr.auc", "utility.trtr.r2", "utility.tstr.r2", "privacy.dcr_share", "privacy.mia_auc",
-            "privacy.near_copy_share", "privacy.exact_copies", "privacy.sdmetrics.dcr_overfitting_protection",
+            "privacy.near_copy_share", "privacy.exact_copy_excess", "privacy.exact_copies", "privacy.sdmetrics.dcr_overfitting_protection",
             "privacy.sdmetrics.dcr_baseline_protection", "privacy.sdmetrics.disclosure_protection"]
 BETTER = {"lower": "lower", "higher": "higher", "half": "0.5 fair, higher = nearer training", "reference": "reference"}
 
@@ -144,6 +144,7 @@ def write_report(result, schema: Schema, path: Path, *, counts: dict[str, int], 
 <h1>Health Gym synthetic data evaluation: {html.escape(schema.name)}</h1>
 <p>{intro}</p>
 <div class="verdict {'ok' if result.passed else 'bad'}">{verdict}</div>
+<p>{html.escape(result.privacy_note())}</p>
 <h2>Release gates</h2>{_gates_table(result)}
 {_provenance(provenance)}
 <h2>Headline measures</h2>{_headline(result)}

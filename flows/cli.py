@@ -90,6 +90,8 @@ def cmd_train(args) -> int:
     out = train_flow(data=args.data, schema=args.schema, config=cfg.to_dict(), release=bool(getattr(args, "release", False)))
     print(f"MLflow run: {out['run_id']}")
     print(f"Model {out['decision']}")
+    if out.get("privacy_note"):
+        print(_paragraph(out["privacy_note"]))
     if out.get("release"):
         print(f"Release folder: {out['release']}")
     print(out["model_uri"])
@@ -114,6 +116,8 @@ def cmd_demo(args) -> int:
     print(f"MLflow run: {out['run_id']} (model {out['model_uri']}; {out['decision']})")
     if headline:
         print(f"Headline metrics: {headline}")
+    if out.get("privacy_note"):
+        print(_paragraph(out["privacy_note"]))
     print(f"Open the MLflow UI: {ui_command()}")
     return 0
 
@@ -165,6 +169,8 @@ def cmd_release(args) -> int:
     out = release_flow(model=args.model, schema_name=args.name, patients=args.patients, seed=args.seed)
     print(f"Release folder: {out['release']}")
     print(f"MLflow run: {out['run_id']} (model {out['model_uri']})")
+    if out.get("privacy_note"):
+        print(_paragraph(out["privacy_note"]))
     return 0
 
 

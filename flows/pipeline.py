@@ -79,7 +79,8 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
         reg = register(model_dir, sch.name, run, evaluation.metrics, evaluation.passed, cfg.evaluation.primary_metric,
                        links={"extract.fingerprint": fp, "training_run_id": run.id, "prefect.flow_run_id": _flow_run_id()})
         out: dict[str, Any] = {"run_id": run.id, "model_uri": reg["uri"], "promoted": reg["promoted"], "decision": reg["decision"],
-                               "passed": evaluation.passed, "metrics": evaluation.metrics, "release": None}
+                               "passed": evaluation.passed, "metrics": evaluation.metrics, "release": None,
+                               "privacy_note": evaluation.privacy_note()}
         if release:
             if not evaluation.passed:
                 raise GateError(evaluation.failed_gates_message())
@@ -151,7 +152,8 @@ def release_flow(model: str | None = None, schema_name: str | None = None, patie
             run.tags({"release.path": path})
             link_release(info, {"release.path": path, "release.run_id": run.id, "release.prefect_flow_run_id": _flow_run_id()})
             run.end("FINISHED")
-            return {"release": path, "run_id": run.id, "model_uri": model, "metrics": evaluation.metrics}
+            return {"release": path, "run_id": run.id, "model_uri": model, "metrics": evaluation.metrics,
+                    "privacy_note": evaluation.privacy_note()}
         except BaseException:
             run.end("FAILED")
             raise

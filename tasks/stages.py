@@ -105,10 +105,14 @@ def train_model(train: pd.DataFrame, schema: Schema, config: Config, run: Run | 
             logger.info("step %d: loss %.4f", payload["step"], payload["loss"])
             if run is not None:
                 run.metrics({"train.loss": payload["loss"]}, step=payload["step"])
-        elif event == "eval" and run is not None:
-            run.metrics({"train.val_loss": payload["val_loss"]}, step=payload["step"])
-            if "train_dcr_share" in payload:
-                run.metrics({"train.dcr_share": payload["train_dcr_share"]}, step=payload["step"])
+        elif event == "eval":
+            share = payload.get("train_dcr_share")
+            logger.info("check at step %d: validation loss %.4f%s", payload["step"], payload["val_loss"],
+                        "" if share is None else f", generated patients nearer training than validation {share:.3f} (0.5 fair)")
+            if run is not None:
+                run.metrics({"train.val_loss": payload["val_loss"]}, step=payload["step"])
+                if share is not None:
+                    run.metrics({"train.dcr_share": share}, step=payload["step"])
 
     model, result = fit(train, schema, config, workdir=workdir, callback=callback)
     progress.done(result.steps, result.stopped_by)
@@ -194,6 +198,8 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, model: HealthGymModel,
     except Exception:  # no Prefect run context (library-style call)
         pass
     _logger().info("Evaluation %s: %s", "passed" if result.passed else "FAILED", "; ".join(f"{r['measure']}={r['value']}" for r in rows))
+    if result.privacy_note():
+        _logger().info(result.privacy_note())
     return result
 
 

@@ -114,9 +114,10 @@ def test_copying_generator_fails_privacy(copy_result):
     assert m["privacy.sdmetrics.dcr_overfitting_protection"] <= 0.2
     assert not copy_result.passed
     failed = {g.name for g in copy_result.gates if not g.passed}
-    assert {"privacy.dcr_share.ci_low", "privacy.mia_auc.ci_low", "privacy.near_copy_share.ci_low", "privacy.exact_copies"} <= failed
+    assert {"privacy.dcr_share.ci_low", "privacy.mia_auc.ci_low", "privacy.near_copy_share.ci_low",
+            "privacy.exact_copy_excess.ci_low"} <= failed
     msg = copy_result.failed_gates_message()
-    for name in ("privacy.dcr_share", "privacy.mia_auc", "privacy.exact_copies"):
+    for name in ("privacy.dcr_share", "privacy.mia_auc", "privacy.exact_copy_excess"):
         assert name in msg
     assert "must be <= 0.55" in msg and "\n" not in msg
 

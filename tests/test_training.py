@@ -74,7 +74,8 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
 def test_time_budget_stops_training_and_keeps_the_best_checkpoint():
     df, schema = ar1_cohort(n=32, length=5)
     cfg = Config().with_overrides(SMALL + ["model.base_channels=8", "model.time_embed_dim=8", "train.max_steps=100000",
-                                           "train.max_minutes=0.05", "train.eval_every=5"])
+                                           "train.max_minutes=0.05", "train.eval_every=5",
+                                           "train.max_epochs=100000", "train.patience=0"])
     model, result = fit(df, schema, cfg, progress=False)
     assert result.stopped_by == "time" and result.steps < 100000
     vals = [h["val_loss"] for h in result.history]
