@@ -2,12 +2,13 @@
 
     python benchmarks/bench_quality.py [--minutes 8] [--set section.key=value ...] [--save DIR]
 
-Splits the cohort as the train flow does (80% training patients, 20% holdout), trains the
+Splits the cohort as the train flow does (20% holdout, at least 40 patients), trains the
 default model (plus any --set overrides) on the training patients for --minutes on this
 machine, samples as many patients as the whole cohort has (312), and prints the figures the engine is judged on: missing rate per nullable column (real vs synthetic), sequence
 length TVD, lag-1 autocorrelation per temporal number (real vs synthetic), the patient-level
-real-vs-synthetic classifier AUC, quality score and the privacy measures. The real-vs-real line
-(training patients vs the holdout) shows what an ideal generator would score.
+real-vs-synthetic classifier AUC, quality score and the privacy measures, all against the
+holdout. The real-vs-real line (training patients vs the holdout) shows what an ideal generator
+would score.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def main() -> None:
     schema = Schema.load(ROOT / "flows/data/pbc.yaml")
     df = pd.read_csv(ROOT / "flows/data/pbcseq.csv")
     cfg = Config().with_overrides([f"train.max_minutes={args.minutes}", *args.set])
-    train, holdout = split_patients(df, schema.id, cfg.pipeline.holdout_fraction, cfg.pipeline.seed)
+    train, holdout = split_patients(df, schema.id, cfg.pipeline.holdout_fraction, cfg.pipeline.seed, cfg.pipeline.min_holdout_patients)
     model, result = fit(train, schema, cfg, progress=False)
     print(f"training: {result.steps} steps in {result.seconds:.0f} s ({result.steps / result.seconds:.1f} steps/s), "
           f"best validation loss at step {result.best_step}")
@@ -49,7 +50,11 @@ def main() -> None:
     syn = model.sample(n, seed=args.seed)
     print(f"sampling: {n} patients in {time.perf_counter() - t0:.1f} s "
           f"({model.config.sampling.method}, {model.config.sampling.steps} steps, eta {model.config.sampling.eta})")
-    r = evaluate(train, syn, schema, holdout=holdout)
+    from diffusion.protection import Protection
+
+    protection = Protection.from_dict(model.meta["protection"])  # the real frames as the pipeline evaluates them
+    r = evaluate(protection.apply(train, model.schema, seed=cfg.pipeline.seed), syn, model.schema,
+                 holdout=protection.apply(holdout, model.schema, seed=cfg.pipeline.seed + 1))
     m, cal = r.metrics, r.calibration
 
     def line(label: str, key: str) -> None:

@@ -116,9 +116,9 @@ def _measures(d: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, h: np.ndar
     # membership inference: the closer a real patient is to some synthetic patient, the likelier a member
     member, non_member = -d["st"][np.ix_(s, t)].min(axis=0), -d["sh"][np.ix_(s, h)].min(axis=0)
     # a near copy sits far closer to the training set than to the holdout, as no real patient does
-    real = np.r_[d["ht"][h].min(axis=1) / d["hh"][np.ix_(h, h)].min(axis=1),
-                 d["tt"][t].min(axis=1) / d["th"][np.ix_(t, h)].min(axis=1)]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero distance: an infinite or undefined ratio
+        real = np.r_[d["ht"][h].min(axis=1) / d["hh"][np.ix_(h, h)].min(axis=1),
+                     d["tt"][t].min(axis=1) / d["th"][np.ix_(t, h)].min(axis=1)]
         near = d_train / d_hold < np.quantile(np.nan_to_num(real, nan=1.0, posinf=np.inf), NEAR_QUANTILE)
     return {"privacy.dcr_share": adjusted_share(raw, p0), "privacy.dcr_share_raw": raw, "privacy.dcr_share_expected": p0,
             "privacy.mia_auc": _auc(member, non_member), "privacy.near_copy_share": float(near.mean()),

@@ -31,6 +31,9 @@ TOY = [
     "--set", "evaluation.gates.max_mia_auc=1.0", "--set", "evaluation.gates.max_dcr_share=1.0",
     "--set", "evaluation.gates.max_near_copy_share=1.0", "--set", "train.memorisation_patients=32",
     "--set", "evaluation.gates.max_lag1_abs_diff=2.0", "--set", "evaluation.gates.max_missing_rate_diff=1.0",
+    # the decisions need models far apart: undecoded network output (calibrated decoding alone turns
+    # even a 1-step network's noise into a passable AR(1) here), judged on a holdout of half the patients
+    "--set", "encoding.calibrate=false", "--set", "pipeline.holdout_fraction=0.5",
 ]
 STEPS = {"first": 150, "worse": 1, "better": 300}  # as in TRAIN_THREE
 
