@@ -28,8 +28,8 @@ class ConfigError(InputError):
 class ModelConfig:
     """The 1-D temporal U-Net."""
 
-    # 0 (auto): sized by the number of training patients (`auto_width`: 16 for a few dozen,
-    # 48 from about 200 on), since a wide network reproduces a small cohort's patients; the
+    # 0 (auto): sized by the number of training patients (`auto_width`: 16 for up to ~80, 32
+    # for ~200, 48 from ~400 on), since a wide network reproduces a small cohort's patients; the
     # resolved width is what the model folder saves. Raise it on a GPU for large cohorts.
     base_channels: int = 0
     channel_mults: tuple[int, ...] = (1, 2)
@@ -51,9 +51,9 @@ class ModelConfig:
 
 
 def auto_width(patients: int) -> int:
-    """The U-Net's base channels for a cohort of `patients` training patients: 3.2 x sqrt(n),
+    """The U-Net's base channels for a cohort of `patients` training patients: 2.2 x sqrt(n),
     rounded to a multiple of 8, within [16, 48]."""
-    return int(min(48, max(16, 8 * round(3.2 * patients**0.5 / 8))))
+    return int(min(48, max(16, 8 * round(2.2 * patients**0.5 / 8))))
 
 
 @dataclass

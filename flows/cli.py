@@ -107,8 +107,10 @@ def cmd_demo(args) -> int:
     cfg = _config(args)
     g = cfg.evaluation.gates
     print(f"Health Gym demo: {DEMO_DATA.name} (bundled PBC cohort) with schema {DEMO_SCHEMA.name} and config {Path(args.config).name}; "
-          f"training for at most {cfg.train.max_minutes:g} minutes. Demo gates: discriminator AUC <= {g.max_discriminator_auc:g}, "
-          f"mean lag-1 difference <= {g.max_lag1_abs_diff:g}.", flush=True)
+          f"training for at most {cfg.train.max_minutes:g} minutes. Gates (the defaults), against real holdout patients: "
+          f"discriminator AUC <= {g.max_discriminator_auc:g}, mean lag-1 difference <= the real-vs-real floor + "
+          f"{g.max_lag1_abs_diff:g}, DCR share and membership-inference AUC not above {g.max_dcr_share:g} by evidence "
+          f"(95% interval), near copies <= {g.max_near_copy_share:g} by evidence.", flush=True)
     out = train_flow(data=str(DEMO_DATA), schema=str(DEMO_SCHEMA), config=cfg.to_dict(), release=True)
     m = out["metrics"]
     headline = ", ".join(f"{k}={m[k]:.3f}" for k in ("discriminator_auc", "fidelity.quality_score", "privacy.dcr_share") if k in m)

@@ -30,7 +30,8 @@ def lag1(df: pd.DataFrame) -> float:
 
 
 SMALL = ["model.base_channels=32", "model.time_embed_dim=32", "diffusion.steps=200", "sampling.steps=50",
-         "train.batch_size=128", "train.eval_every=100", "train.warmup_steps=50", "train.learning_rate=0.002", "train.threads=1"]
+         "train.batch_size=128", "train.eval_every=100", "train.warmup_steps=50", "train.learning_rate=0.002", "train.threads=1",
+         "train.memorisation_patients=32"]
 
 
 @pytest.mark.slow
