@@ -50,11 +50,9 @@ def main() -> None:
     syn = model.sample(n, seed=args.seed)
     print(f"sampling: {n} patients in {time.perf_counter() - t0:.1f} s "
           f"({model.config.sampling.method}, {model.config.sampling.steps} steps, eta {model.config.sampling.eta})")
-    from diffusion.protection import Protection
-
-    protection = Protection.from_dict(model.meta["protection"])  # the real frames as the pipeline evaluates them
-    r = evaluate(protection.apply(train, model.schema, seed=cfg.pipeline.seed), syn, model.schema,
-                 holdout=protection.apply(holdout, model.schema, seed=cfg.pipeline.seed + 1))
+    # the real frames as the pipeline evaluates them
+    r = evaluate(model.protect(train, seed=cfg.pipeline.seed), syn, model.schema,
+                 holdout=model.protect(holdout, seed=cfg.pipeline.seed + 1))
     m, cal = r.metrics, r.calibration
 
     def line(label: str, key: str) -> None:

@@ -51,7 +51,6 @@ def main() -> None:
     from diffusion.config import Config
     from diffusion.data import split_patients
     from diffusion.fit import fit
-    from diffusion.protection import Protection
     from diffusion.schema import Schema
     from evaluation import evaluate
     from expectations.reading import read_extract
@@ -71,9 +70,7 @@ def main() -> None:
         model, result = fit(train, schema, cfg, progress=False)
         print(f"  training seed {ts}: {result.steps} of {result.planned_steps} planned steps in {time.perf_counter() - t0:.0f} s, "
               f"stopped by {result.stopped_by}, kept step {result.best_step}, memorisation signal {result.best_dcr_share}")
-        protection = Protection.from_dict(model.meta["protection"])
-        real = protection.apply(train, model.schema, seed=ts)
-        held = protection.apply(holdout, model.schema, seed=ts + 1)
+        real, held = model.protect(train, seed=ts), model.protect(holdout, seed=ts + 1)  # as the pipeline judges
         for ss in (int(s) for s in args.sample_seeds.split(",")):
             syn = model.sample(df[schema.id].nunique(), seed=ss)
             r = evaluate(real, syn, model.schema, holdout=held, config=cfg.evaluation)

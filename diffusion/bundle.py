@@ -110,9 +110,13 @@ class HealthGymModel:
         if n < 1:
             raise InputError(f"The number of patients to sample must be at least 1, got {n}.")
         out = self.encoder.decode(self.sample_tensor(n, seed=seed, method=method, steps=steps, eta=eta, progress=progress))
-        if self.meta.get("protection"):
-            out = Protection.from_dict(self.meta["protection"]).apply(out, self.schema, seed=seed).reset_index(drop=True)
-        return out
+        return self.protect(out, seed=seed).reset_index(drop=True)
+
+    def protect(self, frame: pd.DataFrame, *, seed: int) -> pd.DataFrame:
+        """A long frame (sampled, or real patients to judge against) through the model's value
+        protection (`diffusion.protection`); as it is for a folder saved without one."""
+        raw = self.meta.get("protection")
+        return Protection.from_dict(raw).apply(frame, self.schema, seed=seed) if raw else frame
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:

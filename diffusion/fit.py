@@ -15,7 +15,6 @@ from diffusion.config import Config, auto_width
 from diffusion.encoding import Encoded, TrajectoryEncoder
 from diffusion.memorisation import MemorisationProbe
 from diffusion.protection import Protection
-from diffusion.sampling import sample_loop
 from diffusion.schedule import GaussianDiffusion
 from diffusion.schema import Schema
 from diffusion.training import TrainResult, train
@@ -24,18 +23,13 @@ from diffusion.unet import build_unet
 log = logging.getLogger(__name__)
 
 
-def memorisation_probe(encoder: TrajectoryEncoder, diffusion: GaussianDiffusion, config: Config):
+def memorisation_probe(encoder: TrajectoryEncoder, schema: Schema, config: Config):
     """The factory `train` calls with (network, training patients, validation patients): a probe
     that generates `train.memorisation_patients` patients (DDIM, fixed noise) and scores them."""
     def sample(net: torch.nn.Module, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        lengths = encoder.draw_lengths(n, np.random.default_rng(seed))
-        k_idx, k_val = encoder.known_channels(lengths)
-        x = sample_loop(net, diffusion, (n, len(encoder.channels), encoder.length), method="ddim",
-                        steps=config.train.memorisation_sampling_steps, eta=config.sampling.eta,
-                        generator=torch.Generator().manual_seed(seed), static_channels=encoder.static_channels,
-                        clip=encoder.clip_bounds, device=next(net.parameters()).device,
-                        known=(k_idx, torch.from_numpy(k_val)))
-        return x.numpy(), lengths
+        model = HealthGymModel(config=config, schema=schema, encoder=encoder, net=net, device=next(net.parameters()).device)
+        x = model.sample_tensor(n, seed=seed, method="ddim", steps=config.train.memorisation_sampling_steps)
+        return x, encoder.draw_lengths(n, np.random.default_rng(seed))  # the lengths sample_tensor drew for this seed
 
     def build(net: torch.nn.Module, train: Encoded, validation: Encoded) -> MemorisationProbe:
         return MemorisationProbe(sample, train, validation, patients=config.train.memorisation_patients,
@@ -70,7 +64,7 @@ def fit(
     diffusion = GaussianDiffusion.from_config(config.diffusion)
     state, result = train(
         net, diffusion, data, config.train, seed=config.pipeline.seed, workdir=workdir, callback=callback, progress=progress,
-        probe=memorisation_probe(encoder, diffusion, config),
+        probe=memorisation_probe(encoder, schema, config),
     )
     net.load_state_dict(state)
     net = net.to("cpu").eval()

@@ -226,6 +226,9 @@ def train(
         if callback:
             callback("checkpoint", {"step": step, "path": str(ckpt_path)})
 
+    def snapshot() -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu").clone() for k, v in ema.model.state_dict().items()}
+
     def evaluate() -> None:
         nonlocal best_state, kept, since_best
         if len(val_data):
@@ -235,15 +238,12 @@ def train(
         entry: dict[str, Any] = {"step": step, "loss": float(running or 0.0), "val_loss": val}
         if signal is not None:
             entry["train_dcr_share"] = signal(ema.model)
-            ema.model.to(device)
         result.history.append(entry)
-        if dp is not None:  # DP: the latest weights, never a choice by patients' data
-            best_state = {k: v.detach().to("cpu").clone() for k, v in ema.model.state_dict().items()}
-            result.best_val_loss, result.best_step = val, step
-        elif _better(entry, kept, cfg.max_train_dcr_share):
+        # under DP the latest weights are kept: no choice between checkpoints by patients' data
+        if dp is not None or _better(entry, kept, cfg.max_train_dcr_share):
             kept, since_best = entry, 0
             result.best_val_loss, result.best_step = val, step
-            best_state = {k: v.detach().to("cpu").clone() for k, v in ema.model.state_dict().items()}
+            best_state = snapshot()
         else:
             since_best += 1
         if callback:
@@ -302,7 +302,7 @@ def train(
     result.stopped_by = stopped_by
     checkpoint()
     if best_state is None:
-        best_state = {k: v.detach().to("cpu").clone() for k, v in ema.model.state_dict().items()}
+        best_state = snapshot()
     if dp is not None:
         result.dp_epsilon, result.dp_delta, result.dp_noise_multiplier = dp.epsilon(), dp.delta, dp.noise_multiplier
         log.info("DP-SGD: epsilon %.3f spent at delta %.2g (noise multiplier %.3f, sample rate %.4f).",

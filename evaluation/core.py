@@ -107,10 +107,9 @@ def _check_config(cfg: EvaluationConfig) -> None:
         raise ConfigError("; ".join(problems) + ".")
 
 
-def fidelity(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, cfg: EvaluationConfig, raw: pd.DataFrame | None = None) -> dict[str, float]:
-    """Fidelity, temporal, missingness, validity and discriminator measures of `syn` vs `real`."""
+def fidelity(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, cfg: EvaluationConfig) -> dict[str, float]:
+    """Fidelity, temporal, missingness and discriminator measures of `syn` vs `real`."""
     out: dict[str, float] = {}
-    out.update(validity(syn, schema, raw))
     out.update(marginals(real, syn, schema))
     out.update(correlations(real, syn, schema))
     out.update(temporal(real, syn, schema))
@@ -171,16 +170,15 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, hol
         raise InputError("Evaluation needs at least 2 real training patients and 2 synthetic patients.")
 
     calibration: dict[str, float] = {}
+    metrics = validity(s, schema, synthetic)  # every synthetic patient, in the frame's own row order
     if h is None:
-        metrics = fidelity(r, s, schema, cfg, raw=synthetic)
+        metrics.update(fidelity(r, s, schema, cfg))
     else:
         # synthetic and training patients judged against the same unseen patients, at the same size
-        judged = sample_patients(s, n_patients(r), cfg.seed)
-        metrics = fidelity(h, judged, schema, cfg)
-        metrics.update({k: v for k, v in validity(s, schema, synthetic).items()})  # validity: every synthetic patient
+        metrics.update(fidelity(h, sample_patients(s, n_patients(r), cfg.seed), schema, cfg))
         metrics.update(utility.utility(r, s, h, schema, seed=cfg.seed))
         metrics.update(risk(r, s, h, schema, cfg))
-        calibration = {k: v for k, v in fidelity(h, r, schema, cfg).items() if not k.startswith("validity.")}
+        calibration = fidelity(h, r, schema, cfg)
         if n_patients(h) >= 4:
             rest, half = split_patients(h, 0.5, cfg.seed)
             calibration.update(risk(r, half, rest, schema, cfg))

@@ -64,7 +64,7 @@ def _gates_table(result) -> str:
             f"<td class='num'>{fmt(g.value)}</td><td>{g.direction} {g.threshold:g}</td>"
             f"<td class='num'>{fmt(result.calibration.get(g.name))}</td><td class='st'>{html.escape(g.status)}</td>"
             f"<td>{html.escape(g.note)}</td></tr>")
-    return ("<table><tr><th>measure</th><th>what it checks</th><th>synthetic</th><th>rule</th><th>real training (floor)</th>"
+    return ("<table><tr><th>measure</th><th>what it checks</th><th>synthetic</th><th>rule</th><th>real-vs-real floor</th>"
             "<th>result</th><th>note</th></tr>" + "".join(rows) + "</table>")
 
 
@@ -82,7 +82,7 @@ def _headline(result) -> str:
         rows.append(f"<tr><td>{html.escape(k)}</td><td>{html.escape(m.description)}</td><td class='num'>{fmt(result.metrics.get(k))}</td>"
                     f"<td class='num'>{_interval(result, k)}</td><td class='num'>{fmt(result.calibration.get(k))}</td>"
                     f"<td>{html.escape(BETTER[m.better])}</td></tr>")
-    return ("<table><tr><th>measure</th><th>meaning</th><th>synthetic</th><th>95% interval</th><th>real training (floor)</th>"
+    return ("<table><tr><th>measure</th><th>meaning</th><th>synthetic</th><th>95% interval</th><th>real-vs-real floor</th>"
             "<th>better</th></tr>" + "".join(rows) + "</table>")
 
 
@@ -97,7 +97,7 @@ def _all_measures(result) -> str:
                        f"<td class='num'>{fmt(result.calibration.get(k))}</td></tr>" for k in mine)
         out.append(f"<details{' open' if prefix in ('discriminator', 'privacy.') else ''}><summary><b>{title}</b> "
                    f"({len(mine)} measures)</summary><table><tr><th>measure</th><th>synthetic</th>"
-                   f"<th>real training (floor)</th></tr>{rows}</table></details>")
+                   f"<th>real-vs-real floor</th></tr>{rows}</table></details>")
     return "".join(out)
 
 
@@ -121,7 +121,7 @@ def write_report(result, schema: Schema, path: Path, *, counts: dict[str, int], 
              f"{counts['real_patients']:,} real training patients ({counts['real_visits']:,} visits)")
     intro += (f" and {holdout:,} real holdout patients the model never saw. Fidelity is judged against the holdout: the "
               "<i>synthetic</i> column compares the synthetic patients (as many as the training patients) with the holdout, "
-              "the <i>real training (floor)</i> column the training patients with the same holdout: what a generator as "
+              "the <i>real-vs-real floor</i> column the training patients with the same holdout: what a generator as "
               "good as fresh real patients scores, noise included; a synthetic set far better than the floor is suspect. "
               "Privacy measures compare the synthetic patients with the training patients and the holdout, each with its "
               "bootstrap 95% interval; their floor is half the holdout posing as the synthetic set. Real values are shown "

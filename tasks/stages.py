@@ -176,14 +176,11 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, model: HealthGymModel,
 
     The real frames pass through the model's value protection first (`diffusion.protection`),
     so the report shows no single patient's extreme."""
-    from diffusion.protection import Protection
     from evaluation import evaluate as run_evaluation
 
     schema, config = model.schema, model.config
-    if model.meta.get("protection"):
-        protection = Protection.from_dict(model.meta["protection"])
-        real = protection.apply(real, schema, seed=config.pipeline.seed)
-        holdout = protection.apply(holdout, schema, seed=config.pipeline.seed + 1) if holdout is not None else None
+    real = model.protect(real, seed=config.pipeline.seed)
+    holdout = model.protect(holdout, seed=config.pipeline.seed + 1) if holdout is not None else None
     result = run_evaluation(real, synthetic, schema, holdout=holdout, config=config.evaluation, loss_history=history,
                             out_dir=out_dir, provenance=provenance(model))
     if run is not None:
