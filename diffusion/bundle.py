@@ -26,27 +26,20 @@ import pandas as pd
 import torch
 
 from diffusion.config import Config
-from diffusion.encoding import TrajectoryEncoder
+from diffusion.encoding import FORMAT, TrajectoryEncoder
 from diffusion.errors import InputError
 from diffusion.protection import Protection
 from diffusion.sampling import sample_loop
 from diffusion.schedule import GaussianDiffusion
 from diffusion.schema import Schema
 from diffusion.unet import build_unet
+from diffusion.upgrade import read_folder
 
 FILES = ("config.json", "schema.yaml", "encoder.json", "weights.pt", "meta.json")
-FORMAT_VERSION = 1
-# settings added after the first model folders were written, with the value those folders used
-LEGACY_DEFAULTS = {
-    "diffusion.prediction": "eps", "model.self_condition": False, "model.position": False, "encoding.calibrate": False,
-    "pipeline.min_holdout_patients": 0,  # so a release re-draws the holdout the folder's model never saw
-}
-
-
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version(), "torch": torch.__version__, "format": str(FORMAT_VERSION)}
+    out = {"python": platform.python_version(), "torch": torch.__version__, "format": str(FORMAT)}
     for pkg in ("healthgym", "numpy", "pandas"):
         try:
             out[pkg] = version(pkg)
@@ -94,14 +87,15 @@ class HealthGymModel:
                 progress(done, n)
         return np.concatenate(out, axis=0) if out else np.zeros((0, *shape_rest), np.float32)
 
-    def calibrate(self, n: int = 512, *, seed: int = 1,
+    def calibrate(self, n: int = 512, *, seed: int = 1, steps: tuple[str, ...] | None = None,
                   progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, dict[str, float]]]:
-        """Calibrate decoding (missingness thresholds, marginal maps, switching penalties) on n
-        generated patients (see `TrajectoryEncoder.calibrate`); kept in the encoder state, saved
-        with the model. Samples nothing when the schema leaves nothing to calibrate."""
+        """Calibrate decoding on n generated patients (`diffusion.encoding.calibration`; `steps`:
+        those of the config by default); the parameters are saved with the model. Samples nothing
+        when the schema leaves nothing to calibrate."""
         if not self.encoder.calibratable:
             return {}
-        return self.encoder.calibrate(self.sample_tensor(n, seed=seed, progress=progress))
+        steps = tuple(self.config.encoding.calibration_steps if steps is None else steps)
+        return self.encoder.calibrate(self.sample_tensor(n, seed=seed, progress=progress), steps)
 
     def sample(self, n: int, *, seed: int = 0, method: str | None = None, steps: int | None = None,
                eta: float | None = None, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
@@ -147,13 +141,9 @@ class HealthGymModel:
         missing = [f for f in FILES if not (folder / f).is_file()]
         if missing:
             raise InputError(f"{folder} is not a Health Gym model folder: it lacks {missing}.")
-        config = Config.load(folder / "config.json")
-        raw = json.loads((folder / "config.json").read_text())
-        legacy = {k: v for k, v in LEGACY_DEFAULTS.items() if k.split(".")[1] not in raw.get(k.split(".")[0], {})}
-        if legacy:  # a folder saved before these settings existed was trained without them
-            config = config.with_overrides(legacy)
+        config, encoder_state = read_folder(folder)  # older formats converted (or refused) here only
         schema = Schema.load(folder / "schema.yaml")
-        encoder = TrajectoryEncoder.from_state(schema, json.loads((folder / "encoder.json").read_text()))
+        encoder = TrajectoryEncoder.from_state(schema, encoder_state)
         meta = json.loads((folder / "meta.json").read_text())
         net = build_unet(len(encoder.channels), config.model)
         state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)  # no arbitrary pickle

@@ -13,7 +13,7 @@ import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -28,25 +28,19 @@ class ConfigError(InputError):
 class ModelConfig:
     """The 1-D temporal U-Net."""
 
-    # 0 (auto): sized by the number of training patients (`auto_width`: 16 for up to ~80, 32
-    # for ~200, 48 from ~400 on), since a wide network reproduces a small cohort's patients; the
-    # resolved width is what the model folder saves. Raise it on a GPU for large cohorts.
+    # 0 (auto): `auto_width` of the training patients, since a wide network reproduces a small
+    # cohort's patients; the folder saves the resolved width. Raise it on a GPU for large cohorts.
     base_channels: int = 0
     channel_mults: tuple[int, ...] = (1, 2)
     blocks_per_level: int = 1
     attention: bool = True  # self-attention over time at the coarsest level
     dropout: float = 0.0
     time_embed_dim: int = 64
-    # self-conditioning (Chen et al., Analog Bits): the network also sees its previous x0 estimate
-    # (on PBC with v-prediction: cholesterol's missing rate 2 points off instead of 8, AUC 0.91
-    # instead of 0.92; about 30% fewer training steps per minute). Folders saved without this
-    # key had none.
+    # self-conditioning (Chen et al., Analog Bits): the network also sees its previous x0 estimate,
+    # which settles missingness and labels consistently with the numbers (docs/decisions.md)
     self_condition: bool = True
-    # the visit index as an input feature (sinusoidal, added after the first convolution):
-    # convolutions and attention alone see only relative order. Off by default: on PBC it lowered
-    # the discriminator AUC (0.81 vs 0.84 over three sampling seeds) but put synthetic patients
-    # closer to the training patients than to the holdout (DCR share 0.65-0.69 vs 0.59, measured
-    # on 1,248 synthetic patients; the release gate is 0.65). Folders saved without this key had none.
+    # the visit index as an input feature: off, since absolute position helps the network place
+    # individual training patients' visits (more memorisation, docs/decisions.md)
     position: bool = False
 
 
@@ -70,26 +64,18 @@ class EncodingConfig:
     # so noise hides categories and numbers alike and neither is settled long before the other.
     discrete_scale: float = 0.0
     # how a visit's deviation from its patient's level is coded: "linear" (divided by the cohort's
-    # 99th-percentile |deviation|) or "quantile" (through the deviations' empirical quantiles onto
-    # a normal shape, as TabDDPM codes numbers): a heavy-tailed deviation (mostly stable, a rare
-    # spike) becomes a Gaussian the denoiser can match, and decoding restores the tail.
-    deviations: str = "linear"
-    # after training, calibrate decoding on generated patients (TrajectoryEncoder.calibrate):
-    # each nullable column's missingness threshold so values go missing at the training patients'
-    # rate (PBC: flags missing at 3.2% of real visits, ~0.8% of generated ones read by sign), and
-    # each temporal binary / categorical's switching penalty, decoding the label sequence that best
-    # fits the visit scores minus a penalty per change, so categories stay put as often as in the
-    # training patients (PBC: the network alone keeps them 69-75% of the time, real patients 80-85%),
-    # and each number's marginal (and its visit deviations'), mapping generated quantiles onto the
-    # training patients' percentiles (PBC: visit gaps smeared between the 6- and 12-month visits,
-    # thin lab tails, within-patient spread too uniform; KS 0.02-0.18), the deviations smoothed over
-    # visits just enough that values persist (rank lag-1) as in the training patients.
-    # Folders saved without this key decode by sign / argmax.
+    # 99th-percentile |deviation|) or "quantile" (through its quantiles onto a normal shape, so a
+    # heavy-tailed deviation becomes a Gaussian the denoiser can match)
+    deviations: Literal["linear", "quantile"] = "linear"
+    # after training, calibrate decoding on generated patients (`diffusion.encoding.calibration`:
+    # missing rates, marginals, persistence of numbers and labels as in the training patients),
+    # since the network alone gets their shape roughly but not exactly right
     calibrate: bool = True
-    # generated patients the calibration reads: 8 x the training patients, at most this many.
-    # The statistics it matches are cohort-wide (a lab's Pearson lag-1 hangs on its rare extreme
-    # visits), so a small sample calibrates to its own luck; sampling them is the cost (PBC, 250
-    # patients on 2 CPU cores: about 45 s for 2,000).
+    # the steps calibration runs (all by default; fewer to measure what each one buys)
+    calibration_steps: tuple[Literal["missingness", "values", "deviations", "smoothing", "spikes", "persistence"], ...] = (
+        "missingness", "values", "deviations", "smoothing", "spikes", "persistence")
+    # generated patients the calibration reads: 8 x the training patients, at most this many,
+    # since the statistics it matches are cohort-wide and a small sample calibrates to its own luck
     calibration_patients: int = 2048
 
 
@@ -98,12 +84,12 @@ class DiffusionConfig:
     """The forward noise process and the training objective."""
 
     steps: int = 1000
-    schedule: str = "cosine"  # cosine | linear
+    schedule: Literal["cosine", "linear"] = "cosine"
     x0_weight: float = 0.1  # weight of the (masked) x0 reconstruction term beside the main loss
     # what the network predicts: "v" (sqrt(abar) * noise - sqrt(1 - abar) * x0) weighs every noise
     # level's x0 error alike, so patient-level structure decided at high noise is learnt too;
-    # "eps" (the noise) is the DDPM original. Model folders saved without this key used "eps".
-    prediction: str = "v"
+    # "eps" (the noise) is the DDPM original
+    prediction: Literal["v", "eps"] = "v"
 
 
 @dataclass
@@ -121,7 +107,7 @@ class TrainConfig:
     ema_decay: float = 0.995
     grad_clip: float = 1.0
     warmup_steps: int = 200
-    lr_schedule: str = "cosine"  # cosine: decay to 5% over the planned steps (max_steps, max_epochs); constant
+    lr_schedule: Literal["cosine", "constant"] = "cosine"  # cosine: decay to 5% over the planned steps
     eval_every: int = 250  # steps between checks: validation loss, memorisation signal, best checkpoint
     # early stopping: checks without a better admissible checkpoint before training stops (0: never)
     patience: int = 6
@@ -147,18 +133,17 @@ class TrainConfig:
     dp_max_grad_norm: float = 1.0
     dp_seeded_noise: bool = False
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU and under DP
-    device: str = "auto"  # auto | cpu | cuda
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
     log_every: int = 100
 
 
 @dataclass
 class SamplingConfig:
-    method: str = "ddim"  # ddim | ddpm
+    method: Literal["ddim", "ddpm"] = "ddim"
     steps: int = 100  # sampling steps (ddpm uses the full chain when steps >= diffusion.steps)
     # DDIM stochasticity: 0 is deterministic DDIM, 1 is ancestral (DDPM) noise on the respaced
-    # chain. The fresh noise corrects the denoiser's own errors as it goes; on the bundled cohort
-    # eta 1 lowered the real-vs-synthetic classifier AUC from 0.97 to 0.90 with the same model.
+    # chain, whose fresh noise corrects the denoiser's own errors as it goes
     eta: float = 1.0
     batch_size: int = 512
     patients: int | None = None  # default: as many as the extract has
@@ -225,7 +210,7 @@ class PrivacyConfig:
     k: int = 5
     # a category seen in fewer than k training patients: "resample" (replaced by a common label
     # drawn at the training frequencies) or "merge" (released as the label _RARE_)
-    rare: str = "resample"
+    rare: Literal["resample", "merge"] = "resample"
 
 
 @dataclass
@@ -321,6 +306,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, key)
+    if origin is Literal:  # the one check of every string option
+        if value not in args:
+            raise ConfigError(f"Config key '{key}' must be one of {list(args)}, got {value!r}.")
+        return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"Config key '{key}' needs a list, got {value!r}.")
@@ -372,20 +361,12 @@ def _check(obj: Any, prefix: str) -> None:
     if isinstance(obj, DiffusionConfig):
         if obj.steps < 2:
             problems.append("diffusion.steps must be at least 2")
-        if obj.schedule not in ("cosine", "linear"):
-            problems.append("diffusion.schedule must be cosine or linear")
-        if obj.prediction not in ("eps", "v"):
-            problems.append("diffusion.prediction must be eps or v")
     if isinstance(obj, EncodingConfig):
         if not 0 <= obj.discrete_scale <= 1:
             problems.append("encoding.discrete_scale must be in [0, 1] (0: auto)")
-        if obj.deviations not in ("linear", "quantile"):
-            problems.append("encoding.deviations must be linear or quantile")
         if obj.calibration_patients < 1:
             problems.append("encoding.calibration_patients must be at least 1")
     if isinstance(obj, SamplingConfig):
-        if obj.method not in ("ddim", "ddpm"):
-            problems.append("sampling.method must be ddim or ddpm")
         if obj.steps < 1:
             problems.append("sampling.steps must be at least 1")
     if isinstance(obj, TrainConfig):
@@ -402,10 +383,6 @@ def _check(obj: Any, prefix: str) -> None:
             problems.append("train.dp_epsilon and train.dp_max_grad_norm must be positive, train.dp_delta in [0, 1)")
         if not 0.5 <= obj.max_train_dcr_share <= 1:
             problems.append("train.max_train_dcr_share must be in [0.5, 1]")
-        if obj.lr_schedule not in ("cosine", "constant"):
-            problems.append("train.lr_schedule must be cosine or constant")
-        if obj.device not in ("auto", "cpu", "cuda"):
-            problems.append("train.device must be auto, cpu or cuda")
     if isinstance(obj, PipelineConfig) and not 0 <= obj.holdout_fraction < 0.9:
         problems.append("pipeline.holdout_fraction must be in [0, 0.9)")
     if isinstance(obj, PipelineConfig) and obj.min_holdout_patients < 0:
@@ -413,8 +390,6 @@ def _check(obj: Any, prefix: str) -> None:
     if isinstance(obj, PrivacyConfig):
         if obj.k < 1:
             problems.append("privacy.k must be at least 1")
-        if obj.rare not in ("resample", "merge"):
-            problems.append("privacy.rare must be resample or merge")
     if isinstance(obj, ModelConfig) and (0 < obj.base_channels < 8 or obj.base_channels < 0 or not obj.channel_mults):
         problems.append("model.base_channels must be 0 (auto) or >= 8, and model.channel_mults non-empty")
     if problems:

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from diffusion.errors import InputError
-from diffusion.schema import Column, Schema, as_binary, as_labels
+from diffusion.labels import as_binary, as_labels
+from diffusion.schema import Column, Schema
 
 RARE = "_RARE_"
 

@@ -28,14 +28,13 @@ import pandas as pd
 import yaml
 
 from diffusion.errors import InputError
+from diffusion.labels import as_labels, canonical_label, reads_as_boolean
 
 TYPES = ("real", "integer", "binary", "categorical")
 TRANSFORMS = ("boxcox", "log", "none")
 COLUMN_KEYS = {"type", "static", "categories", "min", "max", "transform", "nullable", "max_missing", "description"}
 SCHEMA_KEYS = {"name", "id", "time", "regular", "max_length", "columns", "min_patients", "target", "description"}
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-TRUE_LABELS = {"1", "true", "t", "yes", "y", "1.0"}
-FALSE_LABELS = {"0", "false", "f", "no", "n", "0.0"}
 
 
 class SchemaError(InputError):
@@ -300,39 +299,6 @@ def _parse(raw: Any, source: str) -> Schema:
     )
 
 
-# ---- labels: one canonical string per category value ---------------------------------------
-def canonical_label(value: Any) -> str:
-    """The string form of a category value: 1, 1.0 and "1" are all "1"; True is "true"."""
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        if math.isfinite(value) and float(value).is_integer():
-            return str(int(value))
-        return repr(float(value))
-    return str(value).strip()
-
-
-def as_labels(series: pd.Series) -> pd.Series:
-    """Categorical values as canonical strings; missing stays missing (object dtype)."""
-    out = pd.Series(np.full(len(series), None, dtype=object), index=series.index)
-    present = series.notna()
-    out[present] = [canonical_label(v) for v in series[present].tolist()]
-    return out
-
-
-def as_binary(series: pd.Series) -> pd.Series:
-    """Binary values as floats 0.0/1.0 (NaN for missing or unreadable values)."""
-    if pd.api.types.is_bool_dtype(series):
-        return series.astype(float)
-    if pd.api.types.is_numeric_dtype(series):
-        values = pd.to_numeric(series, errors="coerce").astype(float)
-        return values.where(values.isin([0.0, 1.0]) | values.isna(), np.nan)
-    labels = as_labels(series).str.lower()
-    return labels.map(lambda v: 1.0 if v in TRUE_LABELS else 0.0 if v in FALSE_LABELS else np.nan).astype(float)
-
-
 def infer_schema(df: pd.DataFrame, *, id_col: str, time_col: str, name: str = "cohort", max_categories: int = 12) -> Schema:
     """A draft schema from an extract: types, staticness, bounds and nullability guessed from the data."""
     for col in (id_col, time_col):
@@ -354,7 +320,7 @@ def infer_schema(df: pd.DataFrame, *, id_col: str, time_col: str, name: str = "c
         static = bool((groups[col].nunique(dropna=False) <= 1).all())
         nonnull = s.dropna()
         distinct = nonnull.unique()
-        if pd.api.types.is_bool_dtype(s) or (len(distinct) <= 2 and set(as_labels(pd.Series(distinct)).str.lower()) <= (TRUE_LABELS | FALSE_LABELS)):
+        if pd.api.types.is_bool_dtype(s) or (len(distinct) <= 2 and reads_as_boolean(distinct)):
             columns.append(Column(col, "binary", static=static, nullable=nullable))
         elif pd.api.types.is_numeric_dtype(s) and len(distinct) > max_categories:
             numeric = pd.to_numeric(nonnull)

@@ -51,7 +51,8 @@ from evaluation import detection, privacy, sdm, utility
 from evaluation.fidelity import correlations, marginals, missingness
 from evaluation.temporal import dynamic_correlations, temporal
 from evaluation.validity import validity
-from evaluation.data import PID, n_patients, split_patients, tidy
+from diffusion.data import split_patients
+from evaluation.data import PID, n_patients, tidy
 from evaluation.gates import GateResult
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, hol
         metrics.update(risk(r, s, h, schema, cfg))
         calibration = fidelity(h, r, schema, cfg)
         if n_patients(h) >= 4:
-            rest, half = split_patients(h, 0.5, cfg.seed)
+            rest, half = split_patients(h, PID, 0.5, cfg.seed)
             calibration.update(risk(r, half, rest, schema, cfg))
     metrics, calibration = _finite(metrics), _finite(calibration)
     gate_results = G.check(metrics, cfg.gates, has_holdout=h is not None, floor=calibration)

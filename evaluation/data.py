@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from diffusion.errors import InputError
-from diffusion.schema import Column, Schema, as_binary, as_labels
+from diffusion.labels import as_binary, as_labels
+from diffusion.schema import Column, Schema
 
 PID = "_pid"  # the patient code column of a tidy frame (0..n-1); the raw id is dropped
 POS = "_pos"  # visit index within the patient (0, 1, 2, ...)
@@ -146,12 +147,3 @@ def impute_scale(reference: pd.DataFrame, *others: pd.DataFrame) -> list[np.ndar
     filled = reference.fillna(med)
     mu, sd = filled.mean(), filled.std().replace(0, 1).fillna(1)
     return [((f.reindex(columns=cols).fillna(med) - mu) / sd).fillna(0.0).to_numpy(float) for f in (reference, *others)]
-
-
-def split_patients(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split a tidy frame by patient: (the rest, a `fraction` share), seeded."""
-    ids = np.unique(df[PID])
-    rng = np.random.default_rng(seed)
-    pick = set(rng.choice(ids, size=int(round(len(ids) * fraction)), replace=False).tolist())
-    mask = df[PID].isin(pick)
-    return df[~mask].reset_index(drop=True), df[mask].reset_index(drop=True)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from diffusion import persistence
 from diffusion.schema import Schema
 from evaluation.data import PID, discrete_temporal, numeric_temporal
 from evaluation.fidelity import _ks, _tv, _upper_abs_diff
@@ -26,15 +26,9 @@ def _previous(df: pd.DataFrame, column: str) -> pd.Series:
 
 
 def lag1(df: pd.DataFrame, column: str, *, rank: bool = False) -> float:
-    """Lag-1 autocorrelation within patients: Pearson correlation over pairs of consecutive visits
-    (`rank=True`: Spearman, which a handful of extreme visits cannot dominate)."""
-    v, prev = df[column].astype(float), _previous(df, column).astype(float)
-    ok = v.notna() & prev.notna()
-    if ok.sum() < 3 or v[ok].std() == 0 or prev[ok].std() == 0:
-        return float("nan")
-    if rank:
-        return float(stats.spearmanr(v[ok], prev[ok]).statistic)
-    return float(np.corrcoef(v[ok], prev[ok])[0, 1])
+    """Lag-1 autocorrelation within patients (`diffusion.persistence`: Pearson, or Spearman with
+    `rank=True`, over consecutive visits where both values are recorded)."""
+    return persistence.lag1_long(df[column], df[PID], rank=rank)
 
 
 def transitions(df: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -46,11 +40,7 @@ def transitions(df: pd.DataFrame, column: str) -> pd.DataFrame:
 
 def _transition_stats(real: pd.DataFrame, syn: pd.DataFrame, column: str) -> tuple[float, float, float]:
     tr, ts = transitions(real, column), transitions(syn, column)
-    stay = []
-    for t in (tr, ts):
-        total = t.to_numpy().sum()
-        diag = sum(t.loc[k, k] for k in t.index if k in t.columns)
-        stay.append(float(diag / total) if total else float("nan"))
+    stay = [persistence.stay_long(f[column], f[PID]) for f in (real, syn)]
     if tr.to_numpy().sum() == 0 or ts.to_numpy().sum() == 0:
         return stay[0], stay[1], float("nan")
     labels = tr.index.union(ts.index).union(tr.columns).union(ts.columns)

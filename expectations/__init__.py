@@ -9,15 +9,8 @@ Great Expectations itself is imported only when a validation runs.
 """
 
 from expectations.reading import ExtractError, fingerprint, read_extract
-from expectations.validate import (
-    ExtractValidationError,
-    Failure,
-    ValidationReport,
-    build_suite,
-    load_extra_expectations,
-    save_suite,
-    validate_extract,
-)
+from expectations.suite import build_suite, load_extra_expectations, save_suite
+from expectations.validate import ExtractValidationError, Failure, ValidationReport, validate_extract
 
 __all__ = [
     "ExtractError",

@@ -61,7 +61,8 @@ def _need_file(path: str, what: str) -> None:
 def cmd_validate(args) -> int:
     from diffusion.schema import Schema
     from expectations.reading import fingerprint, read_extract
-    from expectations.validate import load_extra_expectations, validate_extract
+    from expectations.suite import load_extra_expectations
+    from expectations.validate import validate_extract
 
     schema = Schema.load(args.schema)
     df = read_extract(args.data)

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from prefect.artifacts import create_markdown_artifact
 
 from evaluation.champion import decide
-from tasks import hg_task, retry_on_io
+from tasks import hg_task, prefect_artifact, retry_on_io
 from tasks.stages import _logger
 from tasks.tracking import CHAMPION, Run, champion_version, tracking_uri
 
@@ -55,11 +55,8 @@ def register(model_dir: Path, name: str, run: Run, metrics: dict[str, float], pa
     client.set_model_version_tag(name, mv.version, "decision", decision)
     run.tags({"model.name": name, "model.version": mv.version, "model.decision": decision, "model.promoted": promoted})
     logger.info("Registered %s v%s; %s.", name, mv.version, decision)
-    try:
-        create_markdown_artifact(key="model-decision", markdown=f"# Model {name} v{mv.version}\n\n{decision}\n\n"
-                                 f"- primary metric: `{primary}` = {value}\n- gates passed: {passed}\n- MLflow run: `{run.id}`\n")
-    except Exception:  # no Prefect run context
-        pass
+    prefect_artifact(create_markdown_artifact, key="model-decision", markdown=f"# Model {name} v{mv.version}\n\n{decision}\n\n"
+                     f"- primary metric: `{primary}` = {value}\n- gates passed: {passed}\n- MLflow run: `{run.id}`\n")
     return {"name": name, "version": mv.version, "uri": f"models:/{name}/{mv.version}", "promoted": promoted,
             "decision": decision, "model_uri": info.model_uri}
 

@@ -16,7 +16,7 @@ from diffusion.data import split_patients
 from diffusion.fit import fit
 from diffusion.release import write_release
 from diffusion.schema import Schema
-from tasks import hg_task, retry_on_io
+from tasks import hg_task, prefect_artifact, retry_on_io
 from tasks.tracking import Run
 
 
@@ -41,7 +41,8 @@ def read_extract(path: str) -> tuple[pd.DataFrame, str]:
 @hg_task(name="validate-extract")
 def validate_extract(df: pd.DataFrame, schema: Schema, run: Run | None, docs_dir: Path, schema_path: str | None = None):
     """Great Expectations on the extract; logs the result; raises on failure (nothing downstream runs)."""
-    from expectations.validate import load_extra_expectations, validate_extract as validate
+    from expectations.suite import load_extra_expectations
+    from expectations.validate import validate_extract as validate
 
     extra = load_extra_expectations(Path(schema_path)) if schema_path else []
     report = validate(df, schema, docs_dir=docs_dir, extra_expectations=extra)
@@ -76,17 +77,13 @@ class _Progress:
 
     def __init__(self, max_steps: int):
         self.max_steps = max(int(max_steps), 1)
-        try:
-            self.id = create_progress_artifact(0.0, key="training-progress", description=f"training steps (of at most {self.max_steps})")
-        except Exception:  # no Prefect run context (library-style call)
-            self.id = None
+        self.id = prefect_artifact(create_progress_artifact, progress=0.0, key="training-progress",
+                                   description=f"training steps (of at most {self.max_steps})")
 
     def update(self, step: int, description: str | None = None) -> None:
         if self.id is not None:
-            try:
-                update_progress_artifact(self.id, min(100.0, 100.0 * step / self.max_steps), description=description)
-            except Exception:
-                pass
+            prefect_artifact(update_progress_artifact, artifact_id=self.id, progress=min(100.0, 100.0 * step / self.max_steps),
+                             description=description)
 
     def done(self, steps: int, stopped_by: str) -> None:
         self.update(self.max_steps, f"{steps} steps, stopped by {stopped_by}")
@@ -190,10 +187,7 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, model: HealthGymModel,
         run.artifact(out_dir, "evaluation")
     rows = [{"measure": g.name, "value": round(float(g.value), 4) if g.value is not None else None, "threshold": g.threshold,
              "passed": g.passed} for g in result.gates]
-    try:
-        create_table_artifact(key="headline-metrics", table=rows, description="Release gates: value vs threshold")
-    except Exception:  # no Prefect run context (library-style call)
-        pass
+    prefect_artifact(create_table_artifact, key="headline-metrics", table=rows, description="Release gates: value vs threshold")
     _logger().info("Evaluation %s: %s", "passed" if result.passed else "FAILED", "; ".join(f"{r['measure']}={r['value']}" for r in rows))
     if result.privacy_note():
         _logger().info(result.privacy_note())
@@ -204,9 +198,6 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, model: HealthGymModel,
 def publish(synthetic: pd.DataFrame, schema: Schema, manifest: dict[str, Any], report_dir: Path | None) -> str:
     path = write_release(synthetic, name=schema.name, manifest=manifest, report_dir=report_dir)
     _logger().info("Release written: %s", path)
-    try:
-        create_markdown_artifact(key="release", markdown=f"# Release\n\n`{path}`\n\n- model: `{manifest.get('model_uri')}`\n"
-                                 f"- patients: {manifest.get('patients')}\n- rows: {len(synthetic)}\n")
-    except Exception:
-        pass
+    prefect_artifact(create_markdown_artifact, key="release", markdown=f"# Release\n\n`{path}`\n\n- model: `{manifest.get('model_uri')}`\n"
+                     f"- patients: {manifest.get('patients')}\n- rows: {len(synthetic)}\n")
     return path

@@ -1,5 +1,6 @@
 """The diffusion library: encoder round trip, U-Net shapes, sampler properties, bundle save/load."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,7 +10,10 @@ import torch
 
 from diffusion.bundle import HealthGymModel
 from diffusion.config import Config
-from diffusion.encoding import TrajectoryEncoder, _isolation, _smooth, _stay_rate, _switching_decode
+from diffusion.encoding import TrajectoryEncoder
+from diffusion.encoding.labels import switching_decode as _switching_decode
+from diffusion.encoding.marginals import isolation as _isolation, smooth as _smooth
+from diffusion.persistence import stay_grid
 from diffusion.sampling import respaced_steps, sample_loop
 from diffusion.schedule import GaussianDiffusion, make_betas
 from diffusion.schema import Schema
@@ -70,7 +74,7 @@ def assert_same(real: pd.DataFrame, decoded: pd.DataFrame, schema: Schema) -> No
 def test_encoder_round_trip_is_exact_for_every_type(regular, levels, discrete_scale, deviations):
     df, schema = mixed_cohort(regular=regular)
     enc = TrajectoryEncoder(schema, patient_levels=levels, discrete_scale=discrete_scale, deviations=deviations).fit(df)
-    discrete_scale = enc.state["discrete_scale"]
+    discrete_scale = enc.state.discrete_scale
     e = enc.encode(df)
     assert e.x.shape == (40, len(enc.channels), 7)
     bounds = np.asarray(enc.clip_bounds)[None, :, None]
@@ -125,20 +129,20 @@ def test_static_columns_are_decoded_once_per_patient():
 
 
 def test_recorded_precision_is_learned_and_old_states_stay_unrounded():
-    from diffusion.encoding import _fit_numeric, _recorded_decimals, _unscale
+    from diffusion.encoding.numeric import NumberCodec, recorded_decimals as _recorded_decimals
     rng = np.random.default_rng(0)
     assert _recorded_decimals(np.array([261.0, 302.0, 1718.0])) == 0
     assert _recorded_decimals(np.array([10.6, 11.2, 12.0, 0.3])) == 1
     assert _recorded_decimals(np.round(rng.normal(3.5, 0.4, 500), 2)) == 2
     assert _recorded_decimals(rng.normal(58, 10, 500)) is None  # continuous: never rounded
     assert _recorded_decimals(np.array([10.6, 11.25])) == 2  # every value must fit the grid
-    state = _fit_numeric(np.array([9.6, 10.6, 17.1, 36.0]), "none", False)
+    codec = NumberCodec.fit(np.array([9.6, 10.6, 17.1, 36.0]), "none", False)
     z = np.linspace(-1, 1, 101)
-    out = _unscale(z, state, None)
-    assert state["decimals"] == 1 and np.allclose(out, np.round(out, 1), atol=1e-12)
+    out = codec.unscale(z)
+    assert codec.decimals == 1 and np.allclose(out, np.round(out, 1), atol=1e-12)
     assert out.min() == 9.6 and out.max() == 36.0
-    old = {k: v for k, v in state.items() if k != "decimals"}  # an encoder saved before the key existed
-    assert not np.allclose(_unscale(z, old, None), np.round(_unscale(z, old, None), 1))
+    continuous = codec.replace(decimals=None)  # a continuous column is never rounded
+    assert not np.allclose(continuous.unscale(z), np.round(continuous.unscale(z), 1))
 
 
 def test_long_patients_are_cut_with_a_warning(caplog):
@@ -309,7 +313,7 @@ def test_auto_discrete_scale_matches_the_numeric_channels():
     e = enc.encode(df)
     numeric = [i for i, (_, kind, col) in enumerate(enc.channels) if kind in ("level", "gap", "t0") or col in ("weight", "lab", "count")]
     values = np.concatenate([e.x[:, i][e.mask[:, i] > 0] for i in numeric])
-    scale = enc.state_dict()["discrete_scale"]
+    scale = enc.state.discrete_scale
     assert 0.1 <= scale < 1.0 and scale == pytest.approx(float(np.sqrt(np.mean(values**2))), rel=1e-5)
     sex = enc.channel_names.index("sex=f")
     assert set(np.unique(e.x[:, sex])) == {-scale, scale}
@@ -317,7 +321,7 @@ def test_auto_discrete_scale_matches_the_numeric_channels():
     df, schema = mixed_cohort(regular=True)
     raw = schema.to_dict()
     only_labels = Schema.from_dict({**raw, "columns": {k: v for k, v in raw["columns"].items() if k in ("sex", "grade", "flag")}})
-    assert TrajectoryEncoder(only_labels).fit(df).state_dict()["discrete_scale"] == 1.0
+    assert TrajectoryEncoder(only_labels).fit(df).state.discrete_scale == 1.0
 
 
 def test_switching_decode_removes_weak_flicker_and_keeps_clear_changes():
@@ -333,7 +337,7 @@ def test_switching_decode_removes_weak_flicker_and_keeps_clear_changes():
     assert codes[[0, 1, 2, 3, 5, 6, 7]].tolist() == [0, 0, 0, 0, 1, 1, 1]
     three = np.random.default_rng(0).normal(size=(50, 3, 6))  # categoricals: penalty 0 is the argmax
     assert (_switching_decode(three, np.ones((50, 6), bool), 0.0) == three.argmax(axis=1)).all()
-    assert _stay_rate(np.array([[0, 0, 1, 1]]), np.array([[True, True, False, True]])) == 0.5
+    assert stay_grid(np.array([[0, 0, 1, 1, 1]]), np.array([[True, True, False, True, True]])) == 1.0  # pairs both recorded
 
 
 def test_calibrated_persistence_keeps_categories_as_often_as_the_real_patients():
@@ -346,10 +350,10 @@ def test_calibrated_persistence_keeps_categories_as_often_as_the_real_patients()
         codes = draw.where(draw >= 0).groupby(df["pid"]).ffill().astype(int)  # a label held until it changes
         df[col] = np.where(df[col].isna(), None, labels[codes].astype(object)) if col == "flag" else labels[codes]
     enc = TrajectoryEncoder(schema).fit(df)
-    real = {c: enc.state["columns"][c]["stay"] for c in ("flag", "grade")}
-    assert real["grade"] > 0.85 and "stay" not in enc.state["columns"]["sex"]  # temporal only
+    real = {c: enc.state.columns[c].stay for c in ("flag", "grade")}
+    assert real["grade"] > 0.85 and enc.state.columns["sex"].stay is None  # temporal only
     x = enc.encode(df).x
-    ds = enc.state["discrete_scale"]
+    ds = enc.state.discrete_scale
 
     def flicker(seed: int) -> np.ndarray:  # the same patients, every category score blurred
         noisy = x.copy()
@@ -363,8 +367,7 @@ def test_calibrated_persistence_keeps_categories_as_often_as_the_real_patients()
         assert report[col]["before"] < real[col] - 0.1  # the blur makes categories flicker ...
         assert report[col]["after"] >= real[col] and report[col]["penalty"] > 0  # ... the penalty restores runs
     fresh = enc.decode(flicker(1))  # new noise: the calibrated decoding carries over
-    plain = TrajectoryEncoder.from_state(schema, {**enc.state, "columns": {
-        k: {kk: vv for kk, vv in v.items() if kk != "switch_penalty"} for k, v in enc.state["columns"].items()}}).decode(flicker(1))
+    plain = enc.decode(flicker(1), decoding=dataclasses.replace(enc.decoding, switch_penalty={}))
 
     def stay(frame: pd.DataFrame, col: str) -> float:
         v = frame[col].astype(str)
@@ -379,11 +382,11 @@ def test_calibrated_persistence_keeps_categories_as_often_as_the_real_patients()
 def test_calibrated_missingness_restores_the_real_missing_rate():
     df, schema = mixed_cohort(n=200)
     enc = TrajectoryEncoder(schema).fit(df)
-    rate = enc.state["columns"]["lab"]["missing_rate"]
-    assert rate == pytest.approx(df["lab"].isna().mean()) and "missing_rate" not in enc.state["columns"]["count"]
+    rate = enc.state.columns["lab"].missing_rate
+    assert rate == pytest.approx(df["lab"].isna().mean()) and enc.state.columns["count"].missing_rate is None
     x = enc.encode(df).x
     ch = enc.channel_names.index("lab__missing")
-    ds = enc.state["discrete_scale"]
+    ds = enc.state.discrete_scale
 
     def shy(seed: int) -> np.ndarray:  # a generator that under-produces missingness: blurred, pulled down
         out = x.copy()
@@ -437,8 +440,7 @@ def test_calibrated_marginals_restore_each_numbers_real_distribution():
     assert all(r["deviation_ks_before"] > 0.1 for k, r in report.items() if k in ("__gap__", "lab", "count"))
     # without smoothing the maps are monotone: each patient's visits keep their order (ties from
     # rounding aside); missingness untouched
-    enc.state["columns"]["lab"]["numeric"]["smoothing"] = 0.0
-    fresh = enc.decode(thin(1))
+    fresh = enc.decode(thin(1), decoding=enc.decoding.with_number("lab", smoothing=0.0))
     a, b = plain["lab"].to_numpy(float), fresh["lab"].to_numpy(float)
     same = (plain["pid"].to_numpy()[1:] == plain["pid"].to_numpy()[:-1])
     assert np.all(np.nan_to_num(np.sign(np.diff(a))[same] * np.sign(np.diff(b))[same]) >= 0)
@@ -447,7 +449,6 @@ def test_calibrated_marginals_restore_each_numbers_real_distribution():
 
 
 def test_calibrated_deviations_restore_how_much_patients_vary():
-    import copy
     df, schema = mixed_cohort(n=200)
     fitted = TrajectoryEncoder(schema).fit(df)
     x = fitted.encode(df).x
@@ -461,10 +462,8 @@ def test_calibrated_deviations_restore_how_much_patients_vary():
     def spread(frame: pd.DataFrame, col: str) -> float:  # within-patient std, relative to the real one
         return float(frame.groupby("pid")[col].std().mean() / df.groupby("pid")[col].std().mean())
 
-    values_only = TrajectoryEncoder.from_state(schema, copy.deepcopy(fitted.state))
-    for col in ("lab", "count"):
-        del values_only.state["columns"][col]["numeric"]["deviation_quantiles"]
-    values_only.calibrate(calm(0))
+    values_only = TrajectoryEncoder.from_state(schema, fitted.state_dict())
+    values_only.calibrate(calm(0), steps=("missingness", "values", "smoothing", "spikes", "persistence"))  # no deviations' map
     fitted.calibrate(calm(0))
     for col in ("lab", "count"):
         assert spread(fitted.decode(calm(1)), col) == pytest.approx(1.0, abs=0.1)
@@ -493,7 +492,7 @@ def test_calibrated_persistence_of_numbers_restores_the_real_rank_lag1():
     schema = Schema.from_dict({"name": "ar1", "id": "pid", "time": "t", "regular": True, "max_length": length,
                                "columns": {"v": {"type": "real", "transform": "none"}}})
     enc = TrajectoryEncoder(schema).fit(df)
-    real = enc.state["columns"]["v"]["lag1_rank"]
+    real = enc.state.columns["v"].lag1_rank
     x = enc.encode(df).x
     ch = enc.channel_names.index("v")
 
@@ -522,7 +521,6 @@ def test_isolation_is_a_visits_departure_from_its_neighbours_mean():
 
 
 def test_calibrated_spikes_restore_a_spiky_labs_pearson_lag1_and_keep_its_marginal():
-    import copy
     from scipy import stats
     rng = np.random.default_rng(0)
     n, length = 300, 8
@@ -546,7 +544,7 @@ def test_calibrated_spikes_restore_a_spiky_labs_pearson_lag1_and_keep_its_margin
                                "columns": {"v": {"type": "real"}}})
     df = frame(spiky)
     enc = TrajectoryEncoder(schema).fit(df)
-    real = enc.state["columns"]["v"]
+    real = {"lag1": enc.state.columns["v"].lag1, "lag1_rank": enc.state.columns["v"].lag1_rank}
     assert real["lag1"] == pytest.approx(lag1(df)) and real["lag1"] < real["lag1_rank"] - 0.3  # spikes: Pearson far below rank
     x = enc.encode(frame(calm)).x  # a generator that gets the course right but makes no spikes
     ch = enc.channel_names.index("v")
@@ -556,9 +554,8 @@ def test_calibrated_spikes_restore_a_spiky_labs_pearson_lag1_and_keep_its_margin
         out[:, ch] += np.random.default_rng(seed).normal(0.0, 0.2 * out[:, ch].std(), size=out[:, ch].shape)
         return out
 
-    unspiked = TrajectoryEncoder.from_state(schema, copy.deepcopy(enc.state))
-    unspiked.state["columns"]["v"]["lag1"] = None  # a state without the Pearson aggregate: no spikes
-    unspiked.calibrate(draw(0))
+    unspiked = TrajectoryEncoder.from_state(schema, enc.state_dict())
+    unspiked.calibrate(draw(0), steps=("missingness", "values", "deviations", "smoothing", "persistence"))  # no spikes
     report = enc.calibrate(draw(0))["marginals"]["v"]
     assert report["lag1_before"] > real["lag1"] + 0.2 and 0 < report["spikes"] <= 0.01
     assert report["lag1_after"] == pytest.approx(real["lag1"], abs=0.03)

@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 
 from diffusion.config import EvaluationConfig, GateConfig
-from diffusion.schema import Schema, canonical_label
+from diffusion.labels import canonical_label
+from diffusion.schema import Schema
 from evaluation import EvaluationResult, GateResult, evaluate, evaluate_files
 from evaluation import fidelity, temporal, validity
 from evaluation.data import patient_features, tidy

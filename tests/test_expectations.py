@@ -28,7 +28,7 @@ from expectations import (
     save_suite,
     validate_extract,
 )
-from expectations.validate import SUITES_DIR
+from expectations.suite import SUITES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 PBC_YAML = ROOT / "flows" / "data" / "pbc.yaml"

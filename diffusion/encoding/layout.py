@@ -1,0 +1,118 @@
+"""The channel layout of the [patients, channels, time] tensor (values in [-1, 1]).
+
+- ``__valid__``: +1 at a visit, -1 after the patient's last visit (the network generates it).
+- ``__length__``: the number of visits scaled to [-1, 1], static; decoding reads the length here.
+- ``__gap__`` (irregular schemas): the scaled gap since the previous visit (with patient levels:
+  a deviation channel plus the static ``__gap__level``); decoded cumulatively into times.
+- ``__t0__`` (only when patients start at different times): the first visit's time, static.
+- per numeric column: one value channel; a temporal one with patient levels is the visit's
+  deviation plus a static ``<name>__level`` channel (`diffusion.encoding.levels`).
+- per binary column one channel, per categorical one channel per category ``<name>=<label>``
+  (`diffusion.encoding.labels`); per nullable column a ``<name>__missing`` channel.
+
+Static columns are broadcast over every time step; the loss mask is 1 where a channel carries
+information (validity and static channels everywhere, temporal ones at recorded visits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+from diffusion.schema import Schema
+
+VALID = "__valid__"
+LENGTH = "__length__"
+GAP = "__gap__"
+T0 = "__t0__"
+
+Kind = Literal["valid", "length", "gap", "level", "t0", "value", "onehot", "missing"]
+
+
+class Channel(NamedTuple):
+    name: str
+    kind: Kind
+    column: str | None  # the schema column (GAP for the gap's channels), None for valid / length / t0
+
+
+@dataclass
+class Encoded:
+    """An encoded cohort. x, mask: [patients, channels, time] float32; lengths: [patients]."""
+
+    x: np.ndarray
+    mask: np.ndarray
+    lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, idx: np.ndarray) -> "Encoded":
+        return Encoded(self.x[idx], self.mask[idx], self.lengths[idx])
+
+
+def channel_layout(schema: Schema, levels: set[str], t0_varies: bool) -> list[Channel]:
+    """Every channel in tensor order; `levels` names the numbers split into level + deviation."""
+    out = [Channel(VALID, "valid", None), Channel(LENGTH, "length", None)]
+    if not schema.regular:
+        out.append(Channel(GAP, "gap", GAP))
+        if GAP in levels:
+            out.append(Channel(f"{GAP}level", "level", GAP))
+    if t0_varies:
+        out.append(Channel(T0, "t0", None))
+    for col in schema.columns:
+        if col.numeric or col.type == "binary":
+            out.append(Channel(col.name, "value", col.name))
+            if col.name in levels:
+                out.append(Channel(f"{col.name}__level", "level", col.name))
+        else:
+            out.extend(Channel(f"{col.name}={cat}", "onehot", col.name) for cat in col.categories or ())
+        if col.nullable:
+            out.append(Channel(f"{col.name}__missing", "missing", col.name))
+    return out
+
+
+def level_channel(name: str) -> str:
+    """The static level channel of a number split into level + deviation."""
+    return f"{GAP}level" if name == GAP else f"{name}__level"
+
+
+def is_discrete(schema: Schema, channel: Channel) -> bool:
+    """Binary, one-hot and missingness channels: coded -/+ discrete_scale, decoded by sign / argmax."""
+    kind, col = channel.kind, channel.column
+    return kind in ("onehot", "missing") or (kind == "value" and col not in (None, GAP) and schema.column(col).type == "binary")
+
+
+def length_to_z(lengths: np.ndarray, L: int) -> np.ndarray:
+    return np.zeros(len(lengths)) if L == 1 else 2.0 * (lengths - 1) / (L - 1) - 1.0
+
+
+def z_to_length(z: np.ndarray, L: int) -> np.ndarray:
+    return np.clip(np.rint((np.clip(z, -1, 1) + 1) / 2 * (L - 1) + 1), 1, L).astype(np.int64)
+
+
+def pooled_counts(values: np.ndarray, k: int) -> dict[str, float]:
+    """Histogram of integer values with no count standing for fewer than k values: a bin of k or
+    more stands alone, adjacent smaller bins are pooled, and a pool still short of k joins its
+    left neighbour (its right one when first); a pool's count is spread evenly over its values.
+    Keys are the values as strings."""
+    keys, counts = np.unique(values, return_counts=True)
+    runs: list[list[int]] = []
+    for i in range(len(keys)):
+        small = counts[i] < k
+        if runs and small and all(counts[j] < k for j in runs[-1]):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    merged: list[list[int]] = []
+    for run in runs:
+        if merged and (sum(counts[j] for j in merged[-1]) < k or sum(counts[j] for j in run) < k):
+            merged[-1].extend(run)
+        else:
+            merged.append(run)
+    out: dict[str, float] = {}
+    for run in merged:
+        total = float(sum(counts[j] for j in run))
+        out.update({str(int(keys[j])): total / len(run) for j in run})
+    return out
