@@ -29,9 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-COLUMNS = (("discriminator_auc", "AUC"), ("temporal.lag1_abs_diff.mean", "lag1"), ("rank_lag1_mean", "rank lag1"),
-           ("stay_mean", "stay"), ("missing.rate_abs_diff.max", "missing"),
-           ("fidelity.quality_score", "quality"), ("privacy.dcr_share", "DCR"))
+COLUMNS = (
+    ("discriminator_auc", "AUC"),
+    ("temporal.lag1_abs_diff.mean", "lag1"),
+    ("rank_lag1_mean", "rank lag1"),
+    ("stay_mean", "stay"),
+    ("missing.rate_abs_diff.max", "missing"),
+    ("fidelity.quality_score", "quality"),
+    ("privacy.dcr_share", "DCR"),
+)
 
 
 def _cohort(name: str) -> tuple[Path, Path]:
@@ -81,12 +87,17 @@ def main() -> None:
         schema, df = Schema.load(schema_path), None
         df = read_extract(data)
         cfg = Config().with_overrides([f"pipeline.seed={args.seed}", "encoding.calibrate=false", *args.set])
-        train, holdout = split_patients(df, schema.id, cfg.pipeline.holdout_fraction, args.seed, cfg.pipeline.min_holdout_patients)
+        train, holdout = split_patients(
+            df, schema.id, cfg.pipeline.holdout_fraction, args.seed, cfg.pipeline.min_holdout_patients
+        )
         t0 = time.perf_counter()
         model, result = fit(train, schema, cfg, progress=False)
         n = train[schema.id].nunique()
-        print(f"\n{name}: {df[schema.id].nunique()} patients ({n} training, {holdout[schema.id].nunique()} holdout); "
-              f"{result.steps} steps in {time.perf_counter() - t0:.0f} s, width {model.config.model.base_channels}", flush=True)
+        print(
+            f"\n{name}: {df[schema.id].nunique()} patients ({n} training, {holdout[schema.id].nunique()} holdout); "
+            f"{result.steps} steps in {time.perf_counter() - t0:.0f} s, width {model.config.model.base_channels}",
+            flush=True,
+        )
         real, held = model.protect(train, seed=args.seed), model.protect(holdout, seed=args.seed + 1)
         x_cal = model.sample_tensor(min(cfg.encoding.calibration_patients, 8 * n), seed=args.seed + 1)
         sets = {s: model.sample_tensor(n, seed=s) for s in (int(v) for v in args.sample_seeds.split(","))}

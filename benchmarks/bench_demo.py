@@ -22,9 +22,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # (stage, pattern of the first line that belongs to it), in the order the demo prints them
-STAGES = (("startup", r""), ("read + validate", r"Beginning flow run"), ("training", r"Split patients|Network width"),
-          ("calibration", r"Calibrating decoding"), ("sampling", r"Sampling \d+ synthetic"), ("evaluation", r"sampled \d+/\d+ patients"),
-          ("log + register + release", r"Evaluation (passed|FAILED)"))
+STAGES = (
+    ("startup", r""),
+    ("read + validate", r"Beginning flow run"),
+    ("training", r"Split patients|Network width"),
+    ("calibration", r"Calibrating decoding"),
+    ("sampling", r"Sampling \d+ synthetic"),
+    ("evaluation", r"sampled \d+/\d+ patients"),
+    ("log + register + release", r"Evaluation (passed|FAILED)"),
+)
 
 
 def profile(seed: int, extra: list[str]) -> tuple[dict[str, float], list[str]]:
@@ -33,8 +39,14 @@ def profile(seed: int, extra: list[str]) -> tuple[dict[str, float], list[str]]:
     start = time.monotonic()
     marks, keep = {"startup": 0.0}, []
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as work:
-        proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            cmd,
+            cwd=work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             now = time.monotonic() - start

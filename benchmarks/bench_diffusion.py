@@ -43,19 +43,27 @@ def main() -> None:
 
     schema = Schema.load(ROOT / "flows/data/pbc.yaml")
     df = pd.read_csv(ROOT / "flows/data/pbcseq.csv")
-    cfg = Config().with_overrides([f"train.max_minutes={args.train_minutes}", f"train.device={args.device}", "train.max_steps=1000000"])
+    cfg = Config().with_overrides(
+        [f"train.max_minutes={args.train_minutes}", f"train.device={args.device}", "train.max_steps=1000000"]
+    )
     device = "cuda" if (args.device == "auto" and torch.cuda.is_available()) or args.device == "cuda" else "cpu"
-    print(f"device: {device} ({torch.cuda.get_device_name() if device == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), torch {torch.__version__}")
+    print(
+        f"device: {device} ({torch.cuda.get_device_name() if device == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), torch {torch.__version__}"
+    )
     if args.model:
         from diffusion.bundle import HealthGymModel
 
         model = HealthGymModel.load(args.model)
-        print(f"model: {args.model} ({model.meta['parameters']:,} parameters, {len(model.encoder.channels)} channels x {model.encoder.length} steps)")
+        print(
+            f"model: {args.model} ({model.meta['parameters']:,} parameters, {len(model.encoder.channels)} channels x {model.encoder.length} steps)"
+        )
     else:
         model, result = fit(df, schema, cfg, progress=False)
         rate = result.steps / result.seconds
-        print(f"training: {result.steps} steps in {result.seconds:.1f} s = {rate:.1f} steps/s "
-              f"(batch {cfg.train.batch_size}, {model.meta['parameters']:,} parameters, {len(model.encoder.channels)} channels x {model.encoder.length} steps)")
+        print(
+            f"training: {result.steps} steps in {result.seconds:.1f} s = {rate:.1f} steps/s "
+            f"(batch {cfg.train.batch_size}, {model.meta['parameters']:,} parameters, {len(model.encoder.channels)} channels x {model.encoder.length} steps)"
+        )
     model.device = torch.device(device)
     model.net.to(device)
     model.sample(8, seed=args.seed, method="ddim", steps=2)  # warm-up: first-call allocations are not sampling speed
@@ -64,15 +72,19 @@ def main() -> None:
         times = []
         for _ in range(max(1, args.repeats)):  # same seed each time: identical output, only the clock differs
             t0 = time.perf_counter()
-            syn = model.sample(args.patients, seed=args.seed, method=method, steps=steps, eta=args.eta if method == "ddim" else None)
+            syn = model.sample(
+                args.patients, seed=args.seed, method=method, steps=steps, eta=args.eta if method == "ddim" else None
+            )
             times.append(time.perf_counter() - t0)
         secs = min(times)
         m = evaluate(df, syn, schema).metrics
         auc, lag = m["discriminator_auc"], m.get("temporal.lag1_abs_diff.mean", float("nan"))
         rows.append((method, steps, secs, args.patients / secs, auc))
-        print(f"sampling {method:4s} {steps:4d} steps: {args.patients} patients in {secs:.2f} s = {args.patients / secs:.1f} patients/s "
-              f"(runs: {', '.join(f'{t:.2f}' for t in times)} s); "
-              f"discriminator AUC {auc:.3f}, mean |lag-1 diff| {lag:.3f}")
+        print(
+            f"sampling {method:4s} {steps:4d} steps: {args.patients} patients in {secs:.2f} s = {args.patients / secs:.1f} patients/s "
+            f"(runs: {', '.join(f'{t:.2f}' for t in times)} s); "
+            f"discriminator AUC {auc:.3f}, mean |lag-1 diff| {lag:.3f}"
+        )
     eta = model.config.sampling.eta if args.eta is None else args.eta
     print(f"DDIM-{args.ddim_steps} (eta {eta}) / DDPM-{args.ddpm_steps} speed-up: {rows[1][3] / rows[0][3]:.1f}x")
 

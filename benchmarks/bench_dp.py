@@ -38,7 +38,7 @@ COLUMNS = [  # (header, MLflow metric)
 
 
 def parse_epsilons(text: str) -> list[float | None]:
-    """"1,3,10,none" -> [1.0, 3.0, 10.0, None] (None: DP off)."""
+    """ "1,3,10,none" -> [1.0, 3.0, 10.0, None] (None: DP off)."""
     out: list[float | None] = []
     for item in (s.strip().lower() for s in text.split(",") if s.strip()):
         out.append(None if item in ("none", "off") else float(item))
@@ -51,7 +51,11 @@ def run_setting(epsilon: float | None, minutes: float, overrides: list[str]) -> 
     """Train, sample and evaluate through the CLI in a fresh folder; the train run's metrics."""
     with tempfile.TemporaryDirectory(prefix="bench-dp-") as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": uri,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
         dp = [] if epsilon is None else ["train.dp=true", f"train.dp_epsilon={epsilon}"]  # DP is off by default
         cmd = [sys.executable, "-m", "flows.cli", "train", str(DATA), "--schema", str(SCHEMA), "--max-minutes", str(minutes)]
         for assignment in [*dp, *overrides]:
@@ -67,8 +71,12 @@ def read_train_metrics(uri: str) -> dict[str, float]:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`healthgym.kind` = 'train'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string="tags.`healthgym.kind` = 'train'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     if runs.empty:
         raise RuntimeError(f"no train run in {uri}")
     row = runs.iloc[0]
@@ -78,8 +86,12 @@ def read_train_metrics(uri: str) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=4.0, help="training budget per setting (default 4)")
-    ap.add_argument("--epsilons", type=parse_epsilons, default=parse_epsilons("1,3,10,none"),
-                    help='comma-separated target epsilons, "none" for DP off (default "1,3,10,none")')
+    ap.add_argument(
+        "--epsilons",
+        type=parse_epsilons,
+        default=parse_epsilons("1,3,10,none"),
+        help='comma-separated target epsilons, "none" for DP off (default "1,3,10,none")',
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override for every setting")
     args = ap.parse_args()
 

@@ -76,17 +76,21 @@ def main() -> None:
     train, holdout = real[real[schema.id].isin(ids[:cut])], real[real[schema.id].isin(ids[cut:])]
     history = [{"step": s, "loss": 1.0 / (1 + s / 100), "val_loss": 1.1 / (1 + s / 100)} for s in range(0, 5000, 250)]
     base = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-eval-"))
-    print(f"PBC: {real[schema.id].nunique()} patients, {len(real)} visits; synthetic stand-in: "
-          f"{syn[schema.id].nunique()} patients, {len(syn)} visits")
+    print(
+        f"PBC: {real[schema.id].nunique()} patients, {len(real)} visits; synthetic stand-in: "
+        f"{syn[schema.id].nunique()} patients, {len(syn)} visits"
+    )
     for i in range(args.repeat):
         for name, kwargs in (("full", {"real": real}), ("pipeline", {"real": train, "holdout": holdout})):
             out = base / f"{name}-{i}"
             t = time.perf_counter()
             res = evaluate(kwargs["real"], syn, schema, holdout=kwargs.get("holdout"), loss_history=history, out_dir=out)
             took = time.perf_counter() - t
-            print(f"{name:9s} run {i + 1}: {took:6.1f} s  ({len(res.metrics)} measures, {len(res.calibration)} calibration, "
-                  f"{len(res.figures)} figures, discriminator_auc={res.metrics['discriminator_auc']:.3f}, "
-                  f"gates {'passed' if res.passed else 'failed'}) -> {res.report_path}")
+            print(
+                f"{name:9s} run {i + 1}: {took:6.1f} s  ({len(res.metrics)} measures, {len(res.calibration)} calibration, "
+                f"{len(res.figures)} figures, discriminator_auc={res.metrics['discriminator_auc']:.3f}, "
+                f"gates {'passed' if res.passed else 'failed'}) -> {res.report_path}"
+            )
 
 
 if __name__ == "__main__":

@@ -39,20 +39,30 @@ def main() -> None:
     schema = Schema.load(ROOT / "flows/data/pbc.yaml")
     df = pd.read_csv(ROOT / "flows/data/pbcseq.csv")
     cfg = Config().with_overrides([f"train.max_minutes={args.minutes}", *args.set])
-    train, holdout = split_patients(df, schema.id, cfg.pipeline.holdout_fraction, cfg.pipeline.seed, cfg.pipeline.min_holdout_patients)
+    train, holdout = split_patients(
+        df, schema.id, cfg.pipeline.holdout_fraction, cfg.pipeline.seed, cfg.pipeline.min_holdout_patients
+    )
     model, result = fit(train, schema, cfg, progress=False)
-    print(f"training: {result.steps} steps in {result.seconds:.0f} s ({result.steps / result.seconds:.1f} steps/s), "
-          f"best validation loss at step {result.best_step}")
+    print(
+        f"training: {result.steps} steps in {result.seconds:.0f} s ({result.steps / result.seconds:.1f} steps/s), "
+        f"best validation loss at step {result.best_step}"
+    )
     if args.save:
         model.save(args.save)
     n = df[schema.id].nunique()
     t0 = time.perf_counter()
     syn = model.sample(n, seed=args.seed)
-    print(f"sampling: {n} patients in {time.perf_counter() - t0:.1f} s "
-          f"({model.config.sampling.method}, {model.config.sampling.steps} steps, eta {model.config.sampling.eta})")
+    print(
+        f"sampling: {n} patients in {time.perf_counter() - t0:.1f} s "
+        f"({model.config.sampling.method}, {model.config.sampling.steps} steps, eta {model.config.sampling.eta})"
+    )
     # the real frames as the pipeline evaluates them
-    r = evaluate(model.protect(train, seed=cfg.pipeline.seed), syn, model.schema,
-                 holdout=model.protect(holdout, seed=cfg.pipeline.seed + 1))
+    r = evaluate(
+        model.protect(train, seed=cfg.pipeline.seed),
+        syn,
+        model.schema,
+        holdout=model.protect(holdout, seed=cfg.pipeline.seed + 1),
+    )
     m, cal = r.metrics, r.calibration
 
     def line(label: str, key: str) -> None:
@@ -68,17 +78,26 @@ def main() -> None:
         key = f"temporal.lag1.real.{col.name}"
         if key in m:
             diff = f"temporal.lag1_abs_diff.{col.name}"
-            print(f"  {col.name:<12s} {m[key]:.3f} -> {m[f'temporal.lag1.synthetic.{col.name}']:.3f} "
-                  f"(|diff| {m[diff]:.3f}; real vs real {cal.get(diff, float('nan')):.3f})")
+            print(
+                f"  {col.name:<12s} {m[key]:.3f} -> {m[f'temporal.lag1.synthetic.{col.name}']:.3f} "
+                f"(|diff| {m[diff]:.3f}; real vs real {cal.get(diff, float('nan')):.3f})"
+            )
     print("consecutive visits with the same category, real -> synthetic:")
     for col in schema.columns:
         key = f"temporal.stay_prob.real.{col.name}"
         if key in m:
             print(f"  {col.name:<12s} {m[key]:.3f} -> {m[f'temporal.stay_prob.synthetic.{col.name}']:.3f}")
-    for label, key in [("sequence-length TVD", "temporal.length_tvd"), ("largest missing-rate difference", "missing.rate_abs_diff.max"),
-                       ("mean |lag-1 difference|", "temporal.lag1_abs_diff.mean"), ("largest |lag-1 difference|", "temporal.lag1_abs_diff.max"),
-                       ("discriminator AUC", "discriminator_auc"), ("sdmetrics quality score", "fidelity.quality_score"),
-                       ("DCR share", "privacy.dcr_share"), ("MIA AUC", "privacy.mia_auc"), ("exact copies", "privacy.exact_copies")]:
+    for label, key in [
+        ("sequence-length TVD", "temporal.length_tvd"),
+        ("largest missing-rate difference", "missing.rate_abs_diff.max"),
+        ("mean |lag-1 difference|", "temporal.lag1_abs_diff.mean"),
+        ("largest |lag-1 difference|", "temporal.lag1_abs_diff.max"),
+        ("discriminator AUC", "discriminator_auc"),
+        ("sdmetrics quality score", "fidelity.quality_score"),
+        ("DCR share", "privacy.dcr_share"),
+        ("MIA AUC", "privacy.mia_auc"),
+        ("exact copies", "privacy.exact_copies"),
+    ]:
         line(label, key)
 
 

@@ -21,7 +21,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -61,15 +60,19 @@ def main() -> None:
     base = Config.load(args.config).with_overrides(args.set)
     draws, failures = [], Counter()
     print(f"{schema.name}: {df[schema.id].nunique()} patients; config {Path(args.config).name} {' '.join(args.set)}")
-    print("train seed, sample seed: passed | failed gates | discriminator AUC (floor) | DCR share [95%] | MIA AUC [95%] | "
-          "near copies [95%] | exact copies")
+    print(
+        "train seed, sample seed: passed | failed gates | discriminator AUC (floor) | DCR share [95%] | MIA AUC [95%] | "
+        "near copies [95%] | exact copies"
+    )
     for ts in (int(s) for s in args.train_seeds.split(",")):
         cfg = base.with_overrides([f"pipeline.seed={ts}"])
         train, holdout = split_patients(df, schema.id, cfg.pipeline.holdout_fraction, ts, cfg.pipeline.min_holdout_patients)
         t0 = time.perf_counter()
         model, result = fit(train, schema, cfg, progress=False)
-        print(f"  training seed {ts}: {result.steps} of {result.planned_steps} planned steps in {time.perf_counter() - t0:.0f} s, "
-              f"stopped by {result.stopped_by}, kept step {result.best_step}, memorisation signal {result.best_dcr_share}")
+        print(
+            f"  training seed {ts}: {result.steps} of {result.planned_steps} planned steps in {time.perf_counter() - t0:.0f} s, "
+            f"stopped by {result.stopped_by}, kept step {result.best_step}, memorisation signal {result.best_dcr_share}"
+        )
         real, held = model.protect(train, seed=ts), model.protect(holdout, seed=ts + 1)  # as the pipeline judges
         for ss in (int(s) for s in args.sample_seeds.split(",")):
             syn = model.sample(df[schema.id].nunique(), seed=ss)
@@ -82,10 +85,13 @@ def main() -> None:
             def ci(k: str) -> str:
                 return f"{m.get(k, float('nan')):.3f} [{m.get(k + '.ci_low', float('nan')):.3f}, {m.get(k + '.ci_high', float('nan')):.3f}]"
 
-            print(f"  {ts}, {ss}: {'PASS' if r.passed else 'FAIL'} | {', '.join(failed) or '-'} | "
-                  f"{m.get('discriminator_auc', float('nan')):.3f} ({cal.get('discriminator_auc', float('nan')):.3f}) | "
-                  f"{ci('privacy.dcr_share')} | {ci('privacy.mia_auc')} | {ci('privacy.near_copy_share')} | "
-                  f"{m.get('privacy.exact_copies', float('nan')):.0f}", flush=True)
+            print(
+                f"  {ts}, {ss}: {'PASS' if r.passed else 'FAIL'} | {', '.join(failed) or '-'} | "
+                f"{m.get('discriminator_auc', float('nan')):.3f} ({cal.get('discriminator_auc', float('nan')):.3f}) | "
+                f"{ci('privacy.dcr_share')} | {ci('privacy.mia_auc')} | {ci('privacy.near_copy_share')} | "
+                f"{m.get('privacy.exact_copies', float('nan')):.0f}",
+                flush=True,
+            )
     print(f"pass rate: {sum(draws)}/{len(draws)} = {sum(draws) / max(len(draws), 1):.0%}")
     if failures:
         print("failed gates: " + ", ".join(f"{k} x{v}" for k, v in failures.most_common()))

@@ -40,8 +40,15 @@ def make_schema(n_features: int = 18, min_patients: int = 10) -> Schema:
         else:
             columns[f"static{i}"] = {"type": "categorical", "static": True, "categories": ["1", "2", "3"]}
     return Schema.from_dict(
-        {"name": "bench", "id": "id", "time": "t", "regular": False, "max_length": 16,
-         "min_patients": min_patients, "columns": columns},
+        {
+            "name": "bench",
+            "id": "id",
+            "time": "t",
+            "regular": False,
+            "max_length": 16,
+            "min_patients": min_patients,
+            "columns": columns,
+        },
         source="benchmark schema",
     )
 
@@ -86,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     schema = make_schema()
     t0 = time.perf_counter()
     df = make_extract(schema, args.rows)
-    print(f"built extract: {len(df):,} rows x {df.shape[1]} columns, {df['id'].nunique():,} patients "
-          f"in {time.perf_counter() - t0:.1f} s", flush=True)
+    print(
+        f"built extract: {len(df):,} rows x {df.shape[1]} columns, {df['id'].nunique():,} patients "
+        f"in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
 
     from expectations.validate import validate_extract
 
@@ -96,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         report = validate_extract(df, schema, docs_dir=Path(docs))
         seconds = time.perf_counter() - t0
-        print(f"run {i + 1}: validate_extract {len(df):,} rows x {df.shape[1]} columns: {seconds:.1f} s "
-              f"(success={report.success}, {report.summary['evaluated']} expectations, docs {report.docs_path})", flush=True)
+        print(
+            f"run {i + 1}: validate_extract {len(df):,} rows x {df.shape[1]} columns: {seconds:.1f} s "
+            f"(success={report.success}, {report.summary['evaluated']} expectations, docs {report.docs_path})",
+            flush=True,
+        )
         if not report.success:
             print(report.message())
     return 0

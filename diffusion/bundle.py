@@ -36,6 +36,8 @@ from diffusion.unet import build_unet
 from diffusion.upgrade import read_folder
 
 FILES = ("config.json", "schema.yaml", "encoder.json", "weights.pt", "meta.json")
+
+
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -62,8 +64,16 @@ class HealthGymModel:
         return GaussianDiffusion.from_config(self.config.diffusion)
 
     # -- sampling ---------------------------------------------------------------------------
-    def sample_tensor(self, n: int, *, seed: int = 0, method: str | None = None, steps: int | None = None,
-                      eta: float | None = None, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    def sample_tensor(
+        self,
+        n: int,
+        *,
+        seed: int = 0,
+        method: str | None = None,
+        steps: int | None = None,
+        eta: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
         """n encoded patients [n, channels, time], in batches of sampling.batch_size."""
         s = self.config.sampling
         gen = torch.Generator().manual_seed(seed)
@@ -76,9 +86,16 @@ class HealthGymModel:
         while done < n:
             b = min(s.batch_size, n - done)
             x = sample_loop(
-                self.net, self.diffusion, (b, *shape_rest),
-                method=method or s.method, steps=steps or s.steps, eta=s.eta if eta is None else eta,
-                generator=gen, static_channels=self.encoder.static_channels, clip=self.encoder.clip_bounds, device=self.device,
+                self.net,
+                self.diffusion,
+                (b, *shape_rest),
+                method=method or s.method,
+                steps=steps or s.steps,
+                eta=s.eta if eta is None else eta,
+                generator=gen,
+                static_channels=self.encoder.static_channels,
+                clip=self.encoder.clip_bounds,
+                device=self.device,
                 known=(k_idx, torch.from_numpy(k_val[done : done + b])),
             )
             out.append(x.numpy())
@@ -87,8 +104,14 @@ class HealthGymModel:
                 progress(done, n)
         return np.concatenate(out, axis=0) if out else np.zeros((0, *shape_rest), np.float32)
 
-    def calibrate(self, n: int = 512, *, seed: int = 1, steps: tuple[str, ...] | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    def calibrate(
+        self,
+        n: int = 512,
+        *,
+        seed: int = 1,
+        steps: tuple[str, ...] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, dict[str, dict[str, float]]]:
         """Calibrate decoding on n generated patients (`diffusion.encoding.calibration`; `steps`:
         those of the config by default); the parameters are saved with the model. Samples nothing
         when the schema leaves nothing to calibrate."""
@@ -97,8 +120,16 @@ class HealthGymModel:
         steps = tuple(self.config.encoding.calibration_steps if steps is None else steps)
         return self.encoder.calibrate(self.sample_tensor(n, seed=seed, progress=progress), steps)
 
-    def sample(self, n: int, *, seed: int = 0, method: str | None = None, steps: int | None = None,
-               eta: float | None = None, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    def sample(
+        self,
+        n: int,
+        *,
+        seed: int = 0,
+        method: str | None = None,
+        steps: int | None = None,
+        eta: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> pd.DataFrame:
         """n synthetic patients in the extract's own long format (fresh ids 1..n), through the
         model's value protection (`diffusion.protection`) when it has one."""
         if n < 1:

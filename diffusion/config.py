@@ -73,7 +73,13 @@ class EncodingConfig:
     calibrate: bool = True
     # the steps calibration runs (all by default; fewer to measure what each one buys)
     calibration_steps: tuple[Literal["missingness", "values", "deviations", "smoothing", "spikes", "persistence"], ...] = (
-        "missingness", "values", "deviations", "smoothing", "spikes", "persistence")
+        "missingness",
+        "values",
+        "deviations",
+        "smoothing",
+        "spikes",
+        "persistence",
+    )
     # generated patients the calibration reads: 8 x the training patients, at most this many,
     # since the statistics it matches are cohort-wide and a small sample calibrates to its own luck
     calibration_patients: int = 2048
@@ -377,8 +383,10 @@ def _check(obj: Any, prefix: str) -> None:
         if not 0 <= obj.validation_fraction < 0.5:
             problems.append("train.validation_fraction must be in [0, 0.5)")
         if obj.max_epochs <= 0 or obj.patience < 0 or obj.memorisation_patients < 0 or obj.min_validation_patients < 0:
-            problems.append("train.max_epochs must be positive; train.patience, train.memorisation_patients and "
-                            "train.min_validation_patients at least 0")
+            problems.append(
+                "train.max_epochs must be positive; train.patience, train.memorisation_patients and "
+                "train.min_validation_patients at least 0"
+            )
         if obj.dp and (obj.dp_epsilon <= 0 or obj.dp_delta < 0 or obj.dp_delta >= 1 or obj.dp_max_grad_norm <= 0):
             problems.append("train.dp_epsilon and train.dp_max_grad_norm must be positive, train.dp_delta in [0, 1)")
         if not 0.5 <= obj.max_train_dcr_share <= 1:

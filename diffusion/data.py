@@ -11,7 +11,9 @@ def holdout_size(n: int, fraction: float, minimum: int = 0) -> int:
     return max(int(round(n * fraction)), min(minimum, int(0.4 * n)))
 
 
-def split_patients(df: pd.DataFrame, id_col: str, fraction: float, seed: int, minimum: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_patients(
+    df: pd.DataFrame, id_col: str, fraction: float, seed: int, minimum: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, holdout): whole patients held out (`holdout_size`), seeded and order-free."""
     ids = np.sort(df[id_col].unique())
     rng = np.random.default_rng(seed)

@@ -45,10 +45,17 @@ class _SelfAttention(nn.Module):
 
     def __init__(self, mha: nn.MultiheadAttention):
         super().__init__()
-        if not (mha.batch_first and mha._qkv_same_embed_dim and mha.in_proj_bias is not None
-                and mha.bias_k is None and not mha.add_zero_attn):
-            raise ValueError("DP training supports nn.MultiheadAttention only with batch_first=True, biases, "
-                             "equal query/key/value sizes and no add_bias_kv / add_zero_attn")
+        if not (
+            mha.batch_first
+            and mha._qkv_same_embed_dim
+            and mha.in_proj_bias is not None
+            and mha.bias_k is None
+            and not mha.add_zero_attn
+        ):
+            raise ValueError(
+                "DP training supports nn.MultiheadAttention only with batch_first=True, biases, "
+                "equal query/key/value sizes and no add_bias_kv / add_zero_attn"
+            )
         e = mha.embed_dim
         self.num_heads, self.dropout = mha.num_heads, mha.dropout
         # the same Parameter objects: the caller's optimizer and model see every update
@@ -107,12 +114,25 @@ class DPTrainer:
     should pass seed=None (fresh entropy) or keep the seed secret.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, n: int, batch_size: int, steps: int,
-                 target_epsilon: float, target_delta: float = 0.0, max_grad_norm: float = 1.0,
-                 noise_multiplier: float | None = None, seed: int | None = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        n: int,
+        batch_size: int,
+        steps: int,
+        target_epsilon: float,
+        target_delta: float = 0.0,
+        max_grad_norm: float = 1.0,
+        noise_multiplier: float | None = None,
+        seed: int | None = 0,
+    ):
         if getattr(model, "position", None) is not None:
-            raise ValueError("model.position is not supported under DP: its features are one tensor shared by the "
-                             "whole batch, so per-sample gradients cannot be taken through it")
+            raise ValueError(
+                "model.position is not supported under DP: its features are one tensor shared by the "
+                "whole batch, so per-sample gradients cannot be taken through it"
+            )
         if n < 1 or batch_size < 1 or steps < 1 or max_grad_norm <= 0:
             raise ValueError("n, batch_size, steps and max_grad_norm must be positive")
         self.n, self.steps, self.steps_taken = n, steps, 0
@@ -120,8 +140,13 @@ class DPTrainer:
         self.target_epsilon = target_epsilon
         self.delta = target_delta or default_delta(n)
         if noise_multiplier is None:
-            noise_multiplier = get_noise_multiplier(target_epsilon=target_epsilon, target_delta=self.delta,
-                                                    sample_rate=self.sample_rate, steps=steps, accountant="rdp")
+            noise_multiplier = get_noise_multiplier(
+                target_epsilon=target_epsilon,
+                target_delta=self.delta,
+                sample_rate=self.sample_rate,
+                steps=steps,
+                accountant="rdp",
+            )
         self.noise_multiplier = float(noise_multiplier)
         # loss_reduction="sum": backward of the summed per-sample losses gives exact per-sample gradients
         self.model = GradSampleModule(_dp_view(model), batch_first=True, loss_reduction="sum").train()
@@ -133,8 +158,14 @@ class DPTrainer:
         else:
             self.generator.manual_seed(seed)
         # loss_reduction="mean": (sum of clipped per-sample gradients + noise) / expected batch size
-        self.optimizer = DPOptimizer(optimizer, noise_multiplier=self.noise_multiplier, max_grad_norm=max_grad_norm,
-                                     expected_batch_size=min(batch_size, n), loss_reduction="mean", generator=self.generator)
+        self.optimizer = DPOptimizer(
+            optimizer,
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            expected_batch_size=min(batch_size, n),
+            loss_reduction="mean",
+            generator=self.generator,
+        )
         self.accountant = RDPAccountant()
 
     def step(self, losses: torch.Tensor | None) -> None:
@@ -142,7 +173,9 @@ class DPTrainer:
         step, counted by the accountant. An empty Poisson batch (losses of size 0, or None when
         the forward was skipped) is a noise-only update, counted like any other step."""
         if self.steps_taken >= self.steps:
-            raise RuntimeError(f"all {self.steps} planned DP steps are taken: another would spend more than epsilon {self.target_epsilon}")
+            raise RuntimeError(
+                f"all {self.steps} planned DP steps are taken: another would spend more than epsilon {self.target_epsilon}"
+            )
         if losses is not None and losses.requires_grad:
             losses.sum().backward()  # an empty batch's forward gives empty per-sample gradients
         else:
@@ -159,8 +192,13 @@ class DPTrainer:
 
     def state_dict(self) -> dict:
         """What a resumed run needs beyond the model and optimizer: accountant, noise generator, steps."""
-        return {"accountant": self.accountant.state_dict(), "generator": self.generator.get_state(),
-                "steps_taken": self.steps_taken, "noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate}
+        return {
+            "accountant": self.accountant.state_dict(),
+            "generator": self.generator.get_state(),
+            "steps_taken": self.steps_taken,
+            "noise_multiplier": self.noise_multiplier,
+            "sample_rate": self.sample_rate,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if (state["noise_multiplier"], state["sample_rate"]) != (self.noise_multiplier, self.sample_rate):

@@ -26,14 +26,16 @@ log = logging.getLogger(__name__)
 def memorisation_probe(encoder: TrajectoryEncoder, schema: Schema, config: Config):
     """The factory `train` calls with (network, training patients, validation patients): a probe
     that generates `train.memorisation_patients` patients (DDIM, fixed noise) and scores them."""
+
     def sample(net: torch.nn.Module, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         model = HealthGymModel(config=config, schema=schema, encoder=encoder, net=net, device=next(net.parameters()).device)
         x = model.sample_tensor(n, seed=seed, method="ddim", steps=config.train.memorisation_sampling_steps)
         return x, encoder.draw_lengths(n, np.random.default_rng(seed))  # the lengths sample_tensor drew for this seed
 
     def build(net: torch.nn.Module, train: Encoded, validation: Encoded) -> MemorisationProbe:
-        return MemorisationProbe(sample, train, validation, patients=config.train.memorisation_patients,
-                                 seed=config.pipeline.seed + 7)
+        return MemorisationProbe(
+            sample, train, validation, patients=config.train.memorisation_patients, seed=config.pipeline.seed + 7
+        )
 
     return build
 
@@ -54,8 +56,13 @@ def fit(
     schema = protection.schema(schema)
     df = protection.apply(df, schema, seed=config.pipeline.seed)
     enc = config.encoding
-    encoder = TrajectoryEncoder(schema, patient_levels=enc.patient_levels, discrete_scale=enc.discrete_scale,
-                                deviations=enc.deviations, k=config.privacy.k).fit(df)
+    encoder = TrajectoryEncoder(
+        schema,
+        patient_levels=enc.patient_levels,
+        discrete_scale=enc.discrete_scale,
+        deviations=enc.deviations,
+        k=config.privacy.k,
+    ).fit(df)
     data = encoder.encode(df)
     if config.model.base_channels == 0:  # resolved here and saved so, so loading rebuilds the same network
         config = config.with_overrides({"model.base_channels": auto_width(len(data))})
@@ -63,37 +70,67 @@ def fit(
     net = build_unet(len(encoder.channels), config.model)
     diffusion = GaussianDiffusion.from_config(config.diffusion)
     state, result = train(
-        net, diffusion, data, config.train, seed=config.pipeline.seed, workdir=workdir, callback=callback, progress=progress,
+        net,
+        diffusion,
+        data,
+        config.train,
+        seed=config.pipeline.seed,
+        workdir=workdir,
+        callback=callback,
+        progress=progress,
         probe=memorisation_probe(encoder, schema, config),
     )
     net.load_state_dict(state)
     net = net.to("cpu").eval()
-    meta = {"training": result.summary(), "patients": len(data), "parameters": sum(p.numel() for p in net.parameters()),
-            "protection": protection.to_dict()}
+    meta = {
+        "training": result.summary(),
+        "patients": len(data),
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "protection": protection.to_dict(),
+    }
     model = HealthGymModel(config=config, schema=schema, encoder=encoder, net=net, meta=meta)
     if enc.calibrate:
         n = min(enc.calibration_patients, 8 * len(data))
         log.info("Calibrating decoding on %d generated patients.", n)
-        report = model.calibrate(n, seed=config.pipeline.seed + 1, progress=lambda done, total: log.info(
-            "Calibration sample: %d/%d patients.", done, total))
+        report = model.calibrate(
+            n,
+            seed=config.pipeline.seed + 1,
+            progress=lambda done, total: log.info("Calibration sample: %d/%d patients.", done, total),
+        )
         meta["calibration"] = report
         for what, key in (("missing rate", "missing"), ("consecutive visits with the same category", "persistence")):
             if report.get(key):
-                log.info("Decoding calibrated: %s (real / generated / decoded) %s.", what, ", ".join(
-                    f"{name} {p['real']:.3f} / {p['before']:.3f} / {p['after']:.3f}" for name, p in report[key].items()))
+                log.info(
+                    "Decoding calibrated: %s (real / generated / decoded) %s.",
+                    what,
+                    ", ".join(
+                        f"{name} {p['real']:.3f} / {p['before']:.3f} / {p['after']:.3f}" for name, p in report[key].items()
+                    ),
+                )
         if report.get("marginals"):
-            log.info("Decoding calibrated: numbers mapped onto their real marginals (Kolmogorov-Smirnov distance before) %s.",
-                     ", ".join(f"{name} {p['ks_before']:.3f}" for name, p in report["marginals"].items()))
+            log.info(
+                "Decoding calibrated: numbers mapped onto their real marginals (Kolmogorov-Smirnov distance before) %s.",
+                ", ".join(f"{name} {p['ks_before']:.3f}" for name, p in report["marginals"].items()),
+            )
             smoothed = {name: p for name, p in report["marginals"].items() if "smoothing" in p}
             if smoothed:
-                log.info("Decoding calibrated: deviations smoothed so values persist as in the real patients (rank lag-1 "
-                         "real / generated / decoded, smoothing) %s.", ", ".join(
-                             f"{name} {p['lag1_rank_real']:.3f} / {p['lag1_rank_before']:.3f} / {p['lag1_rank_after']:.3f}, "
-                             f"{p['smoothing']:.3f}" for name, p in smoothed.items()))
+                log.info(
+                    "Decoding calibrated: deviations smoothed so values persist as in the real patients (rank lag-1 "
+                    "real / generated / decoded, smoothing) %s.",
+                    ", ".join(
+                        f"{name} {p['lag1_rank_real']:.3f} / {p['lag1_rank_before']:.3f} / {p['lag1_rank_after']:.3f}, "
+                        f"{p['smoothing']:.3f}"
+                        for name, p in smoothed.items()
+                    ),
+                )
             spiked = {name: p for name, p in report["marginals"].items() if p.get("spikes")}
             if spiked:
-                log.info("Decoding calibrated: isolated spikes so extreme values come and go as in the real patients "
-                         "(Pearson lag-1 real / generated / decoded, share of visits) %s.", ", ".join(
-                             f"{name} {p['lag1_real']:.3f} / {p['lag1_before']:.3f} / {p['lag1_after']:.3f}, "
-                             f"{p['spikes']:.4f}" for name, p in spiked.items()))
+                log.info(
+                    "Decoding calibrated: isolated spikes so extreme values come and go as in the real patients "
+                    "(Pearson lag-1 real / generated / decoded, share of visits) %s.",
+                    ", ".join(
+                        f"{name} {p['lag1_real']:.3f} / {p['lag1_before']:.3f} / {p['lag1_after']:.3f}, {p['spikes']:.4f}"
+                        for name, p in spiked.items()
+                    ),
+                )
     return model, result

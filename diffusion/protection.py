@@ -64,15 +64,19 @@ class Protection:
     def fit(cls, train: pd.DataFrame, schema: Schema, k: int, rare_mode: str = "resample") -> "Protection":
         ids = train[schema.id]
         if ids.nunique() < k:
-            raise InputError(f"The training patients number {ids.nunique()}, fewer than privacy.k = {k}: no value can be "
-                             "shared by k patients, so nothing can be released.")
+            raise InputError(
+                f"The training patients number {ids.nunique()}, fewer than privacy.k = {k}: no value can be "
+                "shared by k patients, so nothing can be released."
+            )
         p = cls(k=k, rare_mode="resample" if rare_mode not in ("resample", "merge") else rare_mode)  # type: ignore[arg-type]
         for col in schema.columns:
             if col.numeric:
                 b = k_bounds(pd.to_numeric(train[col.name], errors="coerce"), ids, k)
                 if b is None:
-                    raise InputError(f"Column '{col.name}' has values for fewer than privacy.k = {k} training patients, so "
-                                     "none of its values is shared by k patients; drop it from the schema or lower privacy.k.")
+                    raise InputError(
+                        f"Column '{col.name}' has values for fewer than privacy.k = {k} training patients, so "
+                        "none of its values is shared by k patients; drop it from the schema or lower privacy.k."
+                    )
                 p.bounds[col.name] = list(b)
                 continue
             labels = _labels(train[col.name], col)

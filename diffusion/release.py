@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import pandas as pd
+from fsspec.implementations.local import LocalFileSystem
 
 
 def sha256(path: Path) -> str:
@@ -87,12 +87,14 @@ def _write_folder(stage: Path, synthetic: pd.DataFrame, manifest: dict[str, Any]
             shutil.copytree(Path(report_dir) / "figures", stage / "figures")
     files = sorted(p for p in stage.rglob("*") if p.is_file())
     full = dict(manifest)
-    full.update({
-        "release": stamp,
-        "created_utc": datetime.now(timezone.utc).isoformat(),
-        "rows": int(len(synthetic)),
-        "files": {str(p.relative_to(stage)): sha256(p) for p in files},
-    })
+    full.update(
+        {
+            "release": stamp,
+            "created_utc": datetime.now(timezone.utc).isoformat(),
+            "rows": int(len(synthetic)),
+            "files": {str(p.relative_to(stage)): sha256(p) for p in files},
+        }
+    )
     (stage / "manifest.json").write_text(json.dumps(full, indent=2, default=str))
 
 

@@ -60,8 +60,15 @@ class GaussianDiffusion:
             return a**0.5 * x_t - (1 - a) ** 0.5 * out, (1 - a) ** 0.5 * x_t + a**0.5 * out
         return (x_t - (1 - a) ** 0.5 * out) / a**0.5, out
 
-    def training_losses(self, model, x0: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor | None = None,
-                        self_cond: torch.Tensor | None = None) -> torch.Tensor:
+    def training_losses(
+        self,
+        model,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        mask: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        self_cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Masked MSE of the prediction (eps or v) plus x0_weight * alpha-bar-weighted masked x0
         reconstruction; [B].
 

@@ -178,7 +178,9 @@ def _as_bool(value: Any, key: str, where: str, problems: list[str]) -> bool:
 
 def _parse(raw: Any, source: str) -> Schema:
     if not isinstance(raw, dict):
-        raise SchemaError(f"Schema {source} must be a YAML mapping with name, id, time and columns; it holds {type(raw).__name__}.")
+        raise SchemaError(
+            f"Schema {source} must be a YAML mapping with name, id, time and columns; it holds {type(raw).__name__}."
+        )
     problems: list[str] = []
     unknown = sorted(set(map(str, raw)) - SCHEMA_KEYS)
     if unknown:
@@ -191,7 +193,9 @@ def _parse(raw: Any, source: str) -> Schema:
     id_col, time_col = raw.get("id"), raw.get("time")
     for key, value in (("id", id_col), ("time", time_col)):
         if not isinstance(value, str) or not value:
-            problems.append(f"'{key}' (the {'patient identifier' if key == 'id' else 'time'} column) is missing or not a column name")
+            problems.append(
+                f"'{key}' (the {'patient identifier' if key == 'id' else 'time'} column) is missing or not a column name"
+            )
     if isinstance(id_col, str) and id_col == time_col:
         problems.append("'id' and 'time' must be different columns")
     regular = raw.get("regular", False)
@@ -310,7 +314,9 @@ def infer_schema(df: pd.DataFrame, *, id_col: str, time_col: str, name: str = "c
     times = pd.to_numeric(df[time_col], errors="coerce")
     regular = bool(
         times.notna().all()
-        and (df.assign(_t=times).groupby(id_col)["_t"].apply(lambda s: np.array_equal(np.sort(s.to_numpy()), np.arange(len(s))))).all()
+        and (
+            df.assign(_t=times).groupby(id_col)["_t"].apply(lambda s: np.array_equal(np.sort(s.to_numpy()), np.arange(len(s))))
+        ).all()
     )
     for col in df.columns:
         if col in (id_col, time_col):

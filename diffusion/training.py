@@ -16,8 +16,8 @@ No logger is imported here: pass `callback(event, payload)` to receive "step", "
 from __future__ import annotations
 
 import copy
-import math
 import logging
+import math
 import os
 import sys
 import time
@@ -103,6 +103,7 @@ def planned_steps(cfg: TrainConfig, patients: int) -> int:
 def _better(candidate: dict[str, Any], kept: dict[str, Any] | None, limit: float) -> bool:
     """Checkpoint order: admissible (signal <= limit) before not; then lower validation loss
     among admissible ones, lower signal among the rest."""
+
     def key(h: dict[str, Any]) -> tuple[int, float]:
         share = h.get("train_dcr_share")
         ok = share is None or share <= limit
@@ -112,7 +113,9 @@ def _better(candidate: dict[str, Any], kept: dict[str, Any] | None, limit: float
 
 
 @torch.no_grad()
-def validation_loss(model, diffusion: GaussianDiffusion, data: Encoded, device: torch.device, *, seed: int = 1234, batch: int = 256) -> float:
+def validation_loss(
+    model, diffusion: GaussianDiffusion, data: Encoded, device: torch.device, *, seed: int = 1234, batch: int = 256
+) -> float:
     """Loss on fixed (t, noise) draws: a deterministic yardstick between checkpoints."""
     gen = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
@@ -175,9 +178,17 @@ def train(
     if cfg.dp:
         from diffusion.dp import DPTrainer, poisson_indices  # Opacus is imported only for DP runs
 
-        dp = DPTrainer(model, opt, n=len(train_data), batch_size=min(cfg.batch_size, len(train_data)), steps=plan,
-                       target_epsilon=cfg.dp_epsilon, target_delta=cfg.dp_delta, max_grad_norm=cfg.dp_max_grad_norm,
-                       seed=seed if cfg.dp_seeded_noise else None)
+        dp = DPTrainer(
+            model,
+            opt,
+            n=len(train_data),
+            batch_size=min(cfg.batch_size, len(train_data)),
+            steps=plan,
+            target_epsilon=cfg.dp_epsilon,
+            target_delta=cfg.dp_delta,
+            max_grad_norm=cfg.dp_max_grad_norm,
+            seed=seed if cfg.dp_seeded_noise else None,
+        )
     result = TrainResult(device=str(device), planned_steps=plan)
     best_state: dict[str, torch.Tensor] | None = None
     kept: dict[str, Any] | None = None  # the history entry of the kept checkpoint
@@ -209,20 +220,35 @@ def train(
     budget = cfg.max_minutes * 60.0
     start = time.monotonic()
     bar = tqdm(
-        total=plan, initial=step, desc="train", unit="step", disable=not progress,
-        mininterval=1.0 if sys.stderr.isatty() else 15.0, dynamic_ncols=True,
+        total=plan,
+        initial=step,
+        desc="train",
+        unit="step",
+        disable=not progress,
+        mininterval=1.0 if sys.stderr.isatty() else 15.0,
+        dynamic_ncols=True,
     )
     running = None
 
     def checkpoint() -> None:
         if ckpt_path is None:
             return
-        _save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "ema": ema.model.state_dict(), "optimizer": opt.state_dict(),
-            "generator": gen.get_state(), "step": step, "history": result.history,
-            "best_val_loss": result.best_val_loss, "best_step": result.best_step, "best": best_state or {},
-            "since_best": since_best, **({"dp": dp.state_dict()} if dp is not None else {}),
-        })
+        _save_checkpoint(
+            ckpt_path,
+            {
+                "model": model.state_dict(),
+                "ema": ema.model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "generator": gen.get_state(),
+                "step": step,
+                "history": result.history,
+                "best_val_loss": result.best_val_loss,
+                "best_step": result.best_step,
+                "best": best_state or {},
+                "since_best": since_best,
+                **({"dp": dp.state_dict()} if dp is not None else {}),
+            },
+        )
         if callback:
             callback("checkpoint", {"step": step, "path": str(ckpt_path)})
 
@@ -305,16 +331,28 @@ def train(
         best_state = snapshot()
     if dp is not None:
         result.dp_epsilon, result.dp_delta, result.dp_noise_multiplier = dp.epsilon(), dp.delta, dp.noise_multiplier
-        log.info("DP-SGD: epsilon %.3f spent at delta %.2g (noise multiplier %.3f, sample rate %.4f).",
-                 result.dp_epsilon, result.dp_delta, dp.noise_multiplier, dp.sample_rate)
+        log.info(
+            "DP-SGD: epsilon %.3f spent at delta %.2g (noise multiplier %.3f, sample rate %.4f).",
+            result.dp_epsilon,
+            result.dp_delta,
+            dp.noise_multiplier,
+            dp.sample_rate,
+        )
     if kept is not None and "train_dcr_share" in kept:
         result.best_dcr_share = kept["train_dcr_share"]
         result.admissible = kept["train_dcr_share"] <= cfg.max_train_dcr_share
     log.info(
         "Training stopped by %s after %d of %d planned steps in %.0f s (%.1f steps/s); kept step %d: validation loss %.4f%s.",
-        stopped_by, step, plan, result.seconds, (step - result.resumed_from) / max(result.seconds, 1e-9),
-        result.best_step, result.best_val_loss,
-        "" if result.best_dcr_share is None else f", generated patients nearer training than validation {result.best_dcr_share:.3f}"
+        stopped_by,
+        step,
+        plan,
+        result.seconds,
+        (step - result.resumed_from) / max(result.seconds, 1e-9),
+        result.best_step,
+        result.best_val_loss,
+        ""
+        if result.best_dcr_share is None
+        else f", generated patients nearer training than validation {result.best_dcr_share:.3f}"
         + ("" if result.admissible else f" (above {cfg.max_train_dcr_share:g} at every check: the least memorising checkpoint)"),
     )
     return best_state, result

@@ -106,7 +106,9 @@ class Unet1D(nn.Module):
             if level < len(channel_mults) - 1:
                 self.down.append(nn.Conv1d(ch, ch, 3, stride=2, padding=1))
                 skip_ch.append(ch)
-        self.mid = nn.ModuleList([ResBlock(ch, ch, emb, dropout), TimeAttention(ch) if attention else nn.Identity(), ResBlock(ch, ch, emb, dropout)])
+        self.mid = nn.ModuleList(
+            [ResBlock(ch, ch, emb, dropout), TimeAttention(ch) if attention else nn.Identity(), ResBlock(ch, ch, emb, dropout)]
+        )
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mults))):
             for _ in range(blocks_per_level + 1):

@@ -21,7 +21,10 @@ from diffusion.errors import InputError
 
 # settings added after the first model folders were written, with the value those folders used
 LEGACY_DEFAULTS = {
-    "diffusion.prediction": "eps", "model.self_condition": False, "model.position": False, "encoding.calibrate": False,
+    "diffusion.prediction": "eps",
+    "model.self_condition": False,
+    "model.position": False,
+    "encoding.calibrate": False,
     "pipeline.min_holdout_patients": 0,  # so a release re-draws the holdout the folder's model never saw
 }
 
@@ -46,8 +49,10 @@ def read_folder(folder: Path) -> tuple[Config, dict[str, Any]]:
     if version == 1:
         encoder = encoder_v1_to_v2(encoder, folder)
     elif version != FORMAT:
-        raise UpgradeError(f"Model folder {folder} has format {version}; this version of Health Gym reads formats 1 to {FORMAT}. "
-                           "Use the Health Gym version that wrote it, or retrain the model.")
+        raise UpgradeError(
+            f"Model folder {folder} has format {version}; this version of Health Gym reads formats 1 to {FORMAT}. "
+            "Use the Health Gym version that wrote it, or retrain the model."
+        )
     return config, encoder
 
 
@@ -60,16 +65,30 @@ def _deviations_v1(num: dict[str, Any]) -> dict[str, Any] | None:
     if "dev_scale" not in num:
         return None
     table = num.get("dev_quantiles") or {}
-    return {"scale": num["dev_scale"], "bound": num["dev_bound"], "level_lo": num.get("level_lo", -1.0), "level_hi": num.get("level_hi", 1.0),
-            "quantiles": num.get("deviation_quantiles"), "normal_x": table.get("x"), "normal_u": table.get("u")}
+    return {
+        "scale": num["dev_scale"],
+        "bound": num["dev_bound"],
+        "level_lo": num.get("level_lo", -1.0),
+        "level_hi": num.get("level_hi", 1.0),
+        "quantiles": num.get("deviation_quantiles"),
+        "normal_x": table.get("x"),
+        "normal_u": table.get("u"),
+    }
 
 
 def _decoding_v1(num: dict[str, Any], name: str, folder: Path) -> dict[str, Any]:
     if "spike_threshold" in num:
-        raise UpgradeError(f"Model folder {folder} decodes {name}'s spikes by a threshold, a rule this version no longer has "
-                           "(spikes are now ranked so a decoded set holds its share exactly). Retrain the model.")
-    return {"generated_quantiles": num.get("generated_quantiles"), "generated_deviation_quantiles": num.get("generated_deviation_quantiles"),
-            "smoothing": num.get("smoothing", 0.0), "spike_sign": num.get("spike_sign"), "spike_share": num.get("spike_share", 0.0)}
+        raise UpgradeError(
+            f"Model folder {folder} decodes {name}'s spikes by a threshold, a rule this version no longer has "
+            "(spikes are now ranked so a decoded set holds its share exactly). Retrain the model."
+        )
+    return {
+        "generated_quantiles": num.get("generated_quantiles"),
+        "generated_deviation_quantiles": num.get("generated_deviation_quantiles"),
+        "smoothing": num.get("smoothing", 0.0),
+        "spike_sign": num.get("spike_sign"),
+        "spike_share": num.get("spike_share", 0.0),
+    }
 
 
 def encoder_v1_to_v2(old: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -79,9 +98,16 @@ def encoder_v1_to_v2(old: dict[str, Any], folder: Path) -> dict[str, Any]:
         columns, numbers, thresholds, penalties = {}, {}, {}, {}
         for name, e in old["columns"].items():
             num = e.get("numeric")
-            columns[name] = {"dtype": e["dtype"], "missing_rate": e.get("missing_rate"), "number": None if num is None else _codec_v1(num),
-                             "deviations": None if num is None else _deviations_v1(num), "labels": e.get("values"),
-                             "lag1_rank": e.get("lag1_rank"), "lag1": e.get("lag1"), "stay": e.get("stay")}
+            columns[name] = {
+                "dtype": e["dtype"],
+                "missing_rate": e.get("missing_rate"),
+                "number": None if num is None else _codec_v1(num),
+                "deviations": None if num is None else _deviations_v1(num),
+                "labels": e.get("values"),
+                "lag1_rank": e.get("lag1_rank"),
+                "lag1": e.get("lag1"),
+                "stay": e.get("stay"),
+            }
             if num is not None:
                 numbers[name] = _decoding_v1(num, name, folder)
             if "missing_threshold" in e:
@@ -89,20 +115,38 @@ def encoder_v1_to_v2(old: dict[str, Any], folder: Path) -> dict[str, Any]:
             if "switch_penalty" in e:
                 penalties[name] = e["switch_penalty"]
         t = old["time"]
-        time = {"dtype": t["dtype"], "integer": t["integer"], "t0_constant": t["t0_constant"], "t0": None, "gap": None, "gap_deviations": None}
+        time = {
+            "dtype": t["dtype"],
+            "integer": t["integer"],
+            "t0_constant": t["t0_constant"],
+            "t0": None,
+            "gap": None,
+            "gap_deviations": None,
+        }
         for key, channel in (("t0", "__t0__"), ("gap", "__gap__")):
             if t.get(key) is not None:
                 time[key] = _codec_v1(t[key])
                 numbers[channel] = _decoding_v1(t[key], channel, folder)
         if t.get("gap") is not None:
             time["gap_deviations"] = _deviations_v1(t["gap"])
-        return {"format": 2, "length": old["length"], "length_counts": old["length_counts"], "columns": columns, "time": time,
-                "id_integer": old["id_integer"], "id_dtype": old["id_dtype"], "column_order": old["column_order"],
-                "patient_levels": bool(old.get("patient_levels", False)), "discrete_scale": float(old.get("discrete_scale", 1.0)),
-                "decoding": {"missing_threshold": thresholds, "switch_penalty": penalties, "numbers": numbers}}
+        return {
+            "format": 2,
+            "length": old["length"],
+            "length_counts": old["length_counts"],
+            "columns": columns,
+            "time": time,
+            "id_integer": old["id_integer"],
+            "id_dtype": old["id_dtype"],
+            "column_order": old["column_order"],
+            "patient_levels": bool(old.get("patient_levels", False)),
+            "discrete_scale": float(old.get("discrete_scale", 1.0)),
+            "decoding": {"missing_threshold": thresholds, "switch_penalty": penalties, "numbers": numbers},
+        }
     except KeyError as exc:
-        raise UpgradeError(f"Model folder {folder} has an encoder state this version cannot read (it lacks {exc}); "
-                           "it predates the formats Health Gym converts. Retrain the model.") from None
+        raise UpgradeError(
+            f"Model folder {folder} has an encoder state this version cannot read (it lacks {exc}); "
+            "it predates the formats Health Gym converts. Retrain the model."
+        ) from None
 
 
 def upgrade_folder(old: Path, new: Path) -> Path:

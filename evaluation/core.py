@@ -43,17 +43,17 @@ import numpy as np
 import pandas as pd
 
 from diffusion.config import ConfigError, EvaluationConfig
+from diffusion.data import split_patients
 from diffusion.errors import InputError
 from diffusion.schema import Schema
+from evaluation import detection, privacy, sdm, utility
 from evaluation import figures as F
 from evaluation import gates as G
-from evaluation import detection, privacy, sdm, utility
+from evaluation.data import PID, n_patients, tidy
 from evaluation.fidelity import correlations, marginals, missingness
+from evaluation.gates import GateResult
 from evaluation.temporal import dynamic_correlations, temporal
 from evaluation.validity import validity
-from diffusion.data import split_patients
-from evaluation.data import PID, n_patients, tidy
-from evaluation.gates import GateResult
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +80,19 @@ class EvaluationResult:
         m = self.metrics
         if "privacy.dcr_share" not in m or "privacy.mia_auc" not in m:
             return ""
-        parts = [f"{label} {m[k]:.3f} (95% interval {m[k + '.ci_low']:.3f}-{m[k + '.ci_high']:.3f})"
-                 for label, k in (("DCR share", "privacy.dcr_share"), ("membership-inference AUC", "privacy.mia_auc"))]
+        parts = [
+            f"{label} {m[k]:.3f} (95% interval {m[k + '.ci_low']:.3f}-{m[k + '.ci_high']:.3f})"
+            for label, k in (("DCR share", "privacy.dcr_share"), ("membership-inference AUC", "privacy.mia_auc"))
+        ]
         text = "Privacy against the holdout: " + ", ".join(parts) + " (0.5 for a generator that copies nothing)."
         above = [k for k in ("privacy.dcr_share", "privacy.mia_auc") if m[k] > target]
         if above and all(m[k + ".ci_low"] <= target for k in above):
-            text += (f" The point estimate of {' and '.join(k.split('.')[1] for k in above)} is above {target:g}, but the "
-                     f"interval reaches below it: {self.holdout_patients} holdout patients cannot show whether the synthetic "
-                     "patients sit nearer the training patients than fresh ones would; a larger holdout "
-                     "(pipeline.min_holdout_patients) or cohort narrows the interval.")
+            text += (
+                f" The point estimate of {' and '.join(k.split('.')[1] for k in above)} is above {target:g}, but the "
+                f"interval reaches below it: {self.holdout_patients} holdout patients cannot show whether the synthetic "
+                "patients sit nearer the training patients than fresh ones would; a larger holdout "
+                "(pipeline.min_holdout_patients) or cohort narrows the interval."
+            )
         return text
 
 
@@ -128,8 +132,11 @@ def fidelity(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, cfg: Evaluat
 def risk(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema: Schema, cfg: EvaluationConfig) -> dict[str, float]:
     """Privacy measures (distance-based and sdmetrics) of `syn`, with `holdout` as the unseen reference."""
     out = privacy.privacy(real, syn, holdout, schema, seed=cfg.seed, subsample=cfg.privacy_subsample)
-    out.update(sdm.privacy(real, syn, holdout, schema, seed=cfg.seed, rows=cfg.sdmetrics_privacy_rows,
-                           sensitive=utility.default_target(schema)))
+    out.update(
+        sdm.privacy(
+            real, syn, holdout, schema, seed=cfg.seed, rows=cfg.sdmetrics_privacy_rows, sensitive=utility.default_target(schema)
+        )
+    )
     return out
 
 
@@ -142,9 +149,17 @@ def sample_patients(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return df[df[PID].isin(keep)].reset_index(drop=True)
 
 
-def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, holdout: pd.DataFrame | None = None,
-             config: EvaluationConfig | None = None, loss_history: list[dict] | None = None,
-             out_dir: Path | None = None, provenance: dict[str, str] | None = None) -> EvaluationResult:
+def evaluate(
+    real: pd.DataFrame,
+    synthetic: pd.DataFrame,
+    schema: Schema,
+    *,
+    holdout: pd.DataFrame | None = None,
+    config: EvaluationConfig | None = None,
+    loss_history: list[dict] | None = None,
+    out_dir: Path | None = None,
+    provenance: dict[str, str] | None = None,
+) -> EvaluationResult:
     """Judge `synthetic` against real patients the model never saw (`holdout`), beside the
     training patients `real` in its place (the floor), and for privacy against both.
 
@@ -185,8 +200,13 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, hol
             calibration.update(risk(r, half, rest, schema, cfg))
     metrics, calibration = _finite(metrics), _finite(calibration)
     gate_results = G.check(metrics, cfg.gates, has_holdout=h is not None, floor=calibration)
-    result = EvaluationResult(metrics=metrics, calibration=calibration, gates=gate_results,
-                              passed=all(g.passed for g in gate_results), holdout_patients=n_patients(h) if h is not None else 0)
+    result = EvaluationResult(
+        metrics=metrics,
+        calibration=calibration,
+        gates=gate_results,
+        passed=all(g.passed for g in gate_results),
+        holdout_patients=n_patients(h) if h is not None else 0,
+    )
     if out_dir is not None:
         out_dir = Path(out_dir)
         fig_dir = out_dir / "figures"
@@ -196,15 +216,31 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema, *, hol
     if out_dir is not None:
         from evaluation.report import write_report
 
-        counts = {"real_patients": n_patients(r), "real_visits": len(r), "synthetic_patients": n_patients(s),
-                  "synthetic_visits": len(s), "holdout_patients": n_patients(h) if h is not None else 0,
-                  "holdout_visits": len(h) if h is not None else 0}
+        counts = {
+            "real_patients": n_patients(r),
+            "real_visits": len(r),
+            "synthetic_patients": n_patients(s),
+            "synthetic_visits": len(s),
+            "holdout_patients": n_patients(h) if h is not None else 0,
+            "holdout_visits": len(h) if h is not None else 0,
+        }
         result.metrics_path = out_dir / "metrics.json"
-        result.metrics_path.write_text(json.dumps({
-            "schema": schema.name, "passed": result.passed, "counts": counts,
-            "gates": [g.to_dict() for g in gate_results], "metrics": metrics, "calibration": calibration,
-            "config": _plain(cfg), "seconds": round(result.seconds, 2), "provenance": provenance or {},
-        }, indent=2))
+        result.metrics_path.write_text(
+            json.dumps(
+                {
+                    "schema": schema.name,
+                    "passed": result.passed,
+                    "counts": counts,
+                    "gates": [g.to_dict() for g in gate_results],
+                    "metrics": metrics,
+                    "calibration": calibration,
+                    "config": _plain(cfg),
+                    "seconds": round(result.seconds, 2),
+                    "provenance": provenance or {},
+                },
+                indent=2,
+            )
+        )
         result.report_path = write_report(result, schema, out_dir / "report.html", counts=counts, provenance=provenance)
     return result
 
@@ -215,7 +251,9 @@ def _plain(cfg: EvaluationConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def make_figures(r, s, h, schema: Schema, cfg: EvaluationConfig, metrics, calibration, loss_history, fig_dir: Path) -> dict[str, Path]:
+def make_figures(
+    r, s, h, schema: Schema, cfg: EvaluationConfig, metrics, calibration, loss_history, fig_dir: Path
+) -> dict[str, Path]:
     ref = h if h is not None else r  # the real patients the synthetic ones are judged against
     figs: dict[str, Path | None] = {
         "marginals": F.marginals(ref, s, schema, fig_dir / "marginals.png"),
@@ -239,10 +277,12 @@ def read_frame(path) -> pd.DataFrame:
     return read_extract(path)
 
 
-def evaluate_files(real_path, synthetic_path, schema_path, out_dir, *, holdout_path=None,
-                   config: EvaluationConfig | None = None) -> EvaluationResult:
+def evaluate_files(
+    real_path, synthetic_path, schema_path, out_dir, *, holdout_path=None, config: EvaluationConfig | None = None
+) -> EvaluationResult:
     """`evaluate` on files: extracts as .csv/.parquet, the schema as YAML; writes the report to `out_dir`."""
     schema = Schema.load(schema_path)
     holdout = read_frame(holdout_path) if holdout_path else None
-    return evaluate(read_frame(real_path), read_frame(synthetic_path), schema, holdout=holdout, config=config, out_dir=Path(out_dir))
-
+    return evaluate(
+        read_frame(real_path), read_frame(synthetic_path), schema, holdout=holdout, config=config, out_dir=Path(out_dir)
+    )

@@ -18,9 +18,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from diffusion.schema import Schema  # noqa: E402
+from evaluation.data import PID, POS, discrete_temporal, numeric_temporal  # noqa: E402
 from evaluation.fidelity import column_values, correlation_matrix  # noqa: E402
 from evaluation.temporal import trend_cycle as trend_cycle_matrices  # noqa: E402
-from evaluation.data import PID, POS, discrete_temporal, numeric_temporal  # noqa: E402
 
 REAL, SYN, HOLD = "#1f77b4", "#ff7f0e", "#7f7f7f"
 MIN_BAND = 10  # fewest real patients behind any plotted real quantile
@@ -64,7 +64,7 @@ def marginals(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, path: Path)
             ax.set_xticks(x, [str(i).removesuffix(".0") for i in idx], fontsize=7)
         ax.set_title(col.name + (" (static, per patient)" if col.static else " (per visit)"), fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in axes.ravel()[len(cols):]:
+    for ax in axes.ravel()[len(cols) :]:
         ax.axis("off")
     axes.ravel()[0].legend(fontsize=7)
     fig.suptitle("Marginal distributions: real training patients vs synthetic", fontsize=11)
@@ -92,8 +92,11 @@ def trend_cycle(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, path: Pat
         for ax, m, title in zip(axes[row], (r, s, s - r), ("real", "synthetic", "synthetic - real")):
             im = _heat(ax, m, f"within-patient {name} correlation: {title}")
     fig.colorbar(im, ax=axes, shrink=0.6)
-    fig.suptitle(f"Health Gym dynamic correlations (trend = {window}-visit moving average, cycle = residual; "
-                 "Fisher-z averaged over patients)", fontsize=10)
+    fig.suptitle(
+        f"Health Gym dynamic correlations (trend = {window}-visit moving average, cycle = residual; "
+        "Fisher-z averaged over patients)",
+        fontsize=10,
+    )
     return _save(fig, path)
 
 
@@ -119,15 +122,25 @@ def trajectories(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, path: Pa
             ax.plot(q.index, q[0.5], color=REAL, lw=2, label="real median")
         for i, pid in enumerate(chosen):
             sel = syn[PID] == pid
-            ax.plot(syn.loc[sel, POS], syn.loc[sel, lab], color=SYN, alpha=0.8, lw=1, marker=".", ms=3,
-                    label="synthetic patients" if i == 0 else None)
+            ax.plot(
+                syn.loc[sel, POS],
+                syn.loc[sel, lab],
+                color=SYN,
+                alpha=0.8,
+                lw=1,
+                marker=".",
+                ms=3,
+                label="synthetic patients" if i == 0 else None,
+            )
         ax.set_title(lab, fontsize=9)
         ax.set_xlabel("visit number", fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in axes.ravel()[len(labs):]:
+    for ax in axes.ravel()[len(labs) :]:
         ax.axis("off")
     axes.ravel()[0].legend(fontsize=6)
-    fig.suptitle("Example synthetic trajectories over the real population's per-visit bands (no real individual shown)", fontsize=10)
+    fig.suptitle(
+        "Example synthetic trajectories over the real population's per-visit bands (no real individual shown)", fontsize=10
+    )
     fig.tight_layout()
     return _save(fig, path)
 
@@ -138,16 +151,21 @@ def temporal(metrics: dict[str, float], calibration: dict[str, float], schema: S
     if not nums and not cats:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(13, 3.6), squeeze=False)
-    for ax, names, key, title in ((axes[0][0], nums, "lag1", "lag-1 autocorrelation within patients"),
-                                  (axes[0][1], cats, "stay_prob", "probability of keeping the same label at the next visit")):
+    for ax, names, key, title in (
+        (axes[0][0], nums, "lag1", "lag-1 autocorrelation within patients"),
+        (axes[0][1], cats, "stay_prob", "probability of keeping the same label at the next visit"),
+    ):
         if not names:
             ax.axis("off")
             continue
         x = np.arange(len(names))
         series = [("real", metrics, "real", REAL), ("synthetic", metrics, "synthetic", SYN)]
         if calibration:  # with a holdout, "real" is the holdout and the floor's "synthetic" the training patients
-            series = [("real holdout", metrics, "real", REAL), ("synthetic", metrics, "synthetic", SYN),
-                      ("real training", calibration, "synthetic", HOLD)]
+            series = [
+                ("real holdout", metrics, "real", REAL),
+                ("synthetic", metrics, "synthetic", SYN),
+                ("real training", calibration, "synthetic", HOLD),
+            ]
         w = 0.8 / len(series)
         for i, (label, src, side, color) in enumerate(series):
             vals = [src.get(f"temporal.{key}.{side}.{n}", np.nan) for n in names]
@@ -189,7 +207,10 @@ def privacy(dist: dict[str, np.ndarray], path: Path) -> Path:
     ax.hist(np.clip(dist["synthetic"], 0, hi), bins=edges, alpha=0.55, density=True, color=SYN, label="synthetic patients")
     ax.set_xlabel("distance to the closest real training patient (standardised patient features)", fontsize=8)
     ax.set_yticks([])
-    ax.set_title("Distance to the closest training patient:\nsynthetic patients should not sit closer than unseen real patients do", fontsize=9)
+    ax.set_title(
+        "Distance to the closest training patient:\nsynthetic patients should not sit closer than unseen real patients do",
+        fontsize=9,
+    )
     ax.legend(fontsize=7)
     return _save(fig, path)
 

@@ -45,8 +45,9 @@ class GateResult:
 DESCRIPTIONS = {gate_metric(m): m.description for m in GATED}
 
 
-def check(metrics: dict[str, float], config: GateConfig, *, has_holdout: bool,
-          floor: dict[str, float] | None = None) -> list[GateResult]:
+def check(
+    metrics: dict[str, float], config: GateConfig, *, has_holdout: bool, floor: dict[str, float] | None = None
+) -> list[GateResult]:
     """Every gate of the measure table (`evaluation.catalog`) against `metrics`; "floor" gates
     add the real-vs-real value from `floor` (0 when there is none) to their threshold."""
     floor = floor or {}
@@ -73,8 +74,10 @@ def check(metrics: dict[str, float], config: GateConfig, *, has_holdout: bool,
             out.append(GateResult(name, None, threshold, not blocks, m.direction, evaluated=False, note=note))
             continue
         if m.kind == "evidence":
-            note = (f"point {metrics.get(m.name, float('nan')):.3g}, 95% interval "
-                    f"{value:.3g}-{metrics.get(m.name + '.ci_high', float('nan')):.3g}; blocks when the whole interval is above")
+            note = (
+                f"point {metrics.get(m.name, float('nan')):.3g}, 95% interval "
+                f"{value:.3g}-{metrics.get(m.name + '.ci_high', float('nan')):.3g}; blocks when the whole interval is above"
+            )
         ok = value <= threshold if m.direction == "<=" else value >= threshold
         out.append(GateResult(name, float(value), threshold, bool(ok), m.direction, note=note))
     return out
@@ -98,4 +101,8 @@ def failed_message(gates: list[GateResult]) -> str:
             parts.append(f"{g.name} ({what}) is {_fmt(g.value)} but must be {g.direction} {g.threshold:g}")
         else:
             parts.append(f"{g.name} ({what}) was not evaluated: {g.note}")
-    return f"The synthetic data failed {len(failed)} of {len(gates)} release gate(s), so it must not be released: " + "; ".join(parts) + "."
+    return (
+        f"The synthetic data failed {len(failed)} of {len(gates)} release gate(s), so it must not be released: "
+        + "; ".join(parts)
+        + "."
+    )

@@ -117,12 +117,18 @@ def _measures(d: dict[str, np.ndarray], s: np.ndarray, t: np.ndarray, h: np.ndar
     member, non_member = -d["st"][np.ix_(s, t)].min(axis=0), -d["sh"][np.ix_(s, h)].min(axis=0)
     # a near copy sits far closer to the training set than to the holdout, as no real patient does
     with np.errstate(divide="ignore", invalid="ignore"):  # a zero distance: an infinite or undefined ratio
-        real = np.r_[d["ht"][h].min(axis=1) / d["hh"][np.ix_(h, h)].min(axis=1),
-                     d["tt"][t].min(axis=1) / d["th"][np.ix_(t, h)].min(axis=1)]
+        real = np.r_[
+            d["ht"][h].min(axis=1) / d["hh"][np.ix_(h, h)].min(axis=1), d["tt"][t].min(axis=1) / d["th"][np.ix_(t, h)].min(axis=1)
+        ]
         near = d_train / d_hold < np.quantile(np.nan_to_num(real, nan=1.0, posinf=np.inf), NEAR_QUANTILE)
-    return {"privacy.dcr_share": adjusted_share(raw, p0), "privacy.dcr_share_raw": raw, "privacy.dcr_share_expected": p0,
-            "privacy.mia_auc": _auc(member, non_member), "privacy.near_copy_share": float(near.mean()),
-            "privacy.near_copies": float(near.sum())}
+    return {
+        "privacy.dcr_share": adjusted_share(raw, p0),
+        "privacy.dcr_share_raw": raw,
+        "privacy.dcr_share_expected": p0,
+        "privacy.mia_auc": _auc(member, non_member),
+        "privacy.near_copy_share": float(near.mean()),
+        "privacy.near_copies": float(near.sum()),
+    }
 
 
 def _features(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema: Schema) -> list[np.ndarray]:
@@ -136,8 +142,16 @@ def distances(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, sche
     return {"synthetic": pairwise_distances(Xs, Xr).min(axis=1), "holdout": pairwise_distances(Xh, Xr).min(axis=1)}
 
 
-def privacy(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema: Schema, *, seed: int = 0,
-            subsample: int = 2000, bootstrap: int = BOOTSTRAP) -> dict[str, float]:
+def privacy(
+    real: pd.DataFrame,
+    syn: pd.DataFrame,
+    holdout: pd.DataFrame,
+    schema: Schema,
+    *,
+    seed: int = 0,
+    subsample: int = 2000,
+    bootstrap: int = BOOTSTRAP,
+) -> dict[str, float]:
     """Every privacy measure of `syn` against training patients `real` and unseen patients
     `holdout` (tidy frames), with bootstrap 95% intervals; seeded.
 

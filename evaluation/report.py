@@ -15,26 +15,58 @@ from diffusion.schema import Schema
 from evaluation.catalog import measure
 from evaluation.gates import DESCRIPTIONS
 
-HEADLINE = ["fidelity.quality_score", "fidelity.marginal_score", "fidelity.correlation_abs_diff", "temporal.lag1_abs_diff.mean",
-            "temporal.transition_tvd.mean", "temporal.trend_corr_abs_diff", "temporal.cycle_corr_abs_diff",
-            "temporal.length_tvd", "temporal.gap_ks", "missing.rate_abs_diff.max", "discriminator_auc", "utility.trtr.auc",
-            "utility.tstr.auc", "utility.trtr.r2", "utility.tstr.r2", "privacy.dcr_share", "privacy.mia_auc",
-            "privacy.near_copy_share", "privacy.exact_copy_excess", "privacy.exact_copies", "privacy.sdmetrics.dcr_overfitting_protection",
-            "privacy.sdmetrics.dcr_baseline_protection", "privacy.sdmetrics.disclosure_protection"]
+HEADLINE = [
+    "fidelity.quality_score",
+    "fidelity.marginal_score",
+    "fidelity.correlation_abs_diff",
+    "temporal.lag1_abs_diff.mean",
+    "temporal.transition_tvd.mean",
+    "temporal.trend_corr_abs_diff",
+    "temporal.cycle_corr_abs_diff",
+    "temporal.length_tvd",
+    "temporal.gap_ks",
+    "missing.rate_abs_diff.max",
+    "discriminator_auc",
+    "utility.trtr.auc",
+    "utility.tstr.auc",
+    "utility.trtr.r2",
+    "utility.tstr.r2",
+    "privacy.dcr_share",
+    "privacy.mia_auc",
+    "privacy.near_copy_share",
+    "privacy.exact_copy_excess",
+    "privacy.exact_copies",
+    "privacy.sdmetrics.dcr_overfitting_protection",
+    "privacy.sdmetrics.dcr_baseline_protection",
+    "privacy.sdmetrics.disclosure_protection",
+]
 BETTER = {"lower": "lower", "higher": "higher", "half": "0.5 fair, higher = nearer training", "reference": "reference"}
 
 SECTIONS = [
-    ("Marginals and correlations", ["marginals", "correlations"],
-     "Static columns are compared one value per patient, temporal ones one value per visit."),
-    ("Trajectories", ["trajectories", "temporal", "trend_cycle", "sequence_lengths"],
-     "Static scores can look fine while trajectories are wrong, so the report compares how values move within "
-     "patients: lag-1 autocorrelation, label transitions, and the Health Gym trend and cycle correlations."),
+    (
+        "Marginals and correlations",
+        ["marginals", "correlations"],
+        "Static columns are compared one value per patient, temporal ones one value per visit.",
+    ),
+    (
+        "Trajectories",
+        ["trajectories", "temporal", "trend_cycle", "sequence_lengths"],
+        "Static scores can look fine while trajectories are wrong, so the report compares how values move within "
+        "patients: lag-1 autocorrelation, label transitions, and the Health Gym trend and cycle correlations.",
+    ),
     ("Privacy", ["privacy"], "Distances to the closest real training patient on standardised patient-level features."),
     ("Training", ["loss_curve"], ""),
 ]
 
-GROUPS = [("fidelity.", "Fidelity"), ("temporal.", "Temporal"), ("missing.", "Missing values"), ("validity.", "Validity"),
-          ("discriminator", "Discrimination"), ("utility.", "Utility"), ("privacy.", "Privacy")]
+GROUPS = [
+    ("fidelity.", "Fidelity"),
+    ("temporal.", "Temporal"),
+    ("missing.", "Missing values"),
+    ("validity.", "Validity"),
+    ("discriminator", "Discrimination"),
+    ("utility.", "Utility"),
+    ("privacy.", "Privacy"),
+]
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1400px;color:#222;padding:0 16px}
@@ -63,9 +95,12 @@ def _gates_table(result) -> str:
             f"<tr class='{css}'><td>{html.escape(g.name)}</td><td>{html.escape(DESCRIPTIONS.get(g.name, ''))}</td>"
             f"<td class='num'>{fmt(g.value)}</td><td>{g.direction} {g.threshold:g}</td>"
             f"<td class='num'>{fmt(result.calibration.get(g.name))}</td><td class='st'>{html.escape(g.status)}</td>"
-            f"<td>{html.escape(g.note)}</td></tr>")
-    return ("<table><tr><th>measure</th><th>what it checks</th><th>synthetic</th><th>rule</th><th>real-vs-real floor</th>"
-            "<th>result</th><th>note</th></tr>" + "".join(rows) + "</table>")
+            f"<td>{html.escape(g.note)}</td></tr>"
+        )
+    return (
+        "<table><tr><th>measure</th><th>what it checks</th><th>synthetic</th><th>rule</th><th>real-vs-real floor</th>"
+        "<th>result</th><th>note</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def _interval(result, k: str) -> str:
@@ -79,11 +114,15 @@ def _headline(result) -> str:
         m = measure(k)
         if k not in result.metrics or m is None:
             continue
-        rows.append(f"<tr><td>{html.escape(k)}</td><td>{html.escape(m.description)}</td><td class='num'>{fmt(result.metrics.get(k))}</td>"
-                    f"<td class='num'>{_interval(result, k)}</td><td class='num'>{fmt(result.calibration.get(k))}</td>"
-                    f"<td>{html.escape(BETTER[m.better])}</td></tr>")
-    return ("<table><tr><th>measure</th><th>meaning</th><th>synthetic</th><th>95% interval</th><th>real-vs-real floor</th>"
-            "<th>better</th></tr>" + "".join(rows) + "</table>")
+        rows.append(
+            f"<tr><td>{html.escape(k)}</td><td>{html.escape(m.description)}</td><td class='num'>{fmt(result.metrics.get(k))}</td>"
+            f"<td class='num'>{_interval(result, k)}</td><td class='num'>{fmt(result.calibration.get(k))}</td>"
+            f"<td>{html.escape(BETTER[m.better])}</td></tr>"
+        )
+    return (
+        "<table><tr><th>measure</th><th>meaning</th><th>synthetic</th><th>95% interval</th><th>real-vs-real floor</th>"
+        "<th>better</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def _all_measures(result) -> str:
@@ -93,11 +132,16 @@ def _all_measures(result) -> str:
         mine = [k for k in keys if k.startswith(prefix)]
         if not mine:
             continue
-        rows = "".join(f"<tr><td>{html.escape(k)}</td><td class='num'>{fmt(result.metrics.get(k))}</td>"
-                       f"<td class='num'>{fmt(result.calibration.get(k))}</td></tr>" for k in mine)
-        out.append(f"<details{' open' if prefix in ('discriminator', 'privacy.') else ''}><summary><b>{title}</b> "
-                   f"({len(mine)} measures)</summary><table><tr><th>measure</th><th>synthetic</th>"
-                   f"<th>real-vs-real floor</th></tr>{rows}</table></details>")
+        rows = "".join(
+            f"<tr><td>{html.escape(k)}</td><td class='num'>{fmt(result.metrics.get(k))}</td>"
+            f"<td class='num'>{fmt(result.calibration.get(k))}</td></tr>"
+            for k in mine
+        )
+        out.append(
+            f"<details{' open' if prefix in ('discriminator', 'privacy.') else ''}><summary><b>{title}</b> "
+            f"({len(mine)} measures)</summary><table><tr><th>measure</th><th>synthetic</th>"
+            f"<th>real-vs-real floor</th></tr>{rows}</table></details>"
+        )
     return "".join(out)
 
 
@@ -114,27 +158,33 @@ def _provenance(provenance: dict[str, str] | None) -> str:
 
 
 def write_report(result, schema: Schema, path: Path, *, counts: dict[str, int], provenance: dict[str, str] | None = None) -> Path:
-    verdict = ("All release gates passed." if result.passed else
-               "Release blocked: " + html.escape(result.failed_gates_message()))
+    verdict = "All release gates passed." if result.passed else "Release blocked: " + html.escape(result.failed_gates_message())
     holdout = counts.get("holdout_patients", 0)
-    intro = (f"{counts['synthetic_patients']:,} synthetic patients ({counts['synthetic_visits']:,} visits) judged against "
-             f"{counts['real_patients']:,} real training patients ({counts['real_visits']:,} visits)")
-    intro += (f" and {holdout:,} real holdout patients the model never saw. Fidelity is judged against the holdout: the "
-              "<i>synthetic</i> column compares the synthetic patients (as many as the training patients) with the holdout, "
-              "the <i>real-vs-real floor</i> column the training patients with the same holdout: what a generator as "
-              "good as fresh real patients scores, noise included; a synthetic set far better than the floor is suspect. "
-              "Privacy measures compare the synthetic patients with the training patients and the holdout, each with its "
-              "bootstrap 95% interval; their floor is half the holdout posing as the synthetic set. Real values are shown "
-              "only after value protection (numbers cut at the k-th most extreme patient)."
-              if holdout else ". No real holdout was given: fidelity is judged against the training patients, and utility "
-              "and privacy could not be judged.")
+    intro = (
+        f"{counts['synthetic_patients']:,} synthetic patients ({counts['synthetic_visits']:,} visits) judged against "
+        f"{counts['real_patients']:,} real training patients ({counts['real_visits']:,} visits)"
+    )
+    intro += (
+        f" and {holdout:,} real holdout patients the model never saw. Fidelity is judged against the holdout: the "
+        "<i>synthetic</i> column compares the synthetic patients (as many as the training patients) with the holdout, "
+        "the <i>real-vs-real floor</i> column the training patients with the same holdout: what a generator as "
+        "good as fresh real patients scores, noise included; a synthetic set far better than the floor is suspect. "
+        "Privacy measures compare the synthetic patients with the training patients and the holdout, each with its "
+        "bootstrap 95% interval; their floor is half the holdout posing as the synthetic set. Real values are shown "
+        "only after value protection (numbers cut at the k-th most extreme patient)."
+        if holdout
+        else ". No real holdout was given: fidelity is judged against the training patients, and utility "
+        "and privacy could not be judged."
+    )
     sections = []
     used = set()
     for title, names, note in SECTIONS:
         figs = [(n, result.figures[n]) for n in names if n in result.figures]
         used.update(n for n, _ in figs)
         if figs:
-            sections.append(f"<h2>{title}</h2>" + (f"<p class='note'>{note}</p>" if note else "") + "".join(_img(n, p) for n, p in figs))
+            sections.append(
+                f"<h2>{title}</h2>" + (f"<p class='note'>{note}</p>" if note else "") + "".join(_img(n, p) for n, p in figs)
+            )
     extra = [(n, p) for n, p in result.figures.items() if n not in used]
     if extra:
         sections.append("<h2>Other figures</h2>" + "".join(_img(n, p) for n, p in extra))
@@ -143,12 +193,12 @@ def write_report(result, schema: Schema, path: Path, *, counts: dict[str, int], 
 <style>{CSS}</style></head><body>
 <h1>Health Gym synthetic data evaluation: {html.escape(schema.name)}</h1>
 <p>{intro}</p>
-<div class="verdict {'ok' if result.passed else 'bad'}">{verdict}</div>
+<div class="verdict {"ok" if result.passed else "bad"}">{verdict}</div>
 <p>{html.escape(result.privacy_note())}</p>
 <h2>Release gates</h2>{_gates_table(result)}
 {_provenance(provenance)}
 <h2>Headline measures</h2>{_headline(result)}
-{''.join(sections)}
+{"".join(sections)}
 <h2>Every measure</h2>{_all_measures(result)}
 <p class="note">This report holds aggregate measures and distribution plots only; it quotes no real patient's values or
 identifiers. Real patients appear in the trajectory plot only as per-visit quantile bands over at least 10 patients.</p>

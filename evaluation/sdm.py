@@ -47,7 +47,9 @@ def _as_sdv(frame: pd.DataFrame, cols: list[Column]) -> pd.DataFrame:
     out = frame.copy()
     for c in cols:
         if not c.numeric:
-            out[c.name] = out[c.name].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)).astype(object)
+            out[c.name] = (
+                out[c.name].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)).astype(object)
+            )
     return out
 
 
@@ -60,10 +62,14 @@ def _tables(df: pd.DataFrame, schema: Schema) -> dict[str, pd.DataFrame]:
 
 def metadata(schema: Schema) -> dict[str, Any]:
     patients = {PID: {"sdtype": "id"}} | {c.name: {"sdtype": _sdtype(c)} for c in schema.static_columns}
-    visits = {PID: {"sdtype": "id"}, schema.time: {"sdtype": "numerical"}} | {c.name: {"sdtype": _sdtype(c)} for c in schema.temporal_columns}
+    visits = {PID: {"sdtype": "id"}, schema.time: {"sdtype": "numerical"}} | {
+        c.name: {"sdtype": _sdtype(c)} for c in schema.temporal_columns
+    }
     return {
         "tables": {"patients": {"primary_key": PID, "columns": patients}, "visits": {"columns": visits}},
-        "relationships": [{"parent_table_name": "patients", "parent_primary_key": PID, "child_table_name": "visits", "child_foreign_key": PID}],
+        "relationships": [
+            {"parent_table_name": "patients", "parent_primary_key": PID, "child_table_name": "visits", "child_foreign_key": PID}
+        ],
     }
 
 
@@ -112,8 +118,16 @@ def patient_table(df: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, dict[
     return table, {"columns": cols}
 
 
-def privacy(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema: Schema, *, seed: int = 0,
-            rows: int = 500, sensitive: Column | None = None) -> dict[str, float]:
+def privacy(
+    real: pd.DataFrame,
+    syn: pd.DataFrame,
+    holdout: pd.DataFrame,
+    schema: Schema,
+    *,
+    seed: int = 0,
+    rows: int = 500,
+    sensitive: Column | None = None,
+) -> dict[str, float]:
     """``privacy.sdmetrics.dcr_baseline_protection`` / ``dcr_overfitting_protection`` /
     ``disclosure_protection`` (1 = safest), on the patient table. Each is skipped (absent) if
     sdmetrics rejects the data; the reason is logged."""
@@ -131,7 +145,9 @@ def privacy(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema
         had, old = "_seed" in DCRBaselineProtection.__dict__, DCRBaselineProtection.__dict__.get("_seed")
         DCRBaselineProtection._seed = seed
         try:
-            r = DCRBaselineProtection.compute_breakdown(tr, sy, meta, None, num_rows_subsample=rows if min(len(tr), len(sy)) > rows else None)
+            r = DCRBaselineProtection.compute_breakdown(
+                tr, sy, meta, None, num_rows_subsample=rows if min(len(tr), len(sy)) > rows else None
+            )
             out["privacy.sdmetrics.dcr_baseline_protection"] = float(r["score"])
         except Exception as exc:  # noqa: BLE001 - a third-party metric must not sink the evaluation
             log.warning("sdmetrics DCRBaselineProtection skipped: %s", type(exc).__name__)
@@ -152,8 +168,10 @@ def privacy(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema
                     r = DisclosureProtection.compute_breakdown(
                         tr.dropna(subset=[c.name for c in known] + [sensitive.name]),
                         sy.dropna(subset=[c.name for c in known] + [sensitive.name]),
-                        known_column_names=[c.name for c in known], sensitive_column_names=[sensitive.name],
-                        continuous_column_names=[c.name for c in known if c.numeric] or None)
+                        known_column_names=[c.name for c in known],
+                        sensitive_column_names=[sensitive.name],
+                        continuous_column_names=[c.name for c in known if c.numeric] or None,
+                    )
                     out["privacy.sdmetrics.disclosure_protection"] = float(r["score"])
                 except Exception as exc:  # noqa: BLE001
                     log.warning("sdmetrics DisclosureProtection skipped: %s", type(exc).__name__)

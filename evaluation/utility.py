@@ -69,7 +69,9 @@ def _utility(real: pd.DataFrame, syn: pd.DataFrame, test: pd.DataFrame, schema: 
             return {}
         for name, (X, y) in {"trtr": (Xr, yr), "tstr": (Xs, ys)}.items():
             ok = y.notna()
-            model = HistGradientBoostingRegressor(max_iter=100, early_stopping=False, random_state=seed).fit(X[ok].to_numpy(float), y[ok])
+            model = HistGradientBoostingRegressor(max_iter=100, early_stopping=False, random_state=seed).fit(
+                X[ok].to_numpy(float), y[ok]
+            )
             pred = model.predict(Xt[okt].to_numpy(float))
             out[f"utility.{name}.r2"] = float(r2_score(yt[okt], pred))
             out[f"utility.{name}.mae"] = float(mean_absolute_error(yt[okt], pred))
@@ -86,7 +88,9 @@ def _utility(real: pd.DataFrame, syn: pd.DataFrame, test: pd.DataFrame, schema: 
             out[f"utility.{name}.auc"] = 0.5
             continue
         model = _classifier(seed).fit(X[ok].to_numpy(float), y[ok].to_numpy(str))
-        proba = pd.DataFrame(model.predict_proba(Xt[okt].to_numpy(float)), columns=model.classes_).reindex(columns=labels, fill_value=0.0)
+        proba = pd.DataFrame(model.predict_proba(Xt[okt].to_numpy(float)), columns=model.classes_).reindex(
+            columns=labels, fill_value=0.0
+        )
         out[f"utility.{name}.auc"] = _auc(yt[okt].reset_index(drop=True), proba, labels)
     out["utility.auc_gap"] = out["utility.trtr.auc"] - out["utility.tstr.auc"]
     return out

@@ -15,6 +15,7 @@ from diffusion.labels import as_binary, as_labels
 from diffusion.schema import Schema
 from expectations.suite import derived
 
+
 def _numbers(series: pd.Series) -> pd.Series:
     """Values as float64; missing, text and other unreadable values become NaN (inf stays inf)."""
     if isinstance(series.dtype, pd.CategoricalDtype):

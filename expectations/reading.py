@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from diffusion.release import sha256
-
 from diffusion.errors import InputError
+from diffusion.release import sha256
 
 CSV_ENDINGS = (".csv", ".csv.gz")
 PARQUET_ENDINGS = (".parquet", ".pq")
@@ -80,7 +79,9 @@ def _head_bytes(path: Path) -> bytes:
         with path.open("rb") as fh:
             return fh.read(_SNIFF_BYTES)
     except (OSError, EOFError) as exc:  # a .gz that is not gzip, or a truncated one
-        raise ExtractError(f"Extract {path} cannot be decompressed ({type(exc).__name__}): it is not a readable gzip file.") from None
+        raise ExtractError(
+            f"Extract {path} cannot be decompressed ({type(exc).__name__}): it is not a readable gzip file."
+        ) from None
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -132,8 +133,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def _not_utf8(path: Path) -> ExtractError:
     return ExtractError(
-        f"Extract {path} is not UTF-8 text (it may be Latin-1/Windows-1252 encoded, or not text at all): "
-        "re-save it as UTF-8 CSV."
+        f"Extract {path} is not UTF-8 text (it may be Latin-1/Windows-1252 encoded, or not text at all): re-save it as UTF-8 CSV."
     )
 
 
@@ -141,7 +141,9 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     with path.open("rb") as fh:
         magic = fh.read(4)
     if magic != b"PAR1":
-        raise ExtractError(f"Extract {path} is not a Parquet file (its name ends in .parquet but it lacks the Parquet signature).")
+        raise ExtractError(
+            f"Extract {path} is not a Parquet file (its name ends in .parquet but it lacks the Parquet signature)."
+        )
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files

@@ -18,6 +18,7 @@ SEP = "::"  # derived column names: "<column>::<check>"
 SUITES_DIR = Path(__file__).parent / "suites"
 EXTRA_SUFFIX = ".expectations.json"
 
+
 def derived(column: str, check: str) -> str:
     return f"{column}{SEP}{check}"
 
@@ -27,7 +28,11 @@ def _fmt(x: float | None) -> str:
 
 
 def _exp(type_: str, kwargs: dict, column: str, check: str, description: str, notes: str | None = None) -> dict:
-    out: dict[str, Any] = {"type": type_, "kwargs": kwargs, "meta": {"column": column, "check": check, "description": description}}
+    out: dict[str, Any] = {
+        "type": type_,
+        "kwargs": kwargs,
+        "meta": {"column": column, "check": check, "description": description},
+    }
     if notes:
         out["notes"] = notes
     return out
@@ -38,22 +43,60 @@ def build_suite(schema: Schema) -> dict:
     idc, tc = schema.id, schema.time
     exps: list[dict] = []
     for col in [idc, tc, *schema.column_names]:
-        exps.append(_exp("expect_column_to_exist", {"column": col}, col, "present", "required by the schema but missing from the extract"))
+        exps.append(
+            _exp("expect_column_to_exist", {"column": col}, col, "present", "required by the schema but missing from the extract")
+        )
     exps.append(_exp("expect_table_row_count_to_be_between", {"min_value": 1}, "table", "rows", "at least one row"))
-    exps.append(_exp("expect_column_values_to_not_be_null", {"column": idc}, idc, "not_null", "the patient id must never be missing",
-                     notes="Patient ids are replaced by anonymous codes before validation; no id reaches results or docs."))
+    exps.append(
+        _exp(
+            "expect_column_values_to_not_be_null",
+            {"column": idc},
+            idc,
+            "not_null",
+            "the patient id must never be missing",
+            notes="Patient ids are replaced by anonymous codes before validation; no id reaches results or docs.",
+        )
+    )
     exps.append(_exp("expect_column_values_to_not_be_null", {"column": tc}, tc, "not_null", "the time must never be missing"))
-    exps.append(_exp("expect_column_values_to_be_in_set", {"column": derived(tc, "is_number"), "value_set": [True]}, tc, "is_number",
-                     "time values must be finite numbers (no text, no infinity)",
-                     notes=f"Derived: True where `{tc}` is missing or a finite number."))
-    exps.append(_exp("expect_compound_columns_to_be_unique", {"column_list": [idc, derived(tc, "number")]}, f"{idc}, {tc}", "unique_visit",
-                     f"each ({idc}, {tc}) pair must be unique (duplicated visits)",
-                     notes=f"Checked on the patient code and `{tc}` as a number."))
-    exps.append(_exp("expect_column_values_to_be_in_set", {"column": derived(tc, "increasing"), "value_set": [True]}, tc, "increasing",
-                     "times must be strictly increasing within each patient (no repeated time)",
-                     notes=f"Derived: rows sorted by ({idc}, {tc}); False where a patient's time does not exceed the previous one."))
-    exps.append(_exp("expect_column_unique_value_count_to_be_between", {"column": idc, "min_value": schema.min_patients}, idc,
-                     "min_patients", f"at least {schema.min_patients} patients"))
+    exps.append(
+        _exp(
+            "expect_column_values_to_be_in_set",
+            {"column": derived(tc, "is_number"), "value_set": [True]},
+            tc,
+            "is_number",
+            "time values must be finite numbers (no text, no infinity)",
+            notes=f"Derived: True where `{tc}` is missing or a finite number.",
+        )
+    )
+    exps.append(
+        _exp(
+            "expect_compound_columns_to_be_unique",
+            {"column_list": [idc, derived(tc, "number")]},
+            f"{idc}, {tc}",
+            "unique_visit",
+            f"each ({idc}, {tc}) pair must be unique (duplicated visits)",
+            notes=f"Checked on the patient code and `{tc}` as a number.",
+        )
+    )
+    exps.append(
+        _exp(
+            "expect_column_values_to_be_in_set",
+            {"column": derived(tc, "increasing"), "value_set": [True]},
+            tc,
+            "increasing",
+            "times must be strictly increasing within each patient (no repeated time)",
+            notes=f"Derived: rows sorted by ({idc}, {tc}); False where a patient's time does not exceed the previous one.",
+        )
+    )
+    exps.append(
+        _exp(
+            "expect_column_unique_value_count_to_be_between",
+            {"column": idc, "min_value": schema.min_patients},
+            idc,
+            "min_patients",
+            f"at least {schema.min_patients} patients",
+        )
+    )
     for c in schema.columns:
         exps.extend(_column_expectations(c, idc))
     return {
@@ -77,40 +120,97 @@ def _column_expectations(c: Column, idc: str) -> list[dict]:
     out: list[dict] = []
     rate = c.allowed_missing
     if rate <= 0:
-        out.append(_exp("expect_column_values_to_not_be_null", {"column": c.name}, c.name, "missing", "no missing values (not nullable)"))
+        out.append(
+            _exp("expect_column_values_to_not_be_null", {"column": c.name}, c.name, "missing", "no missing values (not nullable)")
+        )
     elif rate < 1:
-        out.append(_exp("expect_column_values_to_not_be_null", {"column": c.name, "mostly": round(1.0 - rate, 10)}, c.name, "missing",
-                        f"at most {rate:.0%} missing values"))
+        out.append(
+            _exp(
+                "expect_column_values_to_not_be_null",
+                {"column": c.name, "mostly": round(1.0 - rate, 10)},
+                c.name,
+                "missing",
+                f"at most {rate:.0%} missing values",
+            )
+        )
     if c.numeric:
-        out.append(_exp("expect_column_values_to_be_in_set", {"column": derived(c.name, "is_number"), "value_set": [True]}, c.name, "is_number",
-                        "values must be finite numbers (no text, no infinity)",
-                        notes=f"Derived: True where `{c.name}` is missing or a finite number."))
+        out.append(
+            _exp(
+                "expect_column_values_to_be_in_set",
+                {"column": derived(c.name, "is_number"), "value_set": [True]},
+                c.name,
+                "is_number",
+                "values must be finite numbers (no text, no infinity)",
+                notes=f"Derived: True where `{c.name}` is missing or a finite number.",
+            )
+        )
         if c.type == "integer":
-            out.append(_exp("expect_column_values_to_be_in_set", {"column": derived(c.name, "is_integer"), "value_set": [True]}, c.name,
-                            "is_integer", "values must be whole numbers",
-                            notes=f"Derived: True where `{c.name}` is missing, not a number, or a whole number."))
+            out.append(
+                _exp(
+                    "expect_column_values_to_be_in_set",
+                    {"column": derived(c.name, "is_integer"), "value_set": [True]},
+                    c.name,
+                    "is_integer",
+                    "values must be whole numbers",
+                    notes=f"Derived: True where `{c.name}` is missing, not a number, or a whole number.",
+                )
+            )
         if c.min is not None or c.max is not None:
             kw: dict[str, Any] = {"column": derived(c.name, "number")}
             if c.min is not None:
                 kw["min_value"] = c.min
             if c.max is not None:
                 kw["max_value"] = c.max
-            bounds = (f"within [{_fmt(c.min)}, {_fmt(c.max)}]" if c.min is not None and c.max is not None
-                      else f"at least {_fmt(c.min)}" if c.min is not None else f"at most {_fmt(c.max)}")
-            out.append(_exp("expect_column_values_to_be_between", kw, c.name, "bounds", f"values must be {bounds}",
-                            notes=f"Derived: `{c.name}` as a number (text and infinity left out: checked on their own)."))
+            bounds = (
+                f"within [{_fmt(c.min)}, {_fmt(c.max)}]"
+                if c.min is not None and c.max is not None
+                else f"at least {_fmt(c.min)}"
+                if c.min is not None
+                else f"at most {_fmt(c.max)}"
+            )
+            out.append(
+                _exp(
+                    "expect_column_values_to_be_between",
+                    kw,
+                    c.name,
+                    "bounds",
+                    f"values must be {bounds}",
+                    notes=f"Derived: `{c.name}` as a number (text and infinity left out: checked on their own).",
+                )
+            )
     elif c.type == "categorical":
-        out.append(_exp("expect_column_values_to_be_in_set", {"column": derived(c.name, "label"), "value_set": list(c.categories or ())},
-                        c.name, "categories", f"values must be one of the declared categories {list(c.categories or ())}",
-                        notes=f"Derived: `{c.name}` as canonical labels (1, 1.0 and \"1\" are all \"1\")."))
+        out.append(
+            _exp(
+                "expect_column_values_to_be_in_set",
+                {"column": derived(c.name, "label"), "value_set": list(c.categories or ())},
+                c.name,
+                "categories",
+                f"values must be one of the declared categories {list(c.categories or ())}",
+                notes=f'Derived: `{c.name}` as canonical labels (1, 1.0 and "1" are all "1").',
+            )
+        )
     elif c.type == "binary":
-        out.append(_exp("expect_column_values_to_be_in_set", {"column": derived(c.name, "is_binary"), "value_set": [True]}, c.name, "binary",
-                        "values must be 0/1 or true/false",
-                        notes=f"Derived: True where `{c.name}` is missing or reads as 0/1/true/false."))
+        out.append(
+            _exp(
+                "expect_column_values_to_be_in_set",
+                {"column": derived(c.name, "is_binary"), "value_set": [True]},
+                c.name,
+                "binary",
+                "values must be 0/1 or true/false",
+                notes=f"Derived: True where `{c.name}` is missing or reads as 0/1/true/false.",
+            )
+        )
     if c.static:
-        out.append(_exp("expect_column_values_to_be_in_set", {"column": derived(c.name, "static"), "value_set": [True]}, c.name, "static",
-                        "a static column must keep one value per patient",
-                        notes=f"Derived: False on every row of a patient whose `{c.name}` takes more than one value."))
+        out.append(
+            _exp(
+                "expect_column_values_to_be_in_set",
+                {"column": derived(c.name, "static"), "value_set": [True]},
+                c.name,
+                "static",
+                "a static column must keep one value per patient",
+                notes=f"Derived: False on every row of a patient whose `{c.name}` takes more than one value.",
+            )
+        )
     return out
 
 
@@ -140,15 +240,19 @@ def load_extra_expectations(schema_path: str | Path) -> list[dict]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"Hand-written expectations {path} are not valid JSON ({type(exc).__name__}: {getattr(exc, 'msg', exc)}).") from None
+        raise InputError(
+            f"Hand-written expectations {path} are not valid JSON ({type(exc).__name__}: {getattr(exc, 'msg', exc)})."
+        ) from None
     if isinstance(raw, dict) and isinstance(raw.get("expectations"), list):
         raw = raw["expectations"]
     if not isinstance(raw, list):
-        raise InputError(f"Hand-written expectations {path} must be a JSON list of expectations ({{\"type\": ..., \"kwargs\": {{...}}}}).")
+        raise InputError(
+            f'Hand-written expectations {path} must be a JSON list of expectations ({{"type": ..., "kwargs": {{...}}}}).'
+        )
     problems = []
     for i, e in enumerate(raw):
         if not isinstance(e, dict) or not isinstance(e.get("type"), str) or not isinstance(e.get("kwargs", {}), dict):
-            problems.append(f"entry {i + 1} is not of the form {{\"type\": \"expect_...\", \"kwargs\": {{...}}}}")
+            problems.append(f'entry {i + 1} is not of the form {{"type": "expect_...", "kwargs": {{...}}}}')
     if problems:
         raise InputError(f"Hand-written expectations {path}: " + "; ".join(problems) + ".")
     return [dict(e) for e in raw]

@@ -150,7 +150,11 @@ def _describe_extra(exp: dict) -> str:
     meta = exp.get("meta") or {}
     if isinstance(meta.get("description"), str):
         return meta["description"]
-    kw = {k: v for k, v in (exp.get("kwargs") or {}).items() if k not in ("column", "column_list", "result_format", "catch_exceptions")}
+    kw = {
+        k: v
+        for k, v in (exp.get("kwargs") or {}).items()
+        if k not in ("column", "column_list", "result_format", "catch_exceptions")
+    }
     args = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in kw.items())
     return f"hand-written {exp['type']}({args})"
 
@@ -193,7 +197,9 @@ def validate_extract(
     report_warnings: list[str] = []
     if ignored:
         shown = ", ".join(repr(c) for c in ignored[:10]) + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
-        report_warnings.append(f"{len(ignored)} column(s) of the extract are not in schema '{schema.name}' and are ignored: {shown}.")
+        report_warnings.append(
+            f"{len(ignored)} column(s) of the extract are not in schema '{schema.name}' and are ignored: {shown}."
+        )
 
     frame, facts = gx_frame(df, schema, extra_cols)
     if facts.get("too_long"):
@@ -211,7 +217,9 @@ def validate_extract(
         if e["type"] == "expect_column_to_exist" or not absent:
             to_run.append(e)
         elif e in extras and any(c not in known for c in absent):
-            pre_failures.append(Failure(", ".join(absent), e["type"], f"{_describe_extra(e)}: the column is not in the extract", None))
+            pre_failures.append(
+                Failure(", ".join(absent), e["type"], f"{_describe_extra(e)}: the column is not in the extract", None)
+            )
 
     results = _run_gx(frame, schema, to_run, docs_dir)
 
@@ -296,8 +304,11 @@ def _run_gx_quietly(frame: pd.DataFrame, schema: Schema, expectations: list[dict
     for e in expectations:
         try:
             cfg = ExpectationConfiguration(
-                type=e["type"], kwargs=dict(e.get("kwargs") or {}), meta=e.get("meta"),
-                notes=e.get("notes"), description=e.get("description"),
+                type=e["type"],
+                kwargs=dict(e.get("kwargs") or {}),
+                meta=e.get("meta"),
+                notes=e.get("notes"),
+                description=e.get("description"),
             )
             gx_exps.append(cfg.to_domain_obj())
         except Exception as exc:  # unknown type, bad kwargs: only hand-written ones can get here
@@ -328,7 +339,9 @@ def _run_gx_quietly(frame: pd.DataFrame, schema: Schema, expectations: list[dict
         )
         actions.append(UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
     checkpoint = context.checkpoints.add(
-        gx.Checkpoint(name=f"{schema.name} checkpoint", validation_definitions=[vdef], actions=actions, result_format=RESULT_FORMAT)
+        gx.Checkpoint(
+            name=f"{schema.name} checkpoint", validation_definitions=[vdef], actions=actions, result_format=RESULT_FORMAT
+        )
     )
     run = checkpoint.run(batch_parameters={"dataframe": frame})
     (vres,) = list(run.run_results.values())
@@ -340,16 +353,20 @@ def _run_gx_quietly(frame: pd.DataFrame, schema: Schema, expectations: list[dict
             out.append({"success": False, "exception": "not evaluated"})
             continue
         info = r.exception_info or {}
-        raised = bool(info.get("raised_exception")) if isinstance(info, dict) and "raised_exception" in info else any(
-            isinstance(v, dict) and v.get("raised_exception") for v in (info.values() if isinstance(info, dict) else [])
+        raised = (
+            bool(info.get("raised_exception"))
+            if isinstance(info, dict) and "raised_exception" in info
+            else any(isinstance(v, dict) and v.get("raised_exception") for v in (info.values() if isinstance(info, dict) else []))
         )
         result = r.result or {}
-        out.append({
-            "success": bool(r.success),
-            "unexpected_count": result.get("unexpected_count"),
-            "observed_value": result.get("observed_value"),
-            "exception": _exception_kind(info) if raised else None,
-        })
+        out.append(
+            {
+                "success": bool(r.success),
+                "unexpected_count": result.get("unexpected_count"),
+                "observed_value": result.get("observed_value"),
+                "exception": _exception_kind(info) if raised else None,
+            }
+        )
     return out
 
 

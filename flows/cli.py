@@ -66,16 +66,19 @@ def cmd_validate(args) -> int:
 
     schema = Schema.load(args.schema)
     df = read_extract(args.data)
-    report = validate_extract(df, schema, docs_dir=Path(args.docs) if args.docs else None,
-                              extra_expectations=load_extra_expectations(Path(args.schema)))
+    report = validate_extract(
+        df, schema, docs_dir=Path(args.docs) if args.docs else None, extra_expectations=load_extra_expectations(Path(args.schema))
+    )
     for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if report.docs_path:
         print(f"Data Docs: {report.docs_path}")
     report.raise_for_failures()
     profile = report.profile
-    print(f"Extract passes validation: {profile.get('rows')} rows, {profile.get('patients')} patients, "
-          f"sha256 {fingerprint(args.data)}; {report.summary}")
+    print(
+        f"Extract passes validation: {profile.get('rows')} rows, {profile.get('patients')} patients, "
+        f"sha256 {fingerprint(args.data)}; {report.summary}"
+    )
     return 0
 
 
@@ -107,14 +110,19 @@ def cmd_demo(args) -> int:
         args.config = str(DEMO_CONFIG)
     cfg = _config(args)
     g = cfg.evaluation.gates
-    print(f"Health Gym demo: {DEMO_DATA.name} (bundled PBC cohort) with schema {DEMO_SCHEMA.name} and config {Path(args.config).name}; "
-          f"training for at most {cfg.train.max_minutes:g} minutes. Gates (the defaults), against real holdout patients: "
-          f"discriminator AUC <= {g.max_discriminator_auc:g}, mean lag-1 difference <= the real-vs-real floor + "
-          f"{g.max_lag1_abs_diff:g}, DCR share and membership-inference AUC not above {g.max_dcr_share:g} by evidence "
-          f"(95% interval), near copies <= {g.max_near_copy_share:g} by evidence.", flush=True)
+    print(
+        f"Health Gym demo: {DEMO_DATA.name} (bundled PBC cohort) with schema {DEMO_SCHEMA.name} and config {Path(args.config).name}; "
+        f"training for at most {cfg.train.max_minutes:g} minutes. Gates (the defaults), against real holdout patients: "
+        f"discriminator AUC <= {g.max_discriminator_auc:g}, mean lag-1 difference <= the real-vs-real floor + "
+        f"{g.max_lag1_abs_diff:g}, DCR share and membership-inference AUC not above {g.max_dcr_share:g} by evidence "
+        f"(95% interval), near copies <= {g.max_near_copy_share:g} by evidence.",
+        flush=True,
+    )
     out = train_flow(data=str(DEMO_DATA), schema=str(DEMO_SCHEMA), config=cfg.to_dict(), release=True)
     m = out["metrics"]
-    headline = ", ".join(f"{k}={m[k]:.3f}" for k in ("discriminator_auc", "fidelity.quality_score", "privacy.dcr_share") if k in m)
+    headline = ", ".join(
+        f"{k}={m[k]:.3f}" for k in ("discriminator_auc", "fidelity.quality_score", "privacy.dcr_share") if k in m
+    )
     print(f"\nRelease folder: {out['release']}")
     print(f"MLflow run: {out['run_id']} (model {out['model_uri']}; {out['decision']})")
     if headline:
@@ -159,7 +167,9 @@ def cmd_evaluate(args) -> int:
         _need_file(p, what)
     if args.holdout:
         _need_file(args.holdout, "holdout extract")
-    result = evaluate_files(args.real, args.synthetic, args.schema, Path(args.out), holdout_path=args.holdout, config=_config(args).evaluation)
+    result = evaluate_files(
+        args.real, args.synthetic, args.schema, Path(args.out), holdout_path=args.holdout, config=_config(args).evaluation
+    )
     print(f"Report: {result.report_path}")
     print(f"Metrics: {result.metrics_path}")
     print("Gates: " + ("all passed" if result.passed else result.failed_gates_message()))
@@ -200,10 +210,14 @@ def cmd_submit(args) -> int:
     if out["already_seen"]:
         print(f"Extract {out['path']} (sha256 {out['fingerprint']}) was seen before: no retraining.")
     else:
-        print(f"Submitted {out['path']} (sha256 {out['fingerprint']}) with schema {out['schema']}: "
-              f"record in {out['inbox']}; `healthgym serve` retrains on it once.")
-    print(f"Event {EVENT} (resource healthgym.extract.{out['fingerprint']}): "
-          + (f"emitted, id {out['event_id']}." if out["event_id"] else "not emitted (Prefect events are switched off)."))
+        print(
+            f"Submitted {out['path']} (sha256 {out['fingerprint']}) with schema {out['schema']}: "
+            f"record in {out['inbox']}; `healthgym serve` retrains on it once."
+        )
+    print(
+        f"Event {EVENT} (resource healthgym.extract.{out['fingerprint']}): "
+        + (f"emitted, id {out['event_id']}." if out["event_id"] else "not emitted (Prefect events are switched off).")
+    )
     return 0
 
 
@@ -221,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def config_flags(sp):
-        sp.add_argument("--config", help="YAML/JSON config file (sections model, diffusion, train, sampling, evaluation, pipeline)")
+        sp.add_argument(
+            "--config", help="YAML/JSON config file (sections model, diffusion, train, sampling, evaluation, pipeline)"
+        )
         sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config value, e.g. diffusion.steps=200")
 
     d = sub.add_parser("demo", help="the whole pipeline on the bundled PBC cohort")
@@ -309,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # bad flags: argparse prints usage and exits 2
     _embedded_defaults()
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("httpx", "alembic", "mlflow", "great_expectations", "urllib3", "prefect.server", "docket"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not args.debug:

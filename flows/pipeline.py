@@ -53,8 +53,13 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
     sch = Schema.load(schema)
     cfg = Config.from_dict(config)
     data_path = str(Path(data).resolve())
-    tags = {"healthgym.kind": "train", "prefect.flow_run_id": _flow_run_id(), "prefect.parent_flow_run_id": _parent_flow_run_id(),
-            "healthgym.extract_path": data_path, "healthgym.schema_path": str(Path(schema).resolve())}
+    tags = {
+        "healthgym.kind": "train",
+        "prefect.flow_run_id": _flow_run_id(),
+        "prefect.parent_flow_run_id": _parent_flow_run_id(),
+        "healthgym.extract_path": data_path,
+        "healthgym.schema_path": str(Path(schema).resolve()),
+    }
     run = Run.start(f"healthgym-{sch.name}", run_name=f"train-{sch.name}", tags={k: v for k, v in tags.items() if v})
     work = _workdir("train")
     try:
@@ -76,17 +81,40 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
         synthetic = stages.sample(model, patients, cfg.pipeline.seed)
         report_dir = work / "report"
         evaluation = stages.evaluate(train, synthetic, model, holdout, result.history, report_dir, run)
-        reg = register(model_dir, sch.name, run, evaluation.metrics, evaluation.passed, cfg.evaluation.primary_metric,
-                       links={"extract.fingerprint": fp, "training_run_id": run.id, "prefect.flow_run_id": _flow_run_id()})
-        out: dict[str, Any] = {"run_id": run.id, "model_uri": reg["uri"], "promoted": reg["promoted"], "decision": reg["decision"],
-                               "passed": evaluation.passed, "metrics": evaluation.metrics, "release": None,
-                               "privacy_note": evaluation.privacy_note()}
+        reg = register(
+            model_dir,
+            sch.name,
+            run,
+            evaluation.metrics,
+            evaluation.passed,
+            cfg.evaluation.primary_metric,
+            links={"extract.fingerprint": fp, "training_run_id": run.id, "prefect.flow_run_id": _flow_run_id()},
+        )
+        out: dict[str, Any] = {
+            "run_id": run.id,
+            "model_uri": reg["uri"],
+            "promoted": reg["promoted"],
+            "decision": reg["decision"],
+            "passed": evaluation.passed,
+            "metrics": evaluation.metrics,
+            "release": None,
+            "privacy_note": evaluation.privacy_note(),
+        }
         if release:
             if not evaluation.passed:
                 raise GateError(evaluation.failed_gates_message())
-            manifest = {"model_uri": reg["uri"], "model_name": sch.name, "model_version": str(reg["version"]), "training_run_id": run.id,
-                        "seed": cfg.pipeline.seed, "patients": patients, "extract_fingerprint": fp,
-                        "gates_passed": evaluation.passed, "flow_run_id": _flow_run_id(), **stages.privacy_manifest(model)}
+            manifest = {
+                "model_uri": reg["uri"],
+                "model_name": sch.name,
+                "model_version": str(reg["version"]),
+                "training_run_id": run.id,
+                "seed": cfg.pipeline.seed,
+                "patients": patients,
+                "extract_fingerprint": fp,
+                "gates_passed": evaluation.passed,
+                "flow_run_id": _flow_run_id(),
+                **stages.privacy_manifest(model),
+            }
             out["release"] = stages.publish(synthetic, sch, manifest, report_dir)
             run.tags({"release.path": out["release"], "release.run_id": run.id})
             link_release({"model_name": sch.name, "model_version": reg["version"]}, {"release.path": out["release"]})
@@ -101,8 +129,9 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
 
 
 @flow(name="healthgym-release", log_prints=True)
-def release_flow(model: str | None = None, schema_name: str | None = None, patients: int | None = None,
-                 seed: int | None = None) -> dict[str, Any]:
+def release_flow(
+    model: str | None = None, schema_name: str | None = None, patients: int | None = None, seed: int | None = None
+) -> dict[str, Any]:
     """Sample from a model (the champion by default), evaluate against the real holdout, gate, publish."""
     from mlflow import MlflowClient
 
@@ -121,21 +150,33 @@ def release_flow(model: str | None = None, schema_name: str | None = None, patie
         extract_path = train_run.data.tags.get("healthgym.extract_path") if train_run else None
         expected_fp = train_run.data.tags.get("extract.fingerprint") if train_run else None
         if not extract_path or not Path(extract_path).exists():
-            raise InputError(f"The extract model {model} was trained on is not available ({extract_path}); a release is "
-                             "evaluated against the real holdout patients, so it needs that extract.")
+            raise InputError(
+                f"The extract model {model} was trained on is not available ({extract_path}); a release is "
+                "evaluated against the real holdout patients, so it needs that extract."
+            )
         seed = int(seed if seed is not None else int(time.time()) % 2**31)
         train_tags = train_run.data.tags if train_run else {}
-        run = Run.start(f"healthgym-{sch.name}", run_name=f"release-{sch.name}", tags={
-            "healthgym.kind": "release", "prefect.flow_run_id": _flow_run_id(), "model.uri": model,
-            "model.name": info.get("model_name", sch.name), "model.version": info.get("model_version", ""),
-            "training_run_id": info.get("run_id", ""), "training.prefect_flow_run_id": train_tags.get("prefect.flow_run_id", ""),
-            "healthgym.extract_path": extract_path,
-        })
+        run = Run.start(
+            f"healthgym-{sch.name}",
+            run_name=f"release-{sch.name}",
+            tags={
+                "healthgym.kind": "release",
+                "prefect.flow_run_id": _flow_run_id(),
+                "model.uri": model,
+                "model.name": info.get("model_name", sch.name),
+                "model.version": info.get("model_version", ""),
+                "training_run_id": info.get("run_id", ""),
+                "training.prefect_flow_run_id": train_tags.get("prefect.flow_run_id", ""),
+                "healthgym.extract_path": extract_path,
+            },
+        )
         try:
             df, fp = stages.read_extract(extract_path)
             if expected_fp and fp != expected_fp:
-                raise InputError(f"The extract at {extract_path} changed since model {model} was trained "
-                                 f"(fingerprint {fp[:12]} vs {expected_fp[:12]}); retrain before releasing.")
+                raise InputError(
+                    f"The extract at {extract_path} changed since model {model} was trained "
+                    f"(fingerprint {fp[:12]} vs {expected_fp[:12]}); retrain before releasing."
+                )
             run.tags({"extract.fingerprint": fp})
             train, holdout = stages.split(df, sch, cfg)
             n = patients or cfg.sampling.patients or int(df[sch.id].nunique())
@@ -145,15 +186,30 @@ def release_flow(model: str | None = None, schema_name: str | None = None, patie
             evaluation = stages.evaluate(train, synthetic, hg, holdout, history, report_dir, run)
             if not evaluation.passed:
                 raise GateError(evaluation.failed_gates_message())
-            manifest = {"model_uri": model, "model_name": info.get("model_name", sch.name), "model_version": str(info.get("model_version", "")),
-                        "training_run_id": info.get("run_id"), "release_run_id": run.id, "seed": seed, "patients": n,
-                        "extract_fingerprint": fp, "gates_passed": True, "flow_run_id": _flow_run_id(), **stages.privacy_manifest(hg)}
+            manifest = {
+                "model_uri": model,
+                "model_name": info.get("model_name", sch.name),
+                "model_version": str(info.get("model_version", "")),
+                "training_run_id": info.get("run_id"),
+                "release_run_id": run.id,
+                "seed": seed,
+                "patients": n,
+                "extract_fingerprint": fp,
+                "gates_passed": True,
+                "flow_run_id": _flow_run_id(),
+                **stages.privacy_manifest(hg),
+            }
             path = stages.publish(synthetic, sch, manifest, report_dir)
             run.tags({"release.path": path})
             link_release(info, {"release.path": path, "release.run_id": run.id, "release.prefect_flow_run_id": _flow_run_id()})
             run.end("FINISHED")
-            return {"release": path, "run_id": run.id, "model_uri": model, "metrics": evaluation.metrics,
-                    "privacy_note": evaluation.privacy_note()}
+            return {
+                "release": path,
+                "run_id": run.id,
+                "model_uri": model,
+                "metrics": evaluation.metrics,
+                "privacy_note": evaluation.privacy_note(),
+            }
         except BaseException:
             run.end("FAILED")
             raise

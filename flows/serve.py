@@ -87,7 +87,9 @@ def new_extracts(inbox: str | Path) -> list[Arrival]:
                 record.unlink(missing_ok=True)
                 continue
             if fp != sub["fingerprint"]:
-                _logger().warning("%s changed since it was submitted; training on its current content (sha256 %s).", path, fp[:12])
+                _logger().warning(
+                    "%s changed since it was submitted; training on its current content (sha256 %s).", path, fp[:12]
+                )
                 seen.setdefault(sub["fingerprint"], str(path))
             if fp not in seen:
                 seen[fp] = str(path)
@@ -117,8 +119,12 @@ def submit(data: str | Path, *, schema: str | Path, inbox: str | Path) -> dict[s
     fp = fingerprint(path)
     inbox = Path(inbox).resolve()
     inbox.mkdir(parents=True, exist_ok=True)
-    record = {"path": str(path), "schema": str(Path(schema).resolve()), "fingerprint": fp,
-              "submitted_utc": datetime.now(timezone.utc).isoformat()}
+    record = {
+        "path": str(path),
+        "schema": str(Path(schema).resolve()),
+        "fingerprint": fp,
+        "submitted_utc": datetime.now(timezone.utc).isoformat(),
+    }
     with _ledger(inbox) as seen:
         already = fp in seen
         if not already:
@@ -153,8 +159,15 @@ def watch_inbox(inbox: str, schema: str, config: dict[str, Any] | None = None) -
         logger.info("New extract %s (%s, sha256 %s): retraining.", arrival.path.name, arrival.source, arrival.fingerprint[:12])
         try:
             out = train_flow(data=str(arrival.path), schema=arrival.schema or schema, config=config)
-            results.append({"extract": arrival.path.name, "fingerprint": arrival.fingerprint, "run_id": out["run_id"],
-                            "model_uri": out["model_uri"], "promoted": out["promoted"]})
+            results.append(
+                {
+                    "extract": arrival.path.name,
+                    "fingerprint": arrival.fingerprint,
+                    "run_id": out["run_id"],
+                    "model_uri": out["model_uri"],
+                    "promoted": out["promoted"],
+                }
+            )
         except Exception as exc:  # one bad extract must not stop the watcher
             logger.error("Retraining on %s failed: %s", arrival.path.name, exc)
             results.append({"extract": arrival.path.name, "fingerprint": arrival.fingerprint, "error": str(exc)})
@@ -174,9 +187,13 @@ def serve(*, inbox: str, schema: str, name: str | None, cron: str, timezone: str
         name="nightly-release", schedule=Cron(cron, timezone=timezone), parameters={"schema_name": name or sch.name}
     )
     watcher = watch_inbox.to_deployment(
-        name="retrain-on-new-extract", interval=60, parameters={"inbox": str(Path(inbox).resolve()), "schema": str(Path(schema).resolve())}
+        name="retrain-on-new-extract",
+        interval=60,
+        parameters={"inbox": str(Path(inbox).resolve()), "schema": str(Path(schema).resolve())},
     )
     manual = train_flow.to_deployment(name="manual-train", parameters={"schema": str(Path(schema).resolve())})
-    print(f"Serving: nightly release of {name or sch.name} at '{cron}' ({timezone}); watching {inbox}/ for new extracts "
-          "and `healthgym submit` records every minute.")
+    print(
+        f"Serving: nightly release of {name or sch.name} at '{cron}' ({timezone}); watching {inbox}/ for new extracts "
+        "and `healthgym submit` records every minute."
+    )
     prefect_serve(nightly, watcher, manual)

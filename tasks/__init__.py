@@ -39,6 +39,7 @@ def prefect_artifact(create: Callable[..., Any], **kwargs: Any) -> Any:
     try:
         return create(**kwargs)
     except Exception as exc:
-        logging.getLogger("healthgym").warning("Prefect artifact %r not written: %s: %s", kwargs.get("key", create.__name__),
-                                               type(exc).__name__, exc)
+        logging.getLogger("healthgym").warning(
+            "Prefect artifact %r not written: %s: %s", kwargs.get("key", create.__name__), type(exc).__name__, exc
+        )
         return None

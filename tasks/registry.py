@@ -16,9 +16,17 @@ from tasks.tracking import CHAMPION, Run, champion_version, tracking_uri
 
 PIP_REQUIREMENTS = ["torch==2.13.0", "pandas==2.3.3", "numpy==2.4.6", "scipy", "pyyaml", "pyarrow"]
 
+
 @hg_task(name="register-model", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
-def register(model_dir: Path, name: str, run: Run, metrics: dict[str, float], passed: bool, primary: str,
-             links: dict[str, str] | None = None) -> dict[str, Any]:
+def register(
+    model_dir: Path,
+    name: str,
+    run: Run,
+    metrics: dict[str, float],
+    passed: bool,
+    primary: str,
+    links: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Log the model (pyfunc + folder) to the run, register a version, promote if it earns it.
 
     `links` (extract fingerprint, training run, flow run ids) become tags of the model version."""
@@ -37,8 +45,14 @@ def register(model_dir: Path, name: str, run: Run, metrics: dict[str, float], pa
     client = MlflowClient()
     versions = client.search_model_versions(f"name='{name}' and run_id='{run.id}'")
     mv = max(versions, key=lambda v: int(v.version))
-    for k in ("discriminator_auc", "fidelity.quality_score", "privacy.dcr_share", "privacy.mia_auc", "privacy.near_copy_share",
-              primary):
+    for k in (
+        "discriminator_auc",
+        "fidelity.quality_score",
+        "privacy.dcr_share",
+        "privacy.mia_auc",
+        "privacy.near_copy_share",
+        primary,
+    ):
         if k in metrics:
             client.set_model_version_tag(name, mv.version, k, f"{metrics[k]:.4f}")
     client.set_model_version_tag(name, mv.version, "gates_passed", str(passed))
@@ -55,10 +69,20 @@ def register(model_dir: Path, name: str, run: Run, metrics: dict[str, float], pa
     client.set_model_version_tag(name, mv.version, "decision", decision)
     run.tags({"model.name": name, "model.version": mv.version, "model.decision": decision, "model.promoted": promoted})
     logger.info("Registered %s v%s; %s.", name, mv.version, decision)
-    prefect_artifact(create_markdown_artifact, key="model-decision", markdown=f"# Model {name} v{mv.version}\n\n{decision}\n\n"
-                     f"- primary metric: `{primary}` = {value}\n- gates passed: {passed}\n- MLflow run: `{run.id}`\n")
-    return {"name": name, "version": mv.version, "uri": f"models:/{name}/{mv.version}", "promoted": promoted,
-            "decision": decision, "model_uri": info.model_uri}
+    prefect_artifact(
+        create_markdown_artifact,
+        key="model-decision",
+        markdown=f"# Model {name} v{mv.version}\n\n{decision}\n\n"
+        f"- primary metric: `{primary}` = {value}\n- gates passed: {passed}\n- MLflow run: `{run.id}`\n",
+    )
+    return {
+        "name": name,
+        "version": mv.version,
+        "uri": f"models:/{name}/{mv.version}",
+        "promoted": promoted,
+        "decision": decision,
+        "model_uri": info.model_uri,
+    }
 
 
 def link_release(info: dict[str, Any], tags: dict[str, str]) -> None:

@@ -30,7 +30,8 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 @hg_task(name="read-extract", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_io)
 def read_extract(path: str) -> tuple[pd.DataFrame, str]:
     """The extract and its SHA-256 fingerprint."""
-    from expectations.reading import fingerprint, read_extract as read
+    from expectations.reading import fingerprint
+    from expectations.reading import read_extract as read
 
     df = read(path)
     fp = fingerprint(path)
@@ -66,8 +67,9 @@ def validate_extract(df: pd.DataFrame, schema: Schema, run: Run | None, docs_dir
 
 @hg_task(name="split-patients")
 def split(df: pd.DataFrame, schema: Schema, config: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    train, holdout = split_patients(df, schema.id, config.pipeline.holdout_fraction, config.pipeline.seed,
-                                    config.pipeline.min_holdout_patients)
+    train, holdout = split_patients(
+        df, schema.id, config.pipeline.holdout_fraction, config.pipeline.seed, config.pipeline.min_holdout_patients
+    )
     _logger().info("Split patients: %d train, %d holdout.", train[schema.id].nunique(), holdout[schema.id].nunique())
     return train, holdout
 
@@ -77,20 +79,30 @@ class _Progress:
 
     def __init__(self, max_steps: int):
         self.max_steps = max(int(max_steps), 1)
-        self.id = prefect_artifact(create_progress_artifact, progress=0.0, key="training-progress",
-                                   description=f"training steps (of at most {self.max_steps})")
+        self.id = prefect_artifact(
+            create_progress_artifact,
+            progress=0.0,
+            key="training-progress",
+            description=f"training steps (of at most {self.max_steps})",
+        )
 
     def update(self, step: int, description: str | None = None) -> None:
         if self.id is not None:
-            prefect_artifact(update_progress_artifact, artifact_id=self.id, progress=min(100.0, 100.0 * step / self.max_steps),
-                             description=description)
+            prefect_artifact(
+                update_progress_artifact,
+                artifact_id=self.id,
+                progress=min(100.0, 100.0 * step / self.max_steps),
+                description=description,
+            )
 
     def done(self, steps: int, stopped_by: str) -> None:
         self.update(self.max_steps, f"{steps} steps, stopped by {stopped_by}")
 
 
 @hg_task(name="train-model")
-def train_model(train: pd.DataFrame, schema: Schema, config: Config, run: Run | None, workdir: Path) -> tuple[HealthGymModel, Any]:
+def train_model(
+    train: pd.DataFrame, schema: Schema, config: Config, run: Run | None, workdir: Path
+) -> tuple[HealthGymModel, Any]:
     """Fit encoder + denoiser; training/validation losses stream to MLflow as they come."""
     logger = _logger()
     progress = _Progress(config.train.max_steps)
@@ -104,8 +116,12 @@ def train_model(train: pd.DataFrame, schema: Schema, config: Config, run: Run | 
                 run.metrics({"train.loss": payload["loss"]}, step=payload["step"])
         elif event == "eval":
             share = payload.get("train_dcr_share")
-            logger.info("check at step %d: validation loss %.4f%s", payload["step"], payload["val_loss"],
-                        "" if share is None else f", generated patients nearer training than validation {share:.3f} (0.5 fair)")
+            logger.info(
+                "check at step %d: validation loss %.4f%s",
+                payload["step"],
+                payload["val_loss"],
+                "" if share is None else f", generated patients nearer training than validation {share:.3f} (0.5 fair)",
+            )
             if run is not None:
                 run.metrics({"train.val_loss": payload["val_loss"]}, step=payload["step"])
                 if share is not None:
@@ -114,15 +130,32 @@ def train_model(train: pd.DataFrame, schema: Schema, config: Config, run: Run | 
     model, result = fit(train, schema, config, workdir=workdir, callback=callback)
     progress.done(result.steps, result.stopped_by)
     if run is not None:
-        run.metrics({"train.steps": result.steps, "train.seconds": result.seconds, "train.best_val_loss": result.best_val_loss,
-                     "train.best_step": result.best_step, "train.planned_steps": result.planned_steps})
+        run.metrics(
+            {
+                "train.steps": result.steps,
+                "train.seconds": result.seconds,
+                "train.best_val_loss": result.best_val_loss,
+                "train.best_step": result.best_step,
+                "train.planned_steps": result.planned_steps,
+            }
+        )
         if result.best_dcr_share is not None:
             run.metrics({"train.best_dcr_share": result.best_dcr_share})
         if result.dp_epsilon is not None:
-            run.metrics({"train.dp_epsilon_spent": result.dp_epsilon, "train.dp_delta": result.dp_delta,
-                         "train.dp_noise_multiplier": result.dp_noise_multiplier})
-        run.tags({"train.stopped_by": result.stopped_by, "train.device": result.device,
-                  "train.memorisation_admissible": result.admissible})
+            run.metrics(
+                {
+                    "train.dp_epsilon_spent": result.dp_epsilon,
+                    "train.dp_delta": result.dp_delta,
+                    "train.dp_noise_multiplier": result.dp_noise_multiplier,
+                }
+            )
+        run.tags(
+            {
+                "train.stopped_by": result.stopped_by,
+                "train.device": result.device,
+                "train.memorisation_admissible": result.admissible,
+            }
+        )
         run.json(model.meta.get("protection") or {}, "training/value_protection.json")
         run.json(result.history, "training/loss_history.json")
         if model.meta.get("calibration"):  # decoding thresholds / penalties and the aggregates they match
@@ -138,8 +171,13 @@ def save_model(model: HealthGymModel, folder: Path) -> Path:
 @hg_task(name="sample-patients")
 def sample(model: HealthGymModel, patients: int, seed: int) -> pd.DataFrame:
     logger = _logger()
-    logger.info("Sampling %d synthetic patients (%s, %d steps, seed %d).", patients, model.config.sampling.method,
-                model.config.sampling.steps, seed)
+    logger.info(
+        "Sampling %d synthetic patients (%s, %d steps, seed %d).",
+        patients,
+        model.config.sampling.method,
+        model.config.sampling.steps,
+        seed,
+    )
     return model.sample(patients, seed=seed, progress=lambda done, n: logger.info("sampled %d/%d patients", done, n))
 
 
@@ -162,13 +200,23 @@ def privacy_manifest(model: HealthGymModel) -> dict[str, Any]:
     """The release manifest's privacy fields: the DP budget (null without DP) and the value protection."""
     t = model.meta.get("training") or {}
     p = model.meta.get("protection") or {}
-    return {"dp_epsilon": t.get("dp_epsilon"), "dp_delta": t.get("dp_delta"),
-            "value_protection": {"k": p.get("k"), "rare_labels": p.get("rare_mode")} if p else None}
+    return {
+        "dp_epsilon": t.get("dp_epsilon"),
+        "dp_delta": t.get("dp_delta"),
+        "value_protection": {"k": p.get("k"), "rare_labels": p.get("rare_mode")} if p else None,
+    }
 
 
 @hg_task(name="evaluate-synthetic")
-def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, model: HealthGymModel, holdout: pd.DataFrame | None,
-             history: list[dict] | None, out_dir: Path, run: Run | None):
+def evaluate(
+    real: pd.DataFrame,
+    synthetic: pd.DataFrame,
+    model: HealthGymModel,
+    holdout: pd.DataFrame | None,
+    history: list[dict] | None,
+    out_dir: Path,
+    run: Run | None,
+):
     """Fidelity, privacy and utility report; metrics, report and figures go to MLflow.
 
     The real frames pass through the model's value protection first (`diffusion.protection`),
@@ -178,17 +226,34 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, model: HealthGymModel,
     schema, config = model.schema, model.config
     real = model.protect(real, seed=config.pipeline.seed)
     holdout = model.protect(holdout, seed=config.pipeline.seed + 1) if holdout is not None else None
-    result = run_evaluation(real, synthetic, schema, holdout=holdout, config=config.evaluation, loss_history=history,
-                            out_dir=out_dir, provenance=provenance(model))
+    result = run_evaluation(
+        real,
+        synthetic,
+        schema,
+        holdout=holdout,
+        config=config.evaluation,
+        loss_history=history,
+        out_dir=out_dir,
+        provenance=provenance(model),
+    )
     if run is not None:
         run.metrics(result.metrics)
         run.metrics({f"calibration.{k}": v for k, v in result.calibration.items()})
         run.tags({"evaluation.passed": result.passed})
         run.artifact(out_dir, "evaluation")
-    rows = [{"measure": g.name, "value": round(float(g.value), 4) if g.value is not None else None, "threshold": g.threshold,
-             "passed": g.passed} for g in result.gates]
+    rows = [
+        {
+            "measure": g.name,
+            "value": round(float(g.value), 4) if g.value is not None else None,
+            "threshold": g.threshold,
+            "passed": g.passed,
+        }
+        for g in result.gates
+    ]
     prefect_artifact(create_table_artifact, key="headline-metrics", table=rows, description="Release gates: value vs threshold")
-    _logger().info("Evaluation %s: %s", "passed" if result.passed else "FAILED", "; ".join(f"{r['measure']}={r['value']}" for r in rows))
+    _logger().info(
+        "Evaluation %s: %s", "passed" if result.passed else "FAILED", "; ".join(f"{r['measure']}={r['value']}" for r in rows)
+    )
     if result.privacy_note():
         _logger().info(result.privacy_note())
     return result
@@ -198,6 +263,10 @@ def evaluate(real: pd.DataFrame, synthetic: pd.DataFrame, model: HealthGymModel,
 def publish(synthetic: pd.DataFrame, schema: Schema, manifest: dict[str, Any], report_dir: Path | None) -> str:
     path = write_release(synthetic, name=schema.name, manifest=manifest, report_dir=report_dir)
     _logger().info("Release written: %s", path)
-    prefect_artifact(create_markdown_artifact, key="release", markdown=f"# Release\n\n`{path}`\n\n- model: `{manifest.get('model_uri')}`\n"
-                     f"- patients: {manifest.get('patients')}\n- rows: {len(synthetic)}\n")
+    prefect_artifact(
+        create_markdown_artifact,
+        key="release",
+        markdown=f"# Release\n\n`{path}`\n\n- model: `{manifest.get('model_uri')}`\n"
+        f"- patients: {manifest.get('patients')}\n- rows: {len(synthetic)}\n",
+    )
     return path

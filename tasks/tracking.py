@@ -112,11 +112,13 @@ def resolve_model_dir(uri_or_path: str, dest: Path) -> tuple[Path, dict[str, Any
     if not uri_or_path.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
         from diffusion.errors import InputError
 
-        raise InputError(f"--model {uri_or_path!r} is neither a local model folder nor an MLflow URI (models:/NAME@champion, runs:/ID/model).")
+        raise InputError(
+            f"--model {uri_or_path!r} is neither a local model folder nor an MLflow URI (models:/NAME@champion, runs:/ID/model)."
+        )
     tracking_uri()
     info: dict[str, Any] = {"model_uri": uri_or_path}
     if uri_or_path.startswith("models:/"):
-        ref = uri_or_path[len("models:/"):]
+        ref = uri_or_path[len("models:/") :]
         name, _, rest = ref.partition("@") if "@" in ref else ref.partition("/")
         client = MlflowClient()
         try:
@@ -124,7 +126,9 @@ def resolve_model_dir(uri_or_path: str, dest: Path) -> tuple[Path, dict[str, Any
         except MlflowException:
             from diffusion.errors import InputError
 
-            raise InputError(f"No registered model version matches {uri_or_path} in the MLflow store {mlflow.get_tracking_uri()}.") from None
+            raise InputError(
+                f"No registered model version matches {uri_or_path} in the MLflow store {mlflow.get_tracking_uri()}."
+            ) from None
         info.update({"model_name": name, "model_version": mv.version, "run_id": mv.run_id})
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri_or_path, dst_path=str(dest)))
     found = sorted(local.rglob("encoder.json"))  # the model folder travels as the pyfunc's artifact

@@ -14,7 +14,11 @@ import pandas as pd
 from diffusion.schema import Schema
 
 SCHEMA = {
-    "name": "sim", "id": "pid", "time": "day", "regular": False, "max_length": 8,
+    "name": "sim",
+    "id": "pid",
+    "time": "day",
+    "regular": False,
+    "max_length": 8,
     "columns": {
         "sex": {"type": "categorical", "static": True, "categories": ["f", "m"]},
         "age": {"type": "real", "static": True, "min": 18, "max": 100},
@@ -44,13 +48,18 @@ def population(n: int, seed: int, first_id: int = 0) -> pd.DataFrame:
             dev = 0.7 * dev + np.sqrt(1 - 0.49) * rng.normal(size=3) * 0.5
             if rng.random() < 0.15:
                 stage = int(np.clip(stage + rng.choice([-1, 1]), 1, 3))
-            rows.append({
-                "pid": first_id + p, "day": day, "sex": sex, "age": age,
-                "alb": float(np.round(3.5 + 0.4 * (level[0] + dev[0]), 2)),
-                "crp": None if rng.random() < 0.2 else float(np.round(np.exp(1.0 + 0.8 * (level[1] + dev[1])), 1)),
-                "hb": float(np.round(13 + 1.5 * (level[2] + dev[2]) - 0.5 * (sex == "f"), 1)),
-                "stage": str(stage),
-            })
+            rows.append(
+                {
+                    "pid": first_id + p,
+                    "day": day,
+                    "sex": sex,
+                    "age": age,
+                    "alb": float(np.round(3.5 + 0.4 * (level[0] + dev[0]), 2)),
+                    "crp": None if rng.random() < 0.2 else float(np.round(np.exp(1.0 + 0.8 * (level[1] + dev[1])), 1)),
+                    "hb": float(np.round(13 + 1.5 * (level[2] + dev[2]) - 0.5 * (sex == "f"), 1)),
+                    "stage": str(stage),
+                }
+            )
             day += int(rng.integers(20, 200))
     return pd.DataFrame(rows)
 

@@ -12,7 +12,8 @@ from diffusion.bundle import HealthGymModel
 from diffusion.config import Config
 from diffusion.encoding import TrajectoryEncoder
 from diffusion.encoding.labels import switching_decode as _switching_decode
-from diffusion.encoding.marginals import isolation as _isolation, smooth as _smooth
+from diffusion.encoding.marginals import isolation as _isolation
+from diffusion.encoding.marginals import smooth as _smooth
 from diffusion.persistence import stay_grid
 from diffusion.sampling import respaced_steps, sample_loop
 from diffusion.schedule import GaussianDiffusion, make_betas
@@ -31,27 +32,39 @@ def mixed_cohort(seed: int = 0, n: int = 40, regular: bool = False) -> tuple[pd.
         weight = float(np.round(rng.normal(70, 10), 3))
         t = 0.0 if regular else float(rng.integers(0, 3))
         for k in range(length):
-            rows.append({
-                "pid": f"P{pid:03d}", "t": k if regular else t,
-                "sex": sex, "arm": arm, "weight": weight,
-                "lab": None if rng.random() < 0.2 else float(np.round(np.exp(rng.normal(1, 1)), 4)),
-                "count": int(rng.poisson(5)), "flag": None if rng.random() < 0.1 else int(rng.integers(0, 2)),
-                "grade": rng.choice(["a", "b", "c"]),
-            })
+            rows.append(
+                {
+                    "pid": f"P{pid:03d}",
+                    "t": k if regular else t,
+                    "sex": sex,
+                    "arm": arm,
+                    "weight": weight,
+                    "lab": None if rng.random() < 0.2 else float(np.round(np.exp(rng.normal(1, 1)), 4)),
+                    "count": int(rng.poisson(5)),
+                    "flag": None if rng.random() < 0.1 else int(rng.integers(0, 2)),
+                    "grade": rng.choice(["a", "b", "c"]),
+                }
+            )
             t += float(rng.integers(1, 90))
     df = pd.DataFrame(rows).sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    schema = Schema.from_dict({
-        "name": "mixed", "id": "pid", "time": "t", "regular": regular, "max_length": 8,
-        "columns": {
-            "sex": {"type": "categorical", "static": True, "categories": ["f", "m"]},
-            "arm": {"type": "binary", "static": True},
-            "weight": {"type": "real", "static": True, "min": 0},
-            "lab": {"type": "real", "min": 0, "nullable": True, "transform": "boxcox"},
-            "count": {"type": "integer", "min": 0},
-            "flag": {"type": "binary", "nullable": True},
-            "grade": {"type": "categorical", "categories": ["a", "b", "c"]},
-        },
-    })
+    schema = Schema.from_dict(
+        {
+            "name": "mixed",
+            "id": "pid",
+            "time": "t",
+            "regular": regular,
+            "max_length": 8,
+            "columns": {
+                "sex": {"type": "categorical", "static": True, "categories": ["f", "m"]},
+                "arm": {"type": "binary", "static": True},
+                "weight": {"type": "real", "static": True, "min": 0},
+                "lab": {"type": "real", "min": 0, "nullable": True, "transform": "boxcox"},
+                "count": {"type": "integer", "min": 0},
+                "flag": {"type": "binary", "nullable": True},
+                "grade": {"type": "categorical", "categories": ["a", "b", "c"]},
+            },
+        }
+    )
     return df, schema
 
 
@@ -68,8 +81,10 @@ def assert_same(real: pd.DataFrame, decoded: pd.DataFrame, schema: Schema) -> No
             assert a.astype(str).tolist() == b.astype(str).tolist(), col
 
 
-@pytest.mark.parametrize("levels,discrete_scale,deviations", [(True, 1.0, "linear"), (False, 1.0, "linear"), (True, 0.5, "linear"),
-                                                              (True, 0.0, "quantile")])
+@pytest.mark.parametrize(
+    "levels,discrete_scale,deviations",
+    [(True, 1.0, "linear"), (False, 1.0, "linear"), (True, 0.5, "linear"), (True, 0.0, "quantile")],
+)
 @pytest.mark.parametrize("regular", [False, True])
 def test_encoder_round_trip_is_exact_for_every_type(regular, levels, discrete_scale, deviations):
     df, schema = mixed_cohort(regular=regular)
@@ -102,7 +117,9 @@ def test_padding_never_reaches_the_output():
     e = enc.encode(df)
     x = e.x.copy()
     valid = x[:, 0, :] > 0
-    temporal = [i for i, (_, kind, col) in enumerate(enc.channels) if i not in enc.static_channels and kind not in ("valid", "length")]
+    temporal = [
+        i for i, (_, kind, col) in enumerate(enc.channels) if i not in enc.static_channels and kind not in ("valid", "length")
+    ]
     for i in temporal:  # garbage in the padded region
         x[:, i, :] = np.where(valid, x[:, i, :], 0.987)
     assert_same(df, enc.decode(x), schema)
@@ -129,7 +146,9 @@ def test_static_columns_are_decoded_once_per_patient():
 
 
 def test_recorded_precision_is_learned_and_old_states_stay_unrounded():
-    from diffusion.encoding.numeric import NumberCodec, recorded_decimals as _recorded_decimals
+    from diffusion.encoding.numeric import NumberCodec
+    from diffusion.encoding.numeric import recorded_decimals as _recorded_decimals
+
     rng = np.random.default_rng(0)
     assert _recorded_decimals(np.array([261.0, 302.0, 1718.0])) == 0
     assert _recorded_decimals(np.array([10.6, 11.2, 12.0, 0.3])) == 1
@@ -172,7 +191,9 @@ def test_schedules_are_valid():
 
 def tiny_model(overrides: list[str] = (), seed: int = 0) -> HealthGymModel:
     df, schema = mixed_cohort()
-    cfg = Config().with_overrides(["model.base_channels=16", "model.time_embed_dim=16", "diffusion.steps=50", "sampling.steps=10", *overrides])
+    cfg = Config().with_overrides(
+        ["model.base_channels=16", "model.time_embed_dim=16", "diffusion.steps=50", "sampling.steps=10", *overrides]
+    )
     enc = TrajectoryEncoder(schema).fit(df)
     torch.manual_seed(seed)
     net = build_unet(len(enc.channels), cfg.model)
@@ -226,10 +247,12 @@ def test_x0_and_eps_invert_the_forward_process(prediction):
     tol = 1e-4 if prediction == "v" else 5e-2  # eps -> x0 divides by sqrt(abar), tiny at t = 999
     torch.testing.assert_close(x0_hat, x0, atol=tol, rtol=0)
     torch.testing.assert_close(eps_hat, eps, atol=1e-4, rtol=0)
+
     # the training loss of the exact prediction is zero
     class Exact(torch.nn.Module):
         def forward(self, x, tt):
             return target
+
     loss = d.training_losses(Exact(), x0, t, torch.ones_like(x0), eps)
     assert float(loss.max()) < 1e-6 and loss.shape == (4,)
 
@@ -252,8 +275,17 @@ def test_sampler_with_the_exact_denoiser_draws_the_data_distribution(prediction,
             eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
             return eps if prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
 
-    out = sample_loop(Exact(), d, (3000, 2, length), method=method, steps=steps, eta=eta,
-                      generator=torch.Generator().manual_seed(1), static_channels=[0], clip=[2.0, 2.0])
+    out = sample_loop(
+        Exact(),
+        d,
+        (3000, 2, length),
+        method=method,
+        steps=steps,
+        eta=eta,
+        generator=torch.Generator().manual_seed(1),
+        static_channels=[0],
+        clip=[2.0, 2.0],
+    )
     static, temporal = out[:, 0, 0], out[:, 1, :].flatten()
     assert abs(float(static.mean()) - mu) < 0.02 and abs(float(static.std()) - sd) < 0.03
     assert abs(float(temporal.mean()) - mu) < 0.02 and abs(float(temporal.std()) - sd) < 0.03
@@ -311,7 +343,9 @@ def test_auto_discrete_scale_matches_the_numeric_channels():
     df, schema = mixed_cohort()
     enc = TrajectoryEncoder(schema).fit(df)  # discrete_scale 0 = auto
     e = enc.encode(df)
-    numeric = [i for i, (_, kind, col) in enumerate(enc.channels) if kind in ("level", "gap", "t0") or col in ("weight", "lab", "count")]
+    numeric = [
+        i for i, (_, kind, col) in enumerate(enc.channels) if kind in ("level", "gap", "t0") or col in ("weight", "lab", "count")
+    ]
     values = np.concatenate([e.x[:, i][e.mask[:, i] > 0] for i in numeric])
     scale = enc.state.discrete_scale
     assert 0.1 <= scale < 1.0 and scale == pytest.approx(float(np.sqrt(np.mean(values**2))), rel=1e-5)
@@ -406,11 +440,15 @@ def test_calibrated_missingness_restores_the_real_missing_rate():
 
 def test_calibrated_marginals_restore_each_numbers_real_distribution():
     from scipy import stats
+
     df, schema = mixed_cohort(n=200)
     enc = TrajectoryEncoder(schema).fit(df)
     x = enc.encode(df).x
-    numbers = [i for i, (_, kind, col) in enumerate(enc.channels)
-               if kind in ("level", "gap", "t0") or (kind == "value" and col in ("weight", "lab", "count"))]
+    numbers = [
+        i
+        for i, (_, kind, col) in enumerate(enc.channels)
+        if kind in ("level", "gap", "t0") or (kind == "value" and col in ("weight", "lab", "count"))
+    ]
     assert len(numbers) == 8  # t0, gap + level, weight, lab + level, count + level
 
     def thin(seed: int) -> np.ndarray:  # a generator whose numbers come out shrunk, with a bias, blurred
@@ -433,6 +471,7 @@ def test_calibrated_marginals_restore_each_numbers_real_distribution():
             if what in ("weight", "t0"):
                 d = d.groupby("pid").head(1)
             return pd.to_numeric(d["t" if what == "t0" else what], errors="coerce").dropna().to_numpy(float)
+
         return float(stats.ks_2samp(values(frame), values(df)).statistic)
 
     for what in ("gap", "t0", "weight", "lab", "count"):
@@ -442,7 +481,7 @@ def test_calibrated_marginals_restore_each_numbers_real_distribution():
     # rounding aside); missingness untouched
     fresh = enc.decode(thin(1), decoding=enc.decoding.with_number("lab", smoothing=0.0))
     a, b = plain["lab"].to_numpy(float), fresh["lab"].to_numpy(float)
-    same = (plain["pid"].to_numpy()[1:] == plain["pid"].to_numpy()[:-1])
+    same = plain["pid"].to_numpy()[1:] == plain["pid"].to_numpy()[:-1]
     assert np.all(np.nan_to_num(np.sign(np.diff(a))[same] * np.sign(np.diff(b))[same]) >= 0)
     assert (np.isnan(a) == np.isnan(b)).all()
     json.dumps(enc.state_dict())  # percentiles, plain JSON, saved with the model
@@ -456,7 +495,9 @@ def test_calibrated_deviations_restore_how_much_patients_vary():
 
     def calm(seed: int) -> np.ndarray:  # patients' levels right, their visit-to-visit variation halved
         out = x.copy()
-        out[:, deviations] = 0.5 * out[:, deviations] + np.random.default_rng(seed).normal(0.0, 0.02, size=out[:, deviations].shape)
+        out[:, deviations] = 0.5 * out[:, deviations] + np.random.default_rng(seed).normal(
+            0.0, 0.02, size=out[:, deviations].shape
+        )
         return out
 
     def spread(frame: pd.DataFrame, col: str) -> float:  # within-patient std, relative to the real one
@@ -488,9 +529,19 @@ def test_calibrated_persistence_of_numbers_restores_the_real_rank_lag1():
     dev[:, 0] = rng.normal(size=n)
     for k in range(1, length):
         dev[:, k] = phi * dev[:, k - 1] + np.sqrt(1 - phi**2) * rng.normal(size=n)
-    df = pd.DataFrame({"pid": np.repeat(np.arange(n), length), "t": np.tile(np.arange(length), n), "v": (0.5 * level + dev).ravel()})
-    schema = Schema.from_dict({"name": "ar1", "id": "pid", "time": "t", "regular": True, "max_length": length,
-                               "columns": {"v": {"type": "real", "transform": "none"}}})
+    df = pd.DataFrame(
+        {"pid": np.repeat(np.arange(n), length), "t": np.tile(np.arange(length), n), "v": (0.5 * level + dev).ravel()}
+    )
+    schema = Schema.from_dict(
+        {
+            "name": "ar1",
+            "id": "pid",
+            "time": "t",
+            "regular": True,
+            "max_length": length,
+            "columns": {"v": {"type": "real", "transform": "none"}},
+        }
+    )
     enc = TrajectoryEncoder(schema).fit(df)
     real = enc.state.columns["v"].lag1_rank
     x = enc.encode(df).x
@@ -522,6 +573,7 @@ def test_isolation_is_a_visits_departure_from_its_neighbours_mean():
 
 def test_calibrated_spikes_restore_a_spiky_labs_pearson_lag1_and_keep_its_marginal():
     from scipy import stats
+
     rng = np.random.default_rng(0)
     n, length = 300, 8
     dev = np.zeros((n, length))
@@ -540,8 +592,9 @@ def test_calibrated_spikes_restore_a_spiky_labs_pearson_lag1_and_keep_its_margin
         ok = prev.notna()
         return float(pd.Series(f["v"][ok].to_numpy()).corr(pd.Series(prev[ok].to_numpy()), method=method))
 
-    schema = Schema.from_dict({"name": "spiky", "id": "pid", "time": "t", "regular": True, "max_length": length,
-                               "columns": {"v": {"type": "real"}}})
+    schema = Schema.from_dict(
+        {"name": "spiky", "id": "pid", "time": "t", "regular": True, "max_length": length, "columns": {"v": {"type": "real"}}}
+    )
     df = frame(spiky)
     enc = TrajectoryEncoder(schema).fit(df)
     real = {"lag1": enc.state.columns["v"].lag1, "lag1_rank": enc.state.columns["v"].lag1_rank}
@@ -575,18 +628,35 @@ def test_calibrated_spikes_restore_a_spiky_labs_pearson_lag1_and_keep_its_margin
 
     assert isolated(spiked) >= isolated(df) - 0.1 > isolated(plain) + 0.2  # the top values: single visits, as in the data (0.83)
     # a lab whose Pearson lag-1 is already right gets no spikes
-    assert all(r.get("spikes", 0.0) == 0.0 for r in TrajectoryEncoder(schema).fit(frame(calm)).calibrate(
-        TrajectoryEncoder(schema).fit(frame(calm)).encode(frame(calm)).x)["marginals"].values())
+    assert all(
+        r.get("spikes", 0.0) == 0.0
+        for r in TrajectoryEncoder(schema)
+        .fit(frame(calm))
+        .calibrate(TrajectoryEncoder(schema).fit(frame(calm)).encode(frame(calm)).x)["marginals"]
+        .values()
+    )
 
 
 def test_quantile_deviations_turn_a_heavy_tail_into_a_normal_shape():
     from scipy import stats
+
     rng = np.random.default_rng(0)
-    rows = [{"pid": p, "t": k, "lab": float(np.exp(rng.normal(0, 0.5) + 0.1 * rng.standard_t(2)))}
-            for p in range(200) for k in range(8)]  # stable patients, rare large spikes
+    rows = [
+        {"pid": p, "t": k, "lab": float(np.exp(rng.normal(0, 0.5) + 0.1 * rng.standard_t(2)))}
+        for p in range(200)
+        for k in range(8)
+    ]  # stable patients, rare large spikes
     df = pd.DataFrame(rows)
-    schema = Schema.from_dict({"name": "spiky", "id": "pid", "time": "t", "regular": True, "max_length": 8,
-                               "columns": {"lab": {"type": "real", "min": 0, "transform": "log"}}})
+    schema = Schema.from_dict(
+        {
+            "name": "spiky",
+            "id": "pid",
+            "time": "t",
+            "regular": True,
+            "max_length": 8,
+            "columns": {"lab": {"type": "real", "min": 0, "transform": "log"}},
+        }
+    )
     kurtosis = {}
     for coding in ("linear", "quantile"):
         enc = TrajectoryEncoder(schema, deviations=coding).fit(df)

@@ -110,15 +110,22 @@ def test_per_sample_gradients_equal_one_patient_at_a_time(self_condition):
 def test_each_patient_gradient_is_clipped_before_averaging():
     model = tiny_unet(randomize=True)
     clip, batch, lr = 1e-3, 6, 1.0
-    trainer = make_trainer(model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), batch_size=batch,
-                           noise_multiplier=0.0, max_grad_norm=clip)
+    trainer = make_trainer(
+        model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), batch_size=batch, noise_multiplier=0.0, max_grad_norm=clip
+    )
     diffusion = GaussianDiffusion(steps=100, prediction="v")
     g = torch.Generator().manual_seed(2)
     x = ar1_patients(batch)
     t, noise, mask = torch.randint(0, 100, (batch,), generator=g), torch.randn(x.shape, generator=g), torch.ones_like(x)
     params = list(model.parameters())
-    per_patient = [flat(torch.autograd.grad(diffusion.training_losses(model, x[i : i + 1], t[i : i + 1], mask[i : i + 1], noise[i : i + 1]).sum(), params))
-                   for i in range(batch)]
+    per_patient = [
+        flat(
+            torch.autograd.grad(
+                diffusion.training_losses(model, x[i : i + 1], t[i : i + 1], mask[i : i + 1], noise[i : i + 1]).sum(), params
+            )
+        )
+        for i in range(batch)
+    ]
     assert min(float(gi.norm()) for gi in per_patient) > 10 * clip  # every patient's gradient is cut
     expected = -lr * sum(gi * min(1.0, clip / float(gi.norm())) for gi in per_patient) / batch
     before = flat(params)

@@ -21,8 +21,7 @@ import pytest
 from diffusion.config import EvaluationConfig, GateConfig
 from diffusion.labels import canonical_label
 from diffusion.schema import Schema
-from evaluation import EvaluationResult, GateResult, evaluate, evaluate_files
-from evaluation import fidelity, temporal, validity
+from evaluation import EvaluationResult, GateResult, evaluate, evaluate_files, fidelity, temporal, validity
 from evaluation.data import patient_features, tidy
 from evaluation.gates import check
 
@@ -115,8 +114,12 @@ def test_copying_generator_fails_privacy(copy_result):
     assert m["privacy.sdmetrics.dcr_overfitting_protection"] <= 0.2
     assert not copy_result.passed
     failed = {g.name for g in copy_result.gates if not g.passed}
-    assert {"privacy.dcr_share.ci_low", "privacy.mia_auc.ci_low", "privacy.near_copy_share.ci_low",
-            "privacy.exact_copy_excess.ci_low"} <= failed
+    assert {
+        "privacy.dcr_share.ci_low",
+        "privacy.mia_auc.ci_low",
+        "privacy.near_copy_share.ci_low",
+        "privacy.exact_copy_excess.ci_low",
+    } <= failed
     msg = copy_result.failed_gates_message()
     for name in ("privacy.dcr_share", "privacy.mia_auc", "privacy.exact_copy_excess"):
         assert name in msg
@@ -202,9 +205,17 @@ def test_identical_data_scores_one(halves, pbc_schema):
     m = fidelity.marginals(r, s, pbc_schema) | fidelity.correlations(r, s, pbc_schema) | temporal.temporal(r, s, pbc_schema)
     m |= fidelity.missingness(r, s, pbc_schema) | temporal.dynamic_correlations(r, s, pbc_schema)
     assert m["fidelity.marginal_score"] == pytest.approx(1.0)
-    for key in ("fidelity.correlation_abs_diff", "temporal.lag1_abs_diff.max", "temporal.stay_prob_abs_diff.max",
-                "temporal.transition_tvd.mean", "temporal.length_tvd", "temporal.gap_ks", "missing.rate_abs_diff.max",
-                "temporal.trend_corr_abs_diff", "temporal.cycle_corr_abs_diff"):
+    for key in (
+        "fidelity.correlation_abs_diff",
+        "temporal.lag1_abs_diff.max",
+        "temporal.stay_prob_abs_diff.max",
+        "temporal.transition_tvd.mean",
+        "temporal.length_tvd",
+        "temporal.gap_ks",
+        "missing.rate_abs_diff.max",
+        "temporal.trend_corr_abs_diff",
+        "temporal.cycle_corr_abs_diff",
+    ):
         assert m[key] == pytest.approx(0.0, abs=1e-12), key
 
 
@@ -243,7 +254,9 @@ def test_patient_features_one_row_per_patient(halves, pbc_schema):
     train, _, _ = halves
     f = patient_features(tidy(train, pbc_schema), pbc_schema)
     assert len(f) == train["id"].nunique()
-    assert {"n_visits", "gap_mean", "bili.slope", "bili.missing" if False else "chol.missing", "sex=f", "stage=4.share"} <= set(f.columns)
+    assert {"n_visits", "gap_mean", "bili.slope", "bili.missing" if False else "chol.missing", "sex=f", "stage=4.share"} <= set(
+        f.columns
+    )
 
 
 # ---- without a holdout ----------------------------------------------------------------------------------
@@ -270,7 +283,16 @@ def test_report_metrics_and_figures(tmp_path, halves, pbc_schema, pbc):
     history = [{"step": s, "loss": 1.0 / (1 + s), "val_loss": 1.2 / (1 + s) if s % 2 == 0 else None} for s in range(0, 500, 50)]
     res = evaluate(train, syn, pbc_schema, holdout=holdout, config=FAST, loss_history=history, out_dir=tmp_path)
     assert res.report_path == tmp_path / "report.html" and res.metrics_path == tmp_path / "metrics.json"
-    expected = {"marginals", "correlations", "trajectories", "temporal", "trend_cycle", "sequence_lengths", "privacy", "loss_curve"}
+    expected = {
+        "marginals",
+        "correlations",
+        "trajectories",
+        "temporal",
+        "trend_cycle",
+        "sequence_lengths",
+        "privacy",
+        "loss_curve",
+    }
     assert set(res.figures) == expected
     for p in res.figures.values():
         assert p.parent == tmp_path / "figures" and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -294,8 +316,14 @@ def test_evaluate_files_csv_and_parquet(tmp_path, halves, pbc_schema):
     train.to_csv(tmp_path / "train.csv", index=False)
     holdout.to_parquet(tmp_path / "holdout.parquet", index=False)
     copy_generator(train).to_csv(tmp_path / "syn.csv", index=False)
-    res = evaluate_files(tmp_path / "train.csv", tmp_path / "syn.csv", DEMO_SCHEMA, tmp_path / "out",
-                         holdout_path=tmp_path / "holdout.parquet", config=FAST)
+    res = evaluate_files(
+        tmp_path / "train.csv",
+        tmp_path / "syn.csv",
+        DEMO_SCHEMA,
+        tmp_path / "out",
+        holdout_path=tmp_path / "holdout.parquet",
+        config=FAST,
+    )
     assert (tmp_path / "out" / "report.html").exists() and not res.passed
     assert res.metrics["privacy.exact_copies"] == train["id"].nunique()
 
@@ -324,15 +352,34 @@ def make_cohort(n: int, seed: int) -> pd.DataFrame:
         for t in range(int(rng.integers(3, 9))):
             x = 0.8 * x + rng.normal(0, 0.6)
             c = c if rng.random() < 0.85 else ("lo" if c == "hi" else "hi")
-            rows.append({"pid": f"p{seed}-{pid}", "step": t, "age": age, "x": x + age / 20, "n": int(rng.poisson(3)),
-                         "c": c, "flag": float(rng.random() < 0.3) if rng.random() > 0.1 else np.nan})
+            rows.append(
+                {
+                    "pid": f"p{seed}-{pid}",
+                    "step": t,
+                    "age": age,
+                    "x": x + age / 20,
+                    "n": int(rng.poisson(3)),
+                    "c": c,
+                    "flag": float(rng.random() < 0.3) if rng.random() > 0.1 else np.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 GENERIC = {
-    "name": "generic", "id": "pid", "time": "step", "regular": True, "max_length": 6, "target": "age",
-    "columns": {"age": {"type": "real", "static": True, "min": 0}, "x": {"type": "real"}, "n": {"type": "integer", "min": 0},
-                "c": {"type": "categorical", "categories": ["lo", "hi"]}, "flag": {"type": "binary", "nullable": True}},
+    "name": "generic",
+    "id": "pid",
+    "time": "step",
+    "regular": True,
+    "max_length": 6,
+    "target": "age",
+    "columns": {
+        "age": {"type": "real", "static": True, "min": 0},
+        "x": {"type": "real"},
+        "n": {"type": "integer", "min": 0},
+        "c": {"type": "categorical", "categories": ["lo", "hi"]},
+        "flag": {"type": "binary", "nullable": True},
+    },
 }
 
 

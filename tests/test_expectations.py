@@ -106,7 +106,9 @@ def test_pbc_in_random_order_passes(pbc: pd.DataFrame, schema: Schema) -> None:
     assert "passed" in report.message()
 
 
-def test_pbc_from_parquet_with_categorical_and_nullable_dtypes_passes(tmp_path: Path, small: pd.DataFrame, schema: Schema) -> None:
+def test_pbc_from_parquet_with_categorical_and_nullable_dtypes_passes(
+    tmp_path: Path, small: pd.DataFrame, schema: Schema
+) -> None:
     df = small.copy()
     df["sex"] = df["sex"].astype("category")
     df["stage"] = df["stage"].astype(str)  # "1".."4" as text: labels still match
@@ -277,7 +279,9 @@ def test_schema_empty_category_list(tmp_path) -> None:
 
 
 def test_schema_min_greater_than_max(tmp_path) -> None:
-    _schema_error(tmp_path, {**BASE, "columns": {"age": {"type": "real", "min": 10, "max": 1}}}, "'age'", "min (10) is greater than max (1)")
+    _schema_error(
+        tmp_path, {**BASE, "columns": {"age": {"type": "real", "min": 10, "max": 1}}}, "'age'", "min (10) is greater than max (1)"
+    )
 
 
 def test_schema_file_missing(tmp_path) -> None:
@@ -291,9 +295,14 @@ def test_suite_is_gx_json_and_committed_pbc_suite_is_current(schema: Schema, tmp
     assert suite["name"] == "pbc"
     assert all(set(e) >= {"type", "kwargs", "meta"} and e["type"].startswith("expect_") for e in suite["expectations"])
     types = {e["type"] for e in suite["expectations"]}
-    assert {"expect_column_to_exist", "expect_column_values_to_not_be_null", "expect_compound_columns_to_be_unique",
-            "expect_column_values_to_be_in_set", "expect_column_values_to_be_between",
-            "expect_column_unique_value_count_to_be_between"} <= types
+    assert {
+        "expect_column_to_exist",
+        "expect_column_values_to_not_be_null",
+        "expect_compound_columns_to_be_unique",
+        "expect_column_values_to_be_in_set",
+        "expect_column_values_to_be_between",
+        "expect_column_unique_value_count_to_be_between",
+    } <= types
     checks = {(e["meta"]["column"], e["meta"]["check"]) for e in suite["expectations"]}
     assert {("sex", "static"), ("day", "increasing"), ("bili", "is_number"), ("chol", "missing")} <= checks
     path = save_suite(schema, tmp_path / "pbc.json")
@@ -311,9 +320,15 @@ def test_extra_expectations_beside_the_schema(tmp_path: Path, small: pd.DataFram
     schema_path.write_text(PBC_YAML.read_text())
     assert load_extra_expectations(schema_path) == []
     extra = [
-        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "albumin", "min_value": 1, "max_value": 6},
-         "meta": {"description": "albumin within 1-6 g/dL (a unit change would break this)"}},
-        {"type": "expect_column_mean_to_be_between", "kwargs": {"column": "bili", "min_value": 0, "max_value": 50, "result_format": "COMPLETE"}},
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": "albumin", "min_value": 1, "max_value": 6},
+            "meta": {"description": "albumin within 1-6 g/dL (a unit change would break this)"},
+        },
+        {
+            "type": "expect_column_mean_to_be_between",
+            "kwargs": {"column": "bili", "min_value": 0, "max_value": 50, "result_format": "COMPLETE"},
+        },
     ]
     (tmp_path / "pbc.expectations.json").write_text(json.dumps(extra))
     loaded = load_extra_expectations(schema_path)
@@ -335,12 +350,18 @@ def test_extra_expectations_errors(tmp_path: Path, small: pd.DataFrame, schema: 
         load_extra_expectations(schema_path)
     with pytest.raises(InputError, match="expect_no_such_thing"):
         validate_extract(small, schema, extra_expectations=[{"type": "expect_no_such_thing", "kwargs": {"column": "age"}}])
-    report = validate_extract(small, schema, extra_expectations=[
-        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "not_there"}}])
+    report = validate_extract(
+        small, schema, extra_expectations=[{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "not_there"}}]
+    )
     assert not report.success and "not_there" in report.message() and "not in the extract" in report.message()
-    report = validate_extract(small, schema, extra_expectations=[
-        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "sex", "min_value": 0}},  # text vs number
-        {"type": "expect_column_max_to_be_between", "kwargs": {"column": "age", "max_value": 50}}])
+    report = validate_extract(
+        small,
+        schema,
+        extra_expectations=[
+            {"type": "expect_column_values_to_be_between", "kwargs": {"column": "sex", "min_value": 0}},  # text vs number
+            {"type": "expect_column_max_to_be_between", "kwargs": {"column": "age", "max_value": 50}},
+        ],
+    )
     msg = report.message()
     assert "'sex'" in msg and "could not be evaluated" in msg
     assert "'age'" in msg and "max_value=50" in msg

@@ -38,11 +38,24 @@ def _extract() -> tuple[pd.DataFrame, Schema]:
     rng = np.random.default_rng(0)
     n, visits = 30, 3
     text = "pid,t,flag,stage\n" + "".join(
-        f"{p},{t},{'True' if rng.random() < 0.5 else 'False'},{['I', 'II'][int(rng.random() < 0.5)]}\n" for p in range(n) for t in range(visits))
+        f"{p},{t},{'True' if rng.random() < 0.5 else 'False'},{['I', 'II'][int(rng.random() < 0.5)]}\n"
+        for p in range(n)
+        for t in range(visits)
+    )
     df = pd.read_csv(io.StringIO(text), dtype={"flag": str})  # cells spelled True / False, read as text
-    schema = Schema.from_dict({"name": "labels", "id": "pid", "time": "t", "regular": True, "max_length": visits, "columns": {
-        "flag": {"type": "categorical", "categories": ["False", "True"]},  # quoted in YAML, as people write it
-        "stage": {"type": "categorical", "categories": ["I", "II"]}}})
+    schema = Schema.from_dict(
+        {
+            "name": "labels",
+            "id": "pid",
+            "time": "t",
+            "regular": True,
+            "max_length": visits,
+            "columns": {
+                "flag": {"type": "categorical", "categories": ["False", "True"]},  # quoted in YAML, as people write it
+                "stage": {"type": "categorical", "categories": ["I", "II"]},
+            },
+        }
+    )
     return df, schema
 
 
@@ -51,7 +64,9 @@ def test_a_categorical_declared_as_quoted_booleans_validates_encodes_and_evaluat
     assert schema.column("flag").categories == ("false", "true")
     validate_extract(df, schema).raise_for_failures()  # no "values must be one of the declared categories"
     enc = TrajectoryEncoder(schema).fit(df)
-    assert enc.decode(enc.encode(df).x)["flag"].tolist() == df.sort_values(["pid", "t"])["flag"].tolist()  # spelled as in the extract
+    assert (
+        enc.decode(enc.encode(df).x)["flag"].tolist() == df.sort_values(["pid", "t"])["flag"].tolist()
+    )  # spelled as in the extract
     assert set(tidy(df, schema)["flag"].dropna()) == {"true", "false"}
     as_bool = df.assign(flag=df["flag"] == "True")  # the same extract with a boolean column
     validate_extract(as_bool, schema).raise_for_failures()

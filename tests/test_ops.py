@@ -19,21 +19,50 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from test_pipeline import ROOT, healthgym, registered_versions
 
 TOY = [
-    "--set", "train.threads=1", "--set", "model.base_channels=16", "--set", "model.time_embed_dim=16",
-    "--set", "diffusion.steps=50", "--set", "sampling.steps=10", "--set", "train.eval_every=50",
-    "--set", "train.warmup_steps=20", "--set", "train.learning_rate=0.003", "--set", "train.batch_size=64",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "model.base_channels=16",
+    "--set",
+    "model.time_embed_dim=16",
+    "--set",
+    "diffusion.steps=50",
+    "--set",
+    "sampling.steps=10",
+    "--set",
+    "train.eval_every=50",
+    "--set",
+    "train.warmup_steps=20",
+    "--set",
+    "train.learning_rate=0.003",
+    "--set",
+    "train.batch_size=64",
     # every gate passes, so the decisions below are about the primary measure alone
-    "--set", "evaluation.gates.max_discriminator_auc=1.0", "--set", "evaluation.gates.min_quality_score=0.0",
-    "--set", "evaluation.gates.max_mia_auc=1.0", "--set", "evaluation.gates.max_dcr_share=1.0",
-    "--set", "evaluation.gates.max_near_copy_share=1.0", "--set", "train.memorisation_patients=32",
-    "--set", "evaluation.gates.max_lag1_abs_diff=2.0", "--set", "evaluation.gates.max_missing_rate_diff=1.0",
+    "--set",
+    "evaluation.gates.max_discriminator_auc=1.0",
+    "--set",
+    "evaluation.gates.min_quality_score=0.0",
+    "--set",
+    "evaluation.gates.max_mia_auc=1.0",
+    "--set",
+    "evaluation.gates.max_dcr_share=1.0",
+    "--set",
+    "evaluation.gates.max_near_copy_share=1.0",
+    "--set",
+    "train.memorisation_patients=32",
+    "--set",
+    "evaluation.gates.max_lag1_abs_diff=2.0",
+    "--set",
+    "evaluation.gates.max_missing_rate_diff=1.0",
     # the decisions need models far apart: undecoded network output (calibrated decoding alone turns
     # even a 1-step network's noise into a passable AR(1) here), judged on a holdout of half the patients
-    "--set", "encoding.calibrate=false", "--set", "pipeline.holdout_fraction=0.5",
+    "--set",
+    "encoding.calibrate=false",
+    "--set",
+    "pipeline.holdout_fraction=0.5",
 ]
 STEPS = {"first": 150, "worse": 1, "better": 300}  # as in TRAIN_THREE
 
@@ -56,8 +85,14 @@ def write_toy(folder: Path, broken: bool = False, name: str = "toy.csv") -> tupl
     x[:, 0] = rng.normal(size=n)
     for k in range(1, length):
         x[:, k] = phi * x[:, k - 1] + np.sqrt(1 - phi**2) * rng.normal(size=n)
-    df = pd.DataFrame({"pid": np.repeat(np.arange(n), length), "visit": np.tile(np.arange(length), n),
-                       "age": np.repeat(rng.uniform(20, 80, size=n).round(1), length), "v": (5 + x).ravel().round(3)})
+    df = pd.DataFrame(
+        {
+            "pid": np.repeat(np.arange(n), length),
+            "visit": np.tile(np.arange(length), n),
+            "age": np.repeat(rng.uniform(20, 80, size=n).round(1), length),
+            "v": (5 + x).ravel().round(3),
+        }
+    )
     if broken:
         df.loc[df["pid"] == 7, "age"] = 250.0  # outside the schema's bounds: validation must fail
     folder.mkdir(parents=True, exist_ok=True)
@@ -81,8 +116,9 @@ def prefect_db(cwd: Path) -> sqlite3.Connection:
 def artifacts(cwd: Path, flow_run_id: str) -> dict[str, tuple[str, str]]:
     """key -> (type, data) of the artifacts a Prefect flow run made."""
     with prefect_db(cwd) as con:
-        rows = con.execute("select key, type, data from artifact where replace(flow_run_id, '-', '') = ?",
-                           (flow_run_id.replace("-", ""),)).fetchall()
+        rows = con.execute(
+            "select key, type, data from artifact where replace(flow_run_id, '-', '') = ?", (flow_run_id.replace("-", ""),)
+        ).fetchall()
     return {k: (t, d) for k, t, d in rows}
 
 
@@ -109,8 +145,14 @@ def ops(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("ops")
     data, schema = write_toy(cwd)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_HOME", "HEALTHGYM_"))}
-    res = subprocess.run([sys.executable, "-c", TRAIN_THREE, str(data), str(schema), *TOY], cwd=cwd, capture_output=True, text=True,
-                         timeout=600, env={**env, "PYTHONPATH": str(ROOT), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"})
+    res = subprocess.run(
+        [sys.executable, "-c", TRAIN_THREE, str(data), str(schema), *TOY],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**env, "PYTHONPATH": str(ROOT), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"},
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     out = {"cwd": cwd, "data": data}
     chunk = res.stdout
@@ -122,8 +164,11 @@ def ops(tmp_path_factory):
         out[label] = {"stdout": text, "champion_after": champion, "run_id": text.split("MLflow run: ")[1].split()[0]}
     text, _, rc = chunk.partition("@@ release ")
     assert rc.strip() == "0", res.stderr[-3000:]
-    out["release"] = {"stdout": text, "path": text.split("Release folder: ")[1].splitlines()[0].strip(),
-                      "run_id": text.split("MLflow run: ")[1].split()[0]}
+    out["release"] = {
+        "stdout": text,
+        "path": text.split("Release folder: ")[1].splitlines()[0].strip(),
+        "run_id": text.split("MLflow run: ")[1].split()[0],
+    }
     return out
 
 
@@ -169,7 +214,9 @@ def test_the_release_verifies_and_links_model_runs_extract_and_flow_runs(ops, tm
     cwd = ops["cwd"]
     rel = Path(ops["release"]["path"])
     assert [p for p in (cwd / "releases" / "toy").iterdir()] == [rel]
-    assert {"synthetic.parquet", "synthetic.csv", "report.html", "metrics.json", "manifest.json"} <= {p.name for p in rel.iterdir()}
+    assert {"synthetic.parquet", "synthetic.csv", "report.html", "metrics.json", "manifest.json"} <= {
+        p.name for p in rel.iterdir()
+    }
     assert verify_release(rel) == []
     tampered = tmp_path / "copy"
     shutil.copytree(rel, tampered)
@@ -233,8 +280,14 @@ def test_an_arriving_extract_retrains_once_and_a_broken_one_changes_nothing(tmp_
     write_toy(tmp_path / "extracts", broken=True, name="broken.csv")
     overrides = [a for a in TOY if a != "--set"] + ["train.max_steps=20"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_HOME", "HEALTHGYM_"))}
-    res = subprocess.run([sys.executable, "-c", WATCH, *overrides], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                         env={**env, "PYTHONPATH": str(ROOT), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"})
+    res = subprocess.run(
+        [sys.executable, "-c", WATCH, *overrides],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**env, "PYTHONPATH": str(ROOT), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"},
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.split("RESULT ", 1)[1])
     fp = sha256(data)
@@ -258,7 +311,9 @@ def test_an_arriving_extract_retrains_once_and_a_broken_one_changes_nothing(tmp_
     assert failed.data.tags["validation.success"] == "False" and failed.data.tags["healthgym.extract_path"].endswith("broken.csv")
     assert list((tmp_path / "inbox").glob("*.submitted.json")) == []  # the submission was consumed
     with prefect_db(tmp_path) as con:
-        flow_runs = con.execute("select f.name, count(*) from flow_run r join flow f on r.flow_id = f.id group by f.name").fetchall()
+        flow_runs = con.execute(
+            "select f.name, count(*) from flow_run r join flow f on r.flow_id = f.id group by f.name"
+        ).fetchall()
         events = con.execute("select resource_id, payload from events where event = 'healthgym.extract.arrived'").fetchall()
     assert dict(flow_runs) == {"healthgym-watch-inbox": 3, "healthgym-train": 2}
     # `submit` emitted the event the deployment trigger of prefect.yaml matches, twice (once per submit)
@@ -299,8 +354,12 @@ def test_a_release_killed_mid_write_leaves_no_release_folder(tmp_path):
     from diffusion.release import verify_release, write_release
 
     root = tmp_path / "releases"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root)], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(root)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     try:
         while not list(root.glob(".incoming/*/*/synthetic.csv")):  # Parquet written, CSV being written
@@ -319,8 +378,12 @@ def test_a_release_killed_mid_write_leaves_no_release_folder(tmp_path):
     (leftover,) = list((root / ".incoming").iterdir())
     assert not list(leftover.rglob("manifest.json"))
     # the next release is written whole and removes what the killed writer left
-    path = write_release(pd.DataFrame({"pid": [1, 1], "visit": [0, 1], "v": [0.5, 0.7]}), name="toy",
-                         manifest={"model_uri": "test"}, root=str(root))
+    path = write_release(
+        pd.DataFrame({"pid": [1, 1], "visit": [0, 1], "v": [0.5, 0.7]}),
+        name="toy",
+        manifest={"model_uri": "test"},
+        root=str(root),
+    )
     assert [p for p in (root / "toy").iterdir()] == [Path(path)]
     assert verify_release(path) == []
     assert not (root / ".incoming").exists()

@@ -16,21 +16,49 @@ DEMO_DATA = ROOT / "flows" / "data" / "pbcseq.csv"
 DEMO_SCHEMA = ROOT / "flows" / "data" / "pbc.yaml"
 
 FAST = [
-    "--set", "train.max_steps=40", "--set", "train.eval_every=20", "--set", "diffusion.steps=50",
-    "--set", "sampling.steps=5", "--set", "model.base_channels=16", "--set", "model.time_embed_dim=16",
+    "--set",
+    "train.max_steps=40",
+    "--set",
+    "train.eval_every=20",
+    "--set",
+    "diffusion.steps=50",
+    "--set",
+    "sampling.steps=5",
+    "--set",
+    "model.base_channels=16",
+    "--set",
+    "model.time_embed_dim=16",
     # an untrained model cannot pass the fidelity gates; these runs test the plumbing
-    "--set", "evaluation.gates.max_discriminator_auc=1.0", "--set", "evaluation.gates.min_quality_score=0.0",
-    "--set", "evaluation.gates.max_mia_auc=1.0", "--set", "evaluation.gates.max_dcr_share=1.0",
-    "--set", "evaluation.gates.max_near_copy_share=1.0", "--set", "train.memorisation_patients=32",
-    "--set", "evaluation.gates.max_lag1_abs_diff=2.0", "--set", "evaluation.gates.max_missing_rate_diff=1.0",
+    "--set",
+    "evaluation.gates.max_discriminator_auc=1.0",
+    "--set",
+    "evaluation.gates.min_quality_score=0.0",
+    "--set",
+    "evaluation.gates.max_mia_auc=1.0",
+    "--set",
+    "evaluation.gates.max_dcr_share=1.0",
+    "--set",
+    "evaluation.gates.max_near_copy_share=1.0",
+    "--set",
+    "train.memorisation_patients=32",
+    "--set",
+    "evaluation.gates.max_lag1_abs_diff=2.0",
+    "--set",
+    "evaluation.gates.max_missing_rate_diff=1.0",
 ]
 
 
 def healthgym(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_HOME", "HEALTHGYM_"))}
     env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env={**env, "PYTHONPATH": str(Path(__file__).parents[1])},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=cwd,
+        env={**env, "PYTHONPATH": str(Path(__file__).parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def registered_versions(cwd: Path) -> int:
@@ -107,7 +135,9 @@ def test_release_is_whole_verified_and_holds_no_real_rows(trained):
     releases = list((cwd / "releases" / "pbc").iterdir())
     assert len(releases) == 1
     rel = releases[0]
-    assert {"synthetic.parquet", "synthetic.csv", "report.html", "metrics.json", "manifest.json"} <= {p.name for p in rel.iterdir()}
+    assert {"synthetic.parquet", "synthetic.csv", "report.html", "metrics.json", "manifest.json"} <= {
+        p.name for p in rel.iterdir()
+    }
     assert verify_release(rel) == []
     manifest = json.loads((rel / "manifest.json").read_text())
     assert manifest["patients"] == 60 and manifest["seed"] == 3 and manifest["model_version"] == "1"

@@ -9,12 +9,12 @@ fair generator through in at least 95% of draws and stop the copier in at least 
 
 import numpy as np
 import pytest
+from simulated import copier, population, schema
 
 from diffusion.config import GateConfig
 from evaluation.data import tidy
 from evaluation.gates import check
 from evaluation.privacy import privacy
-from simulated import copier, population, schema
 
 DRAWS = 40
 

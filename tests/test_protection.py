@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from simulated import SCHEMA, population
+from test_pipeline import FAST, healthgym
 
 from diffusion.protection import RARE, Protection, k_bounds
 from diffusion.schema import Schema
-from simulated import SCHEMA, population
-from test_pipeline import FAST, healthgym
 
 PLANTED_VALUE = 987.654  # albumin of one planted patient: far beyond anyone else's
 PLANTED_LABEL = "Zeta"  # a stage that one patient alone has
@@ -78,8 +78,19 @@ def test_a_planted_patient_reaches_no_release_and_no_mlflow_artifact(tmp_path):
     raw["name"] = "planted"
     df.to_csv(tmp_path / "planted.csv", index=False)
     (tmp_path / "planted.yaml").write_text(yaml.safe_dump(raw))
-    res = healthgym(tmp_path, "train", "planted.csv", "--schema", "planted.yaml", "--release", *FAST,
-                    "--set", "evaluation.gates.max_exact_copies=1000", "--set", "evaluation.gates.min_in_bounds=0")
+    res = healthgym(
+        tmp_path,
+        "train",
+        "planted.csv",
+        "--schema",
+        "planted.yaml",
+        "--release",
+        *FAST,
+        "--set",
+        "evaluation.gates.max_exact_copies=1000",
+        "--set",
+        "evaluation.gates.min_in_bounds=0",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     release = Path(next(line.split(": ", 1)[1] for line in res.stdout.splitlines() if line.startswith("Release folder:")))
     release = release if release.is_absolute() else tmp_path / release

@@ -18,8 +18,16 @@ def ar1_cohort(n: int = 256, length: int = 12, phi: float = 0.8, seed: int = 0) 
     for k in range(1, length):
         x[:, k] = phi * x[:, k - 1] + np.sqrt(1 - phi**2) * rng.normal(size=n)
     df = pd.DataFrame({"pid": np.repeat(np.arange(n), length), "step": np.tile(np.arange(length), n), "v": x.ravel()})
-    schema = Schema.from_dict({"name": "ar1", "id": "pid", "time": "step", "regular": True, "max_length": length,
-                               "columns": {"v": {"type": "real", "transform": "none"}}})
+    schema = Schema.from_dict(
+        {
+            "name": "ar1",
+            "id": "pid",
+            "time": "step",
+            "regular": True,
+            "max_length": length,
+            "columns": {"v": {"type": "real", "transform": "none"}},
+        }
+    )
     return df, schema
 
 
@@ -29,9 +37,18 @@ def lag1(df: pd.DataFrame) -> float:
     return float(np.corrcoef(df["v"][ok], prev[ok])[0, 1])
 
 
-SMALL = ["model.base_channels=32", "model.time_embed_dim=32", "diffusion.steps=200", "sampling.steps=50",
-         "train.batch_size=128", "train.eval_every=100", "train.warmup_steps=50", "train.learning_rate=0.002", "train.threads=1",
-         "train.memorisation_patients=32"]
+SMALL = [
+    "model.base_channels=32",
+    "model.time_embed_dim=32",
+    "diffusion.steps=200",
+    "sampling.steps=50",
+    "train.batch_size=128",
+    "train.eval_every=100",
+    "train.warmup_steps=50",
+    "train.learning_rate=0.002",
+    "train.threads=1",
+    "train.memorisation_patients=32",
+]
 
 
 @pytest.mark.slow
@@ -47,8 +64,13 @@ def test_a_known_ar1_process_is_recovered():
 
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     df, schema = ar1_cohort(n=32, length=5)
-    base = SMALL + ["model.base_channels=8", "model.time_embed_dim=8", "train.batch_size=16", "train.eval_every=5",
-                    "train.checkpoint_every=10"]
+    base = SMALL + [
+        "model.base_channels=8",
+        "model.time_embed_dim=8",
+        "train.batch_size=16",
+        "train.eval_every=5",
+        "train.checkpoint_every=10",
+    ]
     cfg = Config().with_overrides(base + ["train.max_steps=30"])
 
     class Killed(Exception):
@@ -74,9 +96,18 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
 
 def test_time_budget_stops_training_and_keeps_the_best_checkpoint():
     df, schema = ar1_cohort(n=32, length=5)
-    cfg = Config().with_overrides(SMALL + ["model.base_channels=8", "model.time_embed_dim=8", "train.max_steps=100000",
-                                           "train.max_minutes=0.05", "train.eval_every=5",
-                                           "train.max_epochs=100000", "train.patience=0"])
+    cfg = Config().with_overrides(
+        SMALL
+        + [
+            "model.base_channels=8",
+            "model.time_embed_dim=8",
+            "train.max_steps=100000",
+            "train.max_minutes=0.05",
+            "train.eval_every=5",
+            "train.max_epochs=100000",
+            "train.patience=0",
+        ]
+    )
     model, result = fit(df, schema, cfg, progress=False)
     assert result.stopped_by == "time" and result.steps < 100000
     vals = [h["val_loss"] for h in result.history]
@@ -89,9 +120,19 @@ def test_time_budget_stops_training_and_keeps_the_best_checkpoint():
 
 def test_dp_training_spends_at_most_its_budget_and_keeps_the_final_weights():
     df, schema = ar1_cohort(n=64, length=5)
-    cfg = Config().with_overrides(SMALL + ["model.base_channels=8", "model.time_embed_dim=8", "train.max_steps=40",
-                                           "train.batch_size=16", "train.eval_every=10", "train.dp=true",
-                                           "train.dp_epsilon=5", "encoding.calibrate=false"])
+    cfg = Config().with_overrides(
+        SMALL
+        + [
+            "model.base_channels=8",
+            "model.time_embed_dim=8",
+            "train.max_steps=40",
+            "train.batch_size=16",
+            "train.eval_every=10",
+            "train.dp=true",
+            "train.dp_epsilon=5",
+            "encoding.calibrate=false",
+        ]
+    )
     model, result = fit(df, schema, cfg, progress=False)
     assert result.steps == 40 and result.stopped_by == "max_steps"
     assert 0.5 * 5 < result.dp_epsilon <= 5.0 and result.dp_noise_multiplier > 0
@@ -102,10 +143,22 @@ def test_dp_training_spends_at_most_its_budget_and_keeps_the_final_weights():
 
 def test_memorisation_signal_is_recorded_and_early_stopping_ends_training():
     df, schema = ar1_cohort(n=64, length=5)
-    cfg = Config().with_overrides(SMALL + ["model.base_channels=8", "model.time_embed_dim=8", "train.max_steps=100000",
-                                           "train.max_epochs=100000", "train.eval_every=10", "train.patience=2",
-                                           "train.memorisation_patients=16", "train.memorisation_sampling_steps=5",
-                                           "train.learning_rate=0.05", "encoding.calibrate=false", "train.max_minutes=2"])
+    cfg = Config().with_overrides(
+        SMALL
+        + [
+            "model.base_channels=8",
+            "model.time_embed_dim=8",
+            "train.max_steps=100000",
+            "train.max_epochs=100000",
+            "train.eval_every=10",
+            "train.patience=2",
+            "train.memorisation_patients=16",
+            "train.memorisation_sampling_steps=5",
+            "train.learning_rate=0.05",
+            "encoding.calibrate=false",
+            "train.max_minutes=2",
+        ]
+    )
     _, result = fit(df, schema, cfg, progress=False)
     assert result.stopped_by == "patience", result.stopped_by
     assert all(0.0 <= h["train_dcr_share"] <= 1.0 for h in result.history)
@@ -118,8 +171,15 @@ def test_the_plan_caps_passes_over_small_cohorts_and_the_same_seed_reproduces():
     cfg = Config().with_overrides(["train.max_epochs=100", "train.batch_size=64"]).train
     assert planned_steps(cfg, 32) == 100 and planned_steps(cfg, 6400) == 10000
     df, schema = ar1_cohort(n=48, length=5)
-    over = SMALL + ["model.base_channels=8", "model.time_embed_dim=8", "train.max_steps=30", "train.eval_every=10",
-                    "train.memorisation_patients=8", "train.memorisation_sampling_steps=3", "encoding.calibrate=false"]
+    over = SMALL + [
+        "model.base_channels=8",
+        "model.time_embed_dim=8",
+        "train.max_steps=30",
+        "train.eval_every=10",
+        "train.memorisation_patients=8",
+        "train.memorisation_sampling_steps=3",
+        "encoding.calibrate=false",
+    ]
     a, ra = fit(df, schema, Config().with_overrides(over), progress=False)
     b, rb = fit(df, schema, Config().with_overrides(over), progress=False)
     assert ra.history == rb.history

@@ -80,8 +80,12 @@ def _missingness(enc: Any, x: np.ndarray, dec: Decoding) -> tuple[Decoding, dict
         ch = x[:, enc.index(f"{col.name}__missing"), :]
         values = visit_mean(ch, valid) if col.static else ch[valid]
         thresholds[col.name] = threshold = float(np.quantile(values, 1.0 - rate))
-        report[col.name] = {"real": rate, "before": float((values > 0.0).mean()), "after": float((values > threshold).mean()),
-                            "threshold": threshold / enc.state.discrete_scale}
+        report[col.name] = {
+            "real": rate,
+            "before": float((values > 0.0).mean()),
+            "after": float((values > threshold).mean()),
+            "threshold": threshold / enc.state.discrete_scale,
+        }
     return replace(dec, missing_threshold=thresholds), report
 
 
@@ -102,8 +106,9 @@ def _kept_visits(enc: Any, x: np.ndarray, name: str, valid: np.ndarray, dec: Dec
     return enc.recorded(x, col, valid, dec)
 
 
-def _values_map(enc: Any, x: np.ndarray, name: str, valid: np.ndarray, keep: np.ndarray, dec: Decoding,
-                steps: tuple[Step, ...]) -> tuple[Decoding, np.ndarray]:
+def _values_map(
+    enc: Any, x: np.ndarray, name: str, valid: np.ndarray, keep: np.ndarray, dec: Decoding, steps: tuple[Step, ...]
+) -> tuple[Decoding, np.ndarray]:
     """The values' map from the values at the kept visits (spikes aside); returns those values."""
     z = enc.scaled(x, name, valid, dec)
     spikes = enc.spikes(x, name, valid, dec)
@@ -130,8 +135,9 @@ def _marginals(enc: Any, x: np.ndarray, dec: Decoding, steps: tuple[Step, ...]) 
     return dec, report
 
 
-def _deviations(enc: Any, x: np.ndarray, name: str, valid: np.ndarray, keep: np.ndarray, dec: Decoding,
-                steps: tuple[Step, ...]) -> tuple[Decoding, dict[str, float]]:
+def _deviations(
+    enc: Any, x: np.ndarray, name: str, valid: np.ndarray, keep: np.ndarray, dec: Decoding, steps: tuple[Step, ...]
+) -> tuple[Decoding, dict[str, float]]:
     """Smoothing, the deviations' map and spikes of one split number (see the module docstring)."""
     entry = None if name == GAP else enc.state.columns[name]
     rank = None if entry is None else entry.lag1_rank
@@ -152,7 +158,9 @@ def _deviations(enc: Any, x: np.ndarray, name: str, valid: np.ndarray, keep: np.
         current["dec"] = _values_map(enc, x, name, valid, keep, d, steps)[0]
         return persistence.lag1_grid(decoded(), keep, rank=True)
 
-    sign = 1.0 if real[-1] - real[len(real) // 2] >= real[len(real) // 2] - real[0] else -1.0  # the side real deviations reach furthest
+    sign = (
+        1.0 if real[-1] - real[len(real) // 2] >= real[len(real) // 2] - real[0] else -1.0
+    )  # the side real deviations reach furthest
 
     def spiked(q: float) -> float:
         """The share q of recorded visits that depart most made spikes; the Pearson lag-1 after."""
@@ -175,11 +183,19 @@ def _deviations(enc: Any, x: np.ndarray, name: str, valid: np.ndarray, keep: np.
             spiked(smallest(lambda q: spiked(q) <= pearson, MAX_SPIKES, 12, f"{name} spike share"))
     how = current["dec"].number(name)
     if rank is not None:
-        report.update(lag1_rank_real=rank, lag1_rank_before=rank_before,
-                      lag1_rank_after=persistence.lag1_grid(decoded(), keep, rank=True), smoothing=how.smoothing)
+        report.update(
+            lag1_rank_real=rank,
+            lag1_rank_before=rank_before,
+            lag1_rank_after=persistence.lag1_grid(decoded(), keep, rank=True),
+            smoothing=how.smoothing,
+        )
     if spikes_apply:
-        report.update(lag1_real=pearson, lag1_before=pearson_before, spikes=how.spike_share,
-                      lag1_after=persistence.lag1_grid(enc.unscale(decoded(), name), keep))
+        report.update(
+            lag1_real=pearson,
+            lag1_before=pearson_before,
+            spikes=how.spike_share,
+            lag1_after=persistence.lag1_grid(enc.unscale(decoded(), name), keep),
+        )
     return current["dec"], report
 
 
@@ -200,7 +216,11 @@ def _persistence(enc: Any, x: np.ndarray, dec: Decoding) -> tuple[Decoding, dict
         before = stay(0.0)
         if not np.isfinite(before):  # no patient with two recorded visits in a row
             continue
-        penalty = smallest(lambda p: stay(p) >= target, MAX_PENALTY * ds, 20, f"{col.name} switching penalty") if before < target else 0.0
+        penalty = (
+            smallest(lambda p: stay(p) >= target, MAX_PENALTY * ds, 20, f"{col.name} switching penalty")
+            if before < target
+            else 0.0
+        )
         penalties[col.name] = penalty
         report[col.name] = {"real": target, "before": before, "after": stay(penalty), "penalty": penalty / ds}
     return replace(dec, switch_penalty=penalties), report

@@ -16,7 +16,19 @@ from diffusion.encoding import fitting
 from diffusion.encoding.calibration import STEPS, Report, Step, calibrate
 from diffusion.encoding.frames import gaps, prepare, restore_dtypes
 from diffusion.encoding.labels import switching_decode
-from diffusion.encoding.layout import GAP, LENGTH, T0, VALID, Channel, Encoded, channel_layout, is_discrete, level_channel, length_to_z, z_to_length
+from diffusion.encoding.layout import (
+    GAP,
+    LENGTH,
+    T0,
+    VALID,
+    Channel,
+    Encoded,
+    channel_layout,
+    is_discrete,
+    length_to_z,
+    level_channel,
+    z_to_length,
+)
 from diffusion.encoding.levels import DeviationCoding, Deviations, patient_mean
 from diffusion.encoding.marginals import quantile_level, quantile_map, smooth, spike_levels, visit_mean
 from diffusion.encoding.numeric import NumberCodec
@@ -28,8 +40,15 @@ from diffusion.schema import Column, Schema
 class TrajectoryEncoder:
     """Fit on a long extract; `encode` to tensors; `decode` tensors back to a long extract."""
 
-    def __init__(self, schema: Schema, *, patient_levels: bool = True, discrete_scale: float = 0.0,
-                 deviations: DeviationCoding = "linear", k: int = 1):
+    def __init__(
+        self,
+        schema: Schema,
+        *,
+        patient_levels: bool = True,
+        discrete_scale: float = 0.0,
+        deviations: DeviationCoding = "linear",
+        k: int = 1,
+    ):
         self.schema = schema
         self.patient_levels = patient_levels
         self.discrete_scale = discrete_scale  # 0: the root-mean-square of the numeric channels (`_matched_discrete_scale`)
@@ -49,7 +68,9 @@ class TrajectoryEncoder:
     def _matched_discrete_scale(self, df: pd.DataFrame) -> float:
         """The root-mean-square of the encoded numeric channels within [0.1, 1] (1 without any):
         coded at +/-1, labels would outweigh numbers and the denoiser would settle them first."""
-        numeric = [i for i, ch in enumerate(self.channels) if ch.kind not in ("valid", "length") and not is_discrete(self.schema, ch)]
+        numeric = [
+            i for i, ch in enumerate(self.channels) if ch.kind not in ("valid", "length") and not is_discrete(self.schema, ch)
+        ]
         if not numeric:
             return 1.0
         e = self.encode(df)
@@ -94,8 +115,14 @@ class TrajectoryEncoder:
     def clip_bounds(self) -> list[float]:
         """Per channel, the largest |value| an x0 estimate may take during sampling."""
         levels = set(self.levels())
-        return [self.deviations_of(ch.column).bound if ch.kind in ("value", "gap") and ch.column in levels
-                else self.state.discrete_scale if is_discrete(self.schema, ch) else 1.0 for ch in self.channels]
+        return [
+            self.deviations_of(ch.column).bound
+            if ch.kind in ("value", "gap") and ch.column in levels
+            else self.state.discrete_scale
+            if is_discrete(self.schema, ch)
+            else 1.0
+            for ch in self.channels
+        ]
 
     def levels(self) -> list[str]:
         """The numbers split into a patient level + a deviation (see `fitting.split_numbers`)."""
@@ -197,7 +224,12 @@ class TrajectoryEncoder:
                     put(ch, np.where(ok, 2.0 * np.nan_to_num(b) - 1.0, 0.0) * ds, ok, static)
                 else:
                     labels = as_labels(series)
-                    put(ch, np.where(labels.to_numpy() == name.split("=", 1)[1], 1.0, -1.0) * ds, labels.notna().to_numpy(), static)
+                    put(
+                        ch,
+                        np.where(labels.to_numpy() == name.split("=", 1)[1], 1.0, -1.0) * ds,
+                        labels.notna().to_numpy(),
+                        static,
+                    )
         return Encoded(x=x, mask=mask, lengths=lengths.astype(np.int64))
 
     # -- decode pieces (calibration evaluates candidate decodings through them) ----------------------
@@ -287,13 +319,17 @@ class TrajectoryEncoder:
             return visit_mean(x[:, ch, :], valid)[pid] if static else x[pid, ch, pos]
 
         ids = np.arange(first_id, first_id + n)
-        out: dict[str, np.ndarray] = {schema.id: ids[pid] if state.id_integer else np.array([f"syn-{i:06d}" for i in ids], dtype=object)[pid]}
+        out: dict[str, np.ndarray] = {
+            schema.id: ids[pid] if state.id_integer else np.array([f"syn-{i:06d}" for i in ids], dtype=object)[pid]
+        }
         t = state.time
         start = np.full(n, t.t0_constant) if t.t0_constant is not None else self.unscale(self.decoded_z(x, T0, valid, dec), T0)
         if schema.regular:
             times = start[pid] + pos
         else:
-            g = np.maximum(self.unscale(self.decoded_z(x, GAP, valid, dec), GAP), 1.0 if t.integer else max(self.codec(GAP).vmin, 1e-9))
+            g = np.maximum(
+                self.unscale(self.decoded_z(x, GAP, valid, dec), GAP), 1.0 if t.integer else max(self.codec(GAP).vmin, 1e-9)
+            )
             g[:, 0] = 0.0
             times = (start[:, None] + np.cumsum(g, axis=1))[pid, pos]
         out[schema.time] = np.round(times) if t.integer else times
@@ -311,7 +347,9 @@ class TrajectoryEncoder:
                     codes = self.temporal_codes(x, col, self.recorded(x, col, valid, dec), penalty)[pid, pos]
                 labels = ["0", "1"] if col.type == "binary" else list(col.categories or ())
                 spelled = state.columns[col.name].labels or {}
-                values = np.array([spelled.get(labels[k], int(labels[k]) if col.type == "binary" else labels[k]) for k in codes], dtype=object)
+                values = np.array(
+                    [spelled.get(labels[k], int(labels[k]) if col.type == "binary" else labels[k]) for k in codes], dtype=object
+                )
             if col.nullable:
                 missing = channel(self.index(f"{col.name}__missing"), static) > dec.missing_threshold.get(col.name, 0.0)
                 values = np.where(missing, None, values.astype(object))

@@ -20,6 +20,7 @@ from diffusion.encoding.state import ColumnState, EncoderState, TimeState
 from diffusion.labels import as_binary, as_labels
 from diffusion.schema import Schema
 
+
 def scaled_rows(df: pd.DataFrame, schema: Schema, name: str, codec: NumberCodec) -> tuple[np.ndarray, np.ndarray]:
     """A temporal number (or the gap) per row, scaled, and where it is present."""
     if name == GAP:

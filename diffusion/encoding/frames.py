@@ -24,7 +24,9 @@ def prepare(df: pd.DataFrame, schema: Schema, *, warn: bool) -> pd.DataFrame:
     if warn:
         too_long = int((df.groupby(schema.id, sort=False).size() > schema.max_length).sum())
         if too_long:
-            log.warning("%d patient(s) have more than max_length=%d visits; their later visits are cut.", too_long, schema.max_length)
+            log.warning(
+                "%d patient(s) have more than max_length=%d visits; their later visits are cut.", too_long, schema.max_length
+            )
     return df
 
 

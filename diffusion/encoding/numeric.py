@@ -75,7 +75,9 @@ class NumberCodec:
                 lam = float(np.clip(stats.boxcox_normmax(values - vmin + delta, method="mle"), -2.0, 2.0))
             except (ValueError, FloatingPointError):
                 transform = "log"
-        codec = cls(transform, vmin, delta, lam, 0.0, 0.0, vmin, vmax, integer, None if integer else recorded_decimals(values), None)
+        codec = cls(
+            transform, vmin, delta, lam, 0.0, 0.0, vmin, vmax, integer, None if integer else recorded_decimals(values), None
+        )
         t = codec.forward(values)
         codec = codec.replace(lo=float(t.min()), hi=float(t.max()))
         return codec.replace(quantiles=marginal_knots(codec.scale(values)))

@@ -63,14 +63,25 @@ class TimeState:
     gap_deviations: Deviations | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dtype": self.dtype, "integer": self.integer, "t0_constant": self.t0_constant,
-                "t0": None if self.t0 is None else self.t0.to_dict(), "gap": None if self.gap is None else self.gap.to_dict(),
-                "gap_deviations": None if self.gap_deviations is None else self.gap_deviations.to_dict()}
+        return {
+            "dtype": self.dtype,
+            "integer": self.integer,
+            "t0_constant": self.t0_constant,
+            "t0": None if self.t0 is None else self.t0.to_dict(),
+            "gap": None if self.gap is None else self.gap.to_dict(),
+            "gap_deviations": None if self.gap_deviations is None else self.gap_deviations.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TimeState":
-        return cls(raw["dtype"], bool(raw["integer"]), raw["t0_constant"], _codec(raw.get("t0")), _codec(raw.get("gap")),
-                   _deviations(raw.get("gap_deviations")))
+        return cls(
+            raw["dtype"],
+            bool(raw["integer"]),
+            raw["t0_constant"],
+            _codec(raw.get("t0")),
+            _codec(raw.get("gap")),
+            _deviations(raw.get("gap_deviations")),
+        )
 
 
 @dataclass(frozen=True)
@@ -88,8 +99,13 @@ class NumberDecoding:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "NumberDecoding":
-        return cls(_tuple(raw.get("generated_quantiles")), _tuple(raw.get("generated_deviation_quantiles")),
-                   float(raw.get("smoothing", 0.0)), raw.get("spike_sign"), float(raw.get("spike_share", 0.0)))
+        return cls(
+            _tuple(raw.get("generated_quantiles")),
+            _tuple(raw.get("generated_deviation_quantiles")),
+            float(raw.get("smoothing", 0.0)),
+            raw.get("spike_sign"),
+            float(raw.get("spike_share", 0.0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -107,14 +123,20 @@ class Decoding:
         return replace(self, numbers={**self.numbers, name: replace(self.number(name), **changes)})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"missing_threshold": dict(self.missing_threshold), "switch_penalty": dict(self.switch_penalty),
-                "numbers": {k: v.to_dict() for k, v in self.numbers.items()}}
+        return {
+            "missing_threshold": dict(self.missing_threshold),
+            "switch_penalty": dict(self.switch_penalty),
+            "numbers": {k: v.to_dict() for k, v in self.numbers.items()},
+        }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "Decoding":
         raw = raw or {}
-        return cls(dict(raw.get("missing_threshold", {})), {k: NumberDecoding.from_dict(v) for k, v in raw.get("numbers", {}).items()},
-                   dict(raw.get("switch_penalty", {})))
+        return cls(
+            dict(raw.get("missing_threshold", {})),
+            {k: NumberDecoding.from_dict(v) for k, v in raw.get("numbers", {}).items()},
+            dict(raw.get("switch_penalty", {})),
+        )
 
 
 @dataclass
@@ -130,16 +152,35 @@ class EncoderState:
     discrete_scale: float
 
     def to_dict(self, decoding: Decoding) -> dict[str, Any]:
-        return {"format": FORMAT, "length": self.length, "length_counts": self.length_counts,
-                "columns": {k: v.to_dict() for k, v in self.columns.items()}, "time": self.time.to_dict(),
-                "id_integer": self.id_integer, "id_dtype": self.id_dtype, "column_order": list(self.column_order),
-                "patient_levels": self.patient_levels, "discrete_scale": self.discrete_scale, "decoding": decoding.to_dict()}
+        return {
+            "format": FORMAT,
+            "length": self.length,
+            "length_counts": self.length_counts,
+            "columns": {k: v.to_dict() for k, v in self.columns.items()},
+            "time": self.time.to_dict(),
+            "id_integer": self.id_integer,
+            "id_dtype": self.id_dtype,
+            "column_order": list(self.column_order),
+            "patient_levels": self.patient_levels,
+            "discrete_scale": self.discrete_scale,
+            "decoding": decoding.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> tuple["EncoderState", Decoding]:
         if raw.get("format") != FORMAT:
-            raise ValueError(f"encoder state of format {raw.get('format')!r}, expected {FORMAT}: convert it with diffusion.upgrade")
-        state = cls(int(raw["length"]), dict(raw["length_counts"]), {k: ColumnState.from_dict(v) for k, v in raw["columns"].items()},
-                    TimeState.from_dict(raw["time"]), bool(raw["id_integer"]), str(raw["id_dtype"]), list(raw["column_order"]),
-                    bool(raw["patient_levels"]), float(raw["discrete_scale"]))
+            raise ValueError(
+                f"encoder state of format {raw.get('format')!r}, expected {FORMAT}: convert it with diffusion.upgrade"
+            )
+        state = cls(
+            int(raw["length"]),
+            dict(raw["length_counts"]),
+            {k: ColumnState.from_dict(v) for k, v in raw["columns"].items()},
+            TimeState.from_dict(raw["time"]),
+            bool(raw["id_integer"]),
+            str(raw["id_dtype"]),
+            list(raw["column_order"]),
+            bool(raw["patient_levels"]),
+            float(raw["discrete_scale"]),
+        )
         return state, Decoding.from_dict(raw.get("decoding"))
