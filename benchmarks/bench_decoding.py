@@ -75,6 +75,7 @@ def main() -> None:
 
     from diffusion.config import Config
     from diffusion.data import split_patients
+    from diffusion.encoding import Decoding
     from diffusion.encoding.calibration import STEPS
     from diffusion.fit import fit
     from diffusion.schema import Schema
@@ -84,8 +85,7 @@ def main() -> None:
     ways = {"plain": (), "all steps": STEPS, **{f"all but {s}": tuple(t for t in STEPS if t != s) for s in STEPS}}
     for name in args.cohorts.split(","):
         data, schema_path = _cohort(name)
-        schema, df = Schema.load(schema_path), None
-        df = read_extract(data)
+        schema, df = Schema.load(schema_path), read_extract(data)
         cfg = Config().with_overrides([f"pipeline.seed={args.seed}", "encoding.calibrate=false", *args.set])
         train, holdout = split_patients(
             df, schema.id, cfg.pipeline.holdout_fraction, args.seed, cfg.pipeline.min_holdout_patients
@@ -104,7 +104,10 @@ def main() -> None:
         print(f"  {'decoding':<20}" + "".join(f"{label:>9}" for _, label in COLUMNS))
         floor = None
         for way, steps in ways.items():
-            model.encoder.calibrate(x_cal, steps) if steps else setattr(model.encoder, "decoding", type(model.encoder.decoding)())
+            if steps:
+                model.encoder.calibrate(x_cal, steps)
+            else:
+                model.encoder.decoding = Decoding()  # plain: signs, argmax, identity maps
             values = []
             for s, x in sets.items():
                 syn = model.protect(model.encoder.decode(x), seed=s)
