@@ -26,8 +26,10 @@ import pandas as pd
 import torch
 
 from diffusion.config import Config
+from diffusion.dates import Dating
 from diffusion.encoding import FORMAT, TrajectoryEncoder
 from diffusion.errors import InputError
+from diffusion.ids import IdScheme
 from diffusion.protection import Protection
 from diffusion.sampling import sample_loop
 from diffusion.schedule import GaussianDiffusion
@@ -73,12 +75,18 @@ class HealthGymModel:
         steps: int | None = None,
         eta: float | None = None,
         progress: Callable[[int, int], None] | None = None,
+        fixed: dict[int, float] | None = None,
     ) -> np.ndarray:
-        """n encoded patients [n, channels, time], in batches of sampling.batch_size."""
+        """n encoded patients [n, channels, time], in batches of sampling.batch_size; `fixed`
+        channels (index -> value) are inpainted at that value (`diffusion.conditional`)."""
         s = self.config.sampling
         gen = torch.Generator().manual_seed(seed)
         lengths = self.encoder.draw_lengths(n, np.random.default_rng(seed))
         k_idx, k_val = self.encoder.known_channels(lengths)
+        if fixed:
+            k_idx = k_idx + list(fixed)
+            extra = np.broadcast_to(np.array(list(fixed.values()), np.float32)[None, :, None], (n, len(fixed), k_val.shape[2]))
+            k_val = np.concatenate([k_val, extra], axis=1)
         shape_rest = (len(self.encoder.channels), self.encoder.length)
         out = []
         self.net.eval()
@@ -129,13 +137,37 @@ class HealthGymModel:
         steps: int | None = None,
         eta: float | None = None,
         progress: Callable[[int, int], None] | None = None,
+        fixed: dict[int, float] | None = None,
+        finish: bool = True,
     ) -> pd.DataFrame:
-        """n synthetic patients in the extract's own long format (fresh ids 1..n), through the
-        model's value protection (`diffusion.protection`) when it has one."""
+        """n synthetic patients in the extract's own long format, through the model's value
+        protection (`diffusion.protection`), then (unless `finish` is false) `finish`ed: dates
+        and ids as released. `fixed`: inpainted channels (see `sample_tensor`)."""
         if n < 1:
             raise InputError(f"The number of patients to sample must be at least 1, got {n}.")
-        out = self.encoder.decode(self.sample_tensor(n, seed=seed, method=method, steps=steps, eta=eta, progress=progress))
-        return self.protect(out, seed=seed).reset_index(drop=True)
+        x = self.sample_tensor(n, seed=seed, method=method, steps=steps, eta=eta, progress=progress, fixed=fixed)
+        out = self.protect(self.encoder.decode(x), seed=seed).reset_index(drop=True)
+        return self.finish(out) if finish else out
+
+    def finish(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Decoded patients as released: dates written back (`diffusion.dates`) and ids that never
+        equal a real one (`diffusion.ids`), where the folder records them; rows kept in order."""
+        if self.meta.get("dating"):
+            frame = Dating.from_dict(self.meta["dating"]).apply(frame, self.schema)
+        if self.meta.get("ids"):
+            frame = IdScheme.from_dict(self.meta["ids"]).apply(frame, self.schema.id)
+        return frame
+
+    def numbers(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """A frame in the extract's format as the engine's numbers: dates as numbers, coarsened as
+        releases are (`diffusion.dates`); as it is for a schema without dates."""
+        raw = self.meta.get("dating")
+        return Dating.from_dict(raw).numbers(frame, self.schema) if raw else frame
+
+    @property
+    def id_scheme(self) -> str | None:
+        """How this model's synthetic ids avoid the real ones, in words (None: not recorded)."""
+        return IdScheme.from_dict(self.meta["ids"]).describe() if self.meta.get("ids") else None
 
     def protect(self, frame: pd.DataFrame, *, seed: int) -> pd.DataFrame:
         """A long frame (sampled, or real patients to judge against) through the model's value

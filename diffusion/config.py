@@ -182,6 +182,9 @@ class GateConfig:
     min_in_bounds: float = 1.0  # share of values inside declared bounds and categories
     max_lag1_abs_diff: float = 0.2  # mean |lag-1 autocorrelation holdout - synthetic|, beyond the real-vs-real floor
     max_missing_rate_diff: float = 0.1  # largest |missing rate holdout - synthetic|, beyond the real-vs-real floor
+    # how far (log ratio) the worst static subgroup's share-ratio interval lies outside the
+    # coverage band (evaluation.coverage); 0: blocks on any evidence of a subgroup off its share
+    max_coverage_outside: float = 0.0
     require_holdout: bool = True  # gates that need a holdout block the release when it is missing
 
 
@@ -192,6 +195,10 @@ class EvaluationConfig:
     privacy_subsample: int = 2000  # most patients per set in the distance privacy measures (ratio kept)
     sdmetrics_privacy_rows: int = 500  # num_rows_subsample for sdmetrics' DCR metrics
     trend_window: int = 3  # visits in the moving average that splits trend from cycle
+    # static subgroups (a label of a static column) held by at least this share of real patients
+    # must appear at 1/band to band times their real share (evaluation.coverage)
+    coverage_min_share: float = 0.01
+    coverage_band: float = 1.25
     example_patients: int = 6  # synthetic trajectories drawn in the report
     gates: GateConfig = field(default_factory=GateConfig)
     primary_metric: str = "discriminator_auc"  # lower is better; decides champion vs challenger

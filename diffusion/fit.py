@@ -12,7 +12,9 @@ import torch
 
 from diffusion.bundle import HealthGymModel
 from diffusion.config import Config, auto_width
+from diffusion.dates import Dating, has_dates, numeric_schema, to_numbers
 from diffusion.encoding import Encoded, TrajectoryEncoder
+from diffusion.ids import IdScheme
 from diffusion.memorisation import MemorisationProbe
 from diffusion.protection import Protection
 from diffusion.schedule import GaussianDiffusion
@@ -48,13 +50,18 @@ def fit(
     workdir: Path | None = None,
     callback: Callable[[str, dict[str, Any]], None] | None = None,
     progress: bool = True,
+    real_ids: pd.Series | None = None,
 ) -> tuple[HealthGymModel, TrainResult]:
     """Protect `df` (the training patients only; `diffusion.protection`), fit the encoder on it
-    and train the denoiser, watching memorisation; calibrate decoding when configured."""
+    and train the denoiser, watching memorisation; calibrate decoding when configured.
+    Synthetic ids will never equal any of `real_ids` (default: the training patients' ids)."""
     torch.manual_seed(config.pipeline.seed)
+    raw, dated = df, schema
+    df, schema = to_numbers(df, schema), numeric_schema(schema)  # the engine sees numbers (diffusion.dates)
     protection = Protection.fit(df, schema, config.privacy.k, config.privacy.rare)
     schema = protection.schema(schema)
     df = protection.apply(df, schema, seed=config.pipeline.seed)
+    dating = Dating.fit(raw, df, dated, config.privacy.k) if has_dates(dated) else None
     enc = config.encoding
     encoder = TrajectoryEncoder(
         schema,
@@ -87,6 +94,8 @@ def fit(
         "patients": len(data),
         "parameters": sum(p.numel() for p in net.parameters()),
         "protection": protection.to_dict(),
+        "ids": IdScheme.fit(raw[schema.id] if real_ids is None else real_ids).to_dict(),
+        **({"dating": dating.to_dict()} if dating is not None else {}),
     }
     model = HealthGymModel(config=config, schema=schema, encoder=encoder, net=net, meta=meta)
     if enc.calibrate:

@@ -11,7 +11,9 @@ A schema is a YAML file::
       sex: {type: categorical, static: true, categories: [f, m]}
       bili: {type: real, min: 0, transform: boxcox, nullable: true}
 
-Every problem found in a schema is collected and raised together as one `SchemaError`, so a
+The time column may hold dates (`time: {column: visit_date, unit: day}`, ISO text or datetimes)
+and static columns may be `type: date`; `diffusion.dates` turns them into numbers for the
+engine and back. Every problem found in a schema is collected and raised together as one `SchemaError`, so a
 user fixes the file in one pass. This module is plain Python (no torch, Prefect or MLflow).
 """
 
@@ -30,7 +32,8 @@ import yaml
 from diffusion.errors import InputError
 from diffusion.labels import as_labels, canonical_label, reads_as_boolean
 
-TYPES = ("real", "integer", "binary", "categorical")
+TYPES = ("real", "integer", "binary", "categorical", "date")
+TIME_UNITS = ("second", "minute", "hour", "day", "week")
 TRANSFORMS = ("boxcox", "log", "none")
 COLUMN_KEYS = {"type", "static", "categories", "min", "max", "transform", "nullable", "max_missing", "description"}
 SCHEMA_KEYS = {"name", "id", "time", "regular", "max_length", "columns", "min_patients", "target", "description"}
@@ -90,6 +93,7 @@ class Schema:
     time: str
     columns: tuple[Column, ...]
     regular: bool = False
+    time_unit: str | None = None  # the time column holds dates; gaps are modelled in this unit
     max_length: int = 64
     min_patients: int = 10
     target: str | None = None
@@ -119,7 +123,7 @@ class Schema:
         out: dict[str, Any] = {
             "name": self.name,
             "id": self.id,
-            "time": self.time,
+            "time": self.time if self.time_unit is None else {"column": self.time, "unit": self.time_unit},
             "regular": self.regular,
             "max_length": self.max_length,
             "min_patients": self.min_patients,
@@ -191,6 +195,16 @@ def _parse(raw: Any, source: str) -> Schema:
             f"'name' must be a short identifier (letters, digits, '_', '.', '-', starting with a letter), got {name!r}"
         )
     id_col, time_col = raw.get("id"), raw.get("time")
+    time_unit = None
+    if isinstance(time_col, dict):  # dates: {column: NAME, unit: day}
+        bad = sorted(set(map(str, time_col)) - {"column", "unit"})
+        if bad:
+            problems.append(f"'time' has unknown key(s) {bad} (allowed: ['column', 'unit'])")
+        time_unit = time_col.get("unit", "day")
+        if time_unit not in TIME_UNITS:
+            problems.append(f"'time' unit {time_unit!r} is not one of {list(TIME_UNITS)}")
+            time_unit = "day"
+        time_col = time_col.get("column")
     for key, value in (("id", id_col), ("time", time_col)):
         if not isinstance(value, str) or not value:
             problems.append(
@@ -200,6 +214,8 @@ def _parse(raw: Any, source: str) -> Schema:
         problems.append("'id' and 'time' must be different columns")
     regular = raw.get("regular", False)
     regular = _as_bool(regular, "regular", "schema", problems)
+    if regular and time_unit is not None:
+        problems.append("a time column of dates has irregular gaps: 'regular' must be false")
     max_length = raw.get("max_length", 64)
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
         problems.append(f"'max_length' must be a positive integer, got {max_length!r}")
@@ -231,6 +247,8 @@ def _parse(raw: Any, source: str) -> Schema:
             problems.append(f"{where} has type {ctype!r}; it must be one of {list(TYPES)}")
             continue
         static = _as_bool(spec.get("static", False), "static", where, problems)
+        if ctype == "date" and not static:
+            problems.append(f"{where} is a date and must be static (a visit's own date is the time column)")
         nullable = _as_bool(spec.get("nullable", False), "nullable", where, problems)
         categories = spec.get("categories")
         if ctype == "categorical":
@@ -296,6 +314,7 @@ def _parse(raw: Any, source: str) -> Schema:
         time=time_col,
         columns=tuple(columns),
         regular=regular,
+        time_unit=time_unit,
         max_length=max_length,
         min_patients=min_patients,
         target=target,
@@ -308,10 +327,27 @@ def infer_schema(df: pd.DataFrame, *, id_col: str, time_col: str, name: str = "c
     for col in (id_col, time_col):
         if col not in df.columns:
             raise SchemaError(f"Column '{col}' is not in the extract (its columns: {list(df.columns)[:30]}).")
+    from diffusion.dates import parse  # dates reads the schema types; imported here to avoid a cycle
+
+    def dates(s: pd.Series) -> pd.Series | None:
+        """The column as datetimes when nearly all its values read as dates (and not as numbers)."""
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            return None
+        nonnull = s.dropna()
+        if not len(nonnull) or pd.to_numeric(nonnull, errors="coerce").notna().mean() > 0.5:
+            return None
+        parsed = parse(nonnull)
+        return parsed if parsed.notna().mean() >= 0.95 else None
+
     columns: list[Column] = []
+    left_out: list[str] = []
     groups = df.groupby(id_col, sort=False)
     lengths = groups.size()
     times = pd.to_numeric(df[time_col], errors="coerce")
+    time_dates = dates(df[time_col])
+    time_unit = None
+    if time_dates is not None:
+        time_unit = "day" if bool((time_dates == time_dates.dt.normalize()).all()) else "hour"
     regular = bool(
         times.notna().all()
         and (
@@ -326,7 +362,12 @@ def infer_schema(df: pd.DataFrame, *, id_col: str, time_col: str, name: str = "c
         static = bool((groups[col].nunique(dropna=False) <= 1).all())
         nonnull = s.dropna()
         distinct = nonnull.unique()
-        if pd.api.types.is_bool_dtype(s) or (len(distinct) <= 2 and reads_as_boolean(distinct)):
+        if dates(s) is not None:
+            if static:
+                columns.append(Column(col, "date", static=True, nullable=nullable))
+            else:
+                left_out.append(col)
+        elif pd.api.types.is_bool_dtype(s) or (len(distinct) <= 2 and reads_as_boolean(distinct)):
             columns.append(Column(col, "binary", static=static, nullable=nullable))
         elif pd.api.types.is_numeric_dtype(s) and len(distinct) > max_categories:
             numeric = pd.to_numeric(nonnull)
@@ -344,6 +385,12 @@ def infer_schema(df: pd.DataFrame, *, id_col: str, time_col: str, name: str = "c
         id=id_col,
         time=time_col,
         columns=tuple(columns),
-        regular=regular,
+        regular=regular and time_unit is None,
+        time_unit=time_unit,
         max_length=int(lengths.max()) if len(lengths) else 1,
+        description=(
+            f"Left out: {', '.join(left_out)} (dates that change within a patient; only the time column and static dates are modelled)."
+            if left_out
+            else ""
+        ),
     )

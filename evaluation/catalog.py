@@ -95,6 +95,16 @@ MEASURES: list[Measure] = [
         kind="floor",
     ),
     Measure(
+        "coverage.outside",
+        "fidelity",
+        "lower",
+        "how far the worst static subgroup's share ratio lies outside the coverage band, by its 95% interval",
+        "max_coverage_outside",
+    ),
+    Measure("coverage.share_ratio", "fidelity", "reference", "synthetic share / real share of a static subgroup"),
+    Measure("coverage.min_ratio", "fidelity", "reference", "the smallest subgroup share ratio"),
+    Measure("coverage.max_ratio", "fidelity", "reference", "the largest subgroup share ratio"),
+    Measure(
         "discriminator_auc",
         "detection",
         "lower",

@@ -44,11 +44,13 @@ import pandas as pd
 
 from diffusion.config import ConfigError, EvaluationConfig
 from diffusion.data import split_patients
+from diffusion.dates import numeric_schema, to_numbers
 from diffusion.errors import InputError
 from diffusion.schema import Schema
 from evaluation import detection, privacy, sdm, utility
 from evaluation import figures as F
 from evaluation import gates as G
+from evaluation.coverage import coverage
 from evaluation.data import PID, n_patients, tidy
 from evaluation.fidelity import correlations, marginals, missingness
 from evaluation.gates import GateResult
@@ -108,6 +110,8 @@ def _check_config(cfg: EvaluationConfig) -> None:
         problems.append("evaluation.privacy_subsample and evaluation.sdmetrics_privacy_rows must be at least 2")
     if cfg.trend_window < 2:
         problems.append("evaluation.trend_window must be at least 2")
+    if cfg.coverage_band <= 1 or not 0 < cfg.coverage_min_share < 1:
+        problems.append("evaluation.coverage_band must exceed 1 and evaluation.coverage_min_share lie in (0, 1)")
     if problems:
         raise ConfigError("; ".join(problems) + ".")
 
@@ -187,6 +191,8 @@ def evaluate(
 
     calibration: dict[str, float] = {}
     metrics = validity(s, schema, synthetic)  # every synthetic patient, in the frame's own row order
+    every_real = [r] if h is None else [r, h]
+    metrics.update(coverage(every_real, s, schema, band=cfg.coverage_band, min_share=cfg.coverage_min_share))
     if h is None:
         metrics.update(fidelity(r, s, schema, cfg))
     else:
@@ -262,6 +268,7 @@ def make_figures(
         "temporal": F.temporal(metrics, calibration, schema, fig_dir / "temporal.png"),
         "trend_cycle": F.trend_cycle(ref, s, schema, fig_dir / "trend_cycle.png", cfg.trend_window),
         "sequence_lengths": F.lengths_and_gaps(ref, s, schema, fig_dir / "sequence_lengths.png"),
+        "coverage": F.coverage(metrics, cfg.coverage_band, fig_dir / "coverage.png"),
     }
     if h is not None:
         figs["privacy"] = F.privacy(privacy.distances(r, s, h, schema), fig_dir / "privacy.png")
@@ -282,7 +289,6 @@ def evaluate_files(
 ) -> EvaluationResult:
     """`evaluate` on files: extracts as .csv/.parquet, the schema as YAML; writes the report to `out_dir`."""
     schema = Schema.load(schema_path)
-    holdout = read_frame(holdout_path) if holdout_path else None
-    return evaluate(
-        read_frame(real_path), read_frame(synthetic_path), schema, holdout=holdout, config=config, out_dir=Path(out_dir)
-    )
+    frames = [read_frame(p) if p else None for p in (real_path, synthetic_path, holdout_path)]
+    real, synthetic, holdout = [to_numbers(f, schema) if f is not None else None for f in frames]  # dates as numbers
+    return evaluate(real, synthetic, numeric_schema(schema), holdout=holdout, config=config, out_dir=Path(out_dir))

@@ -215,6 +215,26 @@ def privacy(dist: dict[str, np.ndarray], path: Path) -> Path:
     return _save(fig, path)
 
 
+def coverage(metrics: dict[str, float], band: float, path: Path) -> Path | None:
+    """Each static subgroup's synthetic / real share ratio against the coverage band."""
+    keys = [k for k in metrics if k.startswith("coverage.share_ratio.") and not k.endswith(("_low", "_high"))]
+    if not keys:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 0.8 + 0.22 * len(keys)))
+    names = [k.split("coverage.share_ratio.", 1)[1] for k in keys]
+    ratio = np.array([metrics[k] for k in keys])
+    lo = np.array([metrics.get(f"{k}.ci_low", metrics[k]) for k in keys])
+    hi = np.array([metrics.get(f"{k}.ci_high", metrics[k]) for k in keys])
+    ax.barh(range(len(names)), ratio, color=SYN, xerr=[ratio - lo, hi - ratio], ecolor="#444", capsize=2)
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.axvspan(1 / band, band, color="#2ca02c", alpha=0.12, label=f"band [{1 / band:.2f}, {band:.2f}]")
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel("synthetic share / real share", fontsize=8)
+    ax.set_title("Static subgroups: each should appear at its real share (bars: 95% interval)", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def loss_curve(history: list[dict], path: Path) -> Path | None:
     h = pd.DataFrame(history)
     if "step" not in h or h.empty:

@@ -26,6 +26,9 @@ HEADLINE = [
     "temporal.length_tvd",
     "temporal.gap_ks",
     "missing.rate_abs_diff.max",
+    "coverage.outside",
+    "coverage.min_ratio",
+    "coverage.max_ratio",
     "discriminator_auc",
     "utility.trtr.auc",
     "utility.tstr.auc",
@@ -45,8 +48,9 @@ BETTER = {"lower": "lower", "higher": "higher", "half": "0.5 fair, higher = near
 SECTIONS = [
     (
         "Marginals and correlations",
-        ["marginals", "correlations"],
-        "Static columns are compared one value per patient, temporal ones one value per visit.",
+        ["marginals", "correlations", "coverage"],
+        "Static columns are compared one value per patient, temporal ones one value per visit; each static "
+        "subgroup should appear at its real share.",
     ),
     (
         "Trajectories",
@@ -62,6 +66,7 @@ GROUPS = [
     ("fidelity.", "Fidelity"),
     ("temporal.", "Temporal"),
     ("missing.", "Missing values"),
+    ("coverage.", "Subgroup coverage"),
     ("validity.", "Validity"),
     ("discriminator", "Discrimination"),
     ("utility.", "Utility"),

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from diffusion.dates import as_units
 from diffusion.labels import as_binary, as_labels
 from diffusion.schema import Schema
 from expectations.suite import derived
@@ -56,7 +57,7 @@ def gx_frame(df: pd.DataFrame, schema: Schema, extra_columns: set[str]) -> tuple
     if tc in present:
         traw = df[tc]
         cols[tc] = traw
-        tnum = _numbers(traw)
+        tnum = _numbers(traw) if schema.time_unit is None else as_units(traw, schema.time_unit)
         finite = np.isfinite(tnum.to_numpy())
         cols[derived(tc, "is_number")] = pd.Series(finite | traw.isna().to_numpy(), index=df.index)
         tnum = tnum.where(finite, np.nan)
@@ -100,6 +101,10 @@ def gx_frame(df: pd.DataFrame, schema: Schema, extra_columns: set[str]) -> tuple
             if c.min is not None or c.max is not None:
                 cols[derived(c.name, "number")] = num
             norm = num.to_numpy()
+        elif c.type == "date":
+            days = as_units(raw, "day").to_numpy()
+            cols[derived(c.name, "is_date")] = pd.Series(np.isfinite(days) | missing, index=df.index)
+            norm = days
         elif c.type == "categorical":
             lab = as_labels(raw)
             cols[derived(c.name, "label")] = lab

@@ -64,8 +64,12 @@ def build_suite(schema: Schema) -> dict:
             {"column": derived(tc, "is_number"), "value_set": [True]},
             tc,
             "is_number",
-            "time values must be finite numbers (no text, no infinity)",
-            notes=f"Derived: True where `{tc}` is missing or a finite number.",
+            "time values must be finite numbers (no text, no infinity)"
+            if schema.time_unit is None
+            else "time values must be dates or datetimes (ISO 8601, such as 2024-03-01 or 2024-03-01T08:30)",
+            notes=f"Derived: True where `{tc}` is missing or a finite number."
+            if schema.time_unit is None
+            else f"Derived: True where `{tc}` is missing or reads as an ISO 8601 date.",
         )
     )
     exps.append(
@@ -75,7 +79,7 @@ def build_suite(schema: Schema) -> dict:
             f"{idc}, {tc}",
             "unique_visit",
             f"each ({idc}, {tc}) pair must be unique (duplicated visits)",
-            notes=f"Checked on the patient code and `{tc}` as a number.",
+            notes=f"Checked on the patient code and `{tc}` as a number (dates as {schema.time_unit or 'number'}s since 1970).",
         )
     )
     exps.append(
@@ -178,6 +182,17 @@ def _column_expectations(c: Column, idc: str) -> list[dict]:
                     notes=f"Derived: `{c.name}` as a number (text and infinity left out: checked on their own).",
                 )
             )
+    elif c.type == "date":
+        out.append(
+            _exp(
+                "expect_column_values_to_be_in_set",
+                {"column": derived(c.name, "is_date"), "value_set": [True]},
+                c.name,
+                "is_date",
+                "values must be dates (ISO 8601, such as 1961-07-14)",
+                notes=f"Derived: True where `{c.name}` is missing or reads as an ISO 8601 date.",
+            )
+        )
     elif c.type == "categorical":
         out.append(
             _exp(

@@ -137,6 +137,7 @@ def cmd_sample(args) -> int:
     import tempfile
 
     from diffusion.bundle import HealthGymModel
+    from diffusion.conditional import parse_boost, sample_boosted, sample_where
     from diffusion.errors import InputError
     from tasks.tracking import resolve_model_dir
 
@@ -145,10 +146,18 @@ def cmd_sample(args) -> int:
         raise InputError(f"--out {out} must end in .csv or .parquet.")
     if args.patients < 1:
         raise InputError(f"--patients must be at least 1, got {args.patients}.")
+    if args.where and args.boost:
+        raise InputError("Use --where or --boost, not both: a subgroup is either the whole sample or a boosted part of it.")
+    boosts = dict(parse_boost(b) for b in args.boost or [])
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, _ = resolve_model_dir(args.model, Path(tmp))
         model = HealthGymModel.load(model_dir)
-        df = model.sample(args.patients, seed=args.seed)
+        if args.where:
+            df = sample_where(model, args.patients, args.where, seed=args.seed)
+        elif boosts:
+            df = sample_boosted(model, args.patients, boosts, seed=args.seed)
+        else:
+            df = model.sample(args.patients, seed=args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     if out.suffix.lower() == ".csv":
@@ -264,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patients", type=int, required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
+    s.add_argument("--where", help="only patients meeting this condition on static columns, e.g. \"sex == 'f' and age > 60\"")
+    s.add_argument(
+        "--boost",
+        action="append",
+        metavar="COLUMN=VALUE:FACTOR",
+        help="sample the subgroup COLUMN == VALUE at FACTOR times its odds (repeatable)",
+    )
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("evaluate", help="fidelity and privacy report")

@@ -101,9 +101,10 @@ class _Progress:
 
 @hg_task(name="train-model")
 def train_model(
-    train: pd.DataFrame, schema: Schema, config: Config, run: Run | None, workdir: Path
+    train: pd.DataFrame, schema: Schema, config: Config, run: Run | None, workdir: Path, real_ids: pd.Series | None = None
 ) -> tuple[HealthGymModel, Any]:
-    """Fit encoder + denoiser; training/validation losses stream to MLflow as they come."""
+    """Fit encoder + denoiser; training/validation losses stream to MLflow as they come.
+    Synthetic ids will avoid `real_ids` (the whole extract's)."""
     logger = _logger()
     progress = _Progress(config.train.max_steps)
 
@@ -127,7 +128,7 @@ def train_model(
                 if share is not None:
                     run.metrics({"train.dcr_share": share}, step=payload["step"])
 
-    model, result = fit(train, schema, config, workdir=workdir, callback=callback)
+    model, result = fit(train, schema, config, workdir=workdir, callback=callback, real_ids=real_ids)
     progress.done(result.steps, result.stopped_by)
     if run is not None:
         run.metrics(
@@ -204,6 +205,7 @@ def privacy_manifest(model: HealthGymModel) -> dict[str, Any]:
         "dp_epsilon": t.get("dp_epsilon"),
         "dp_delta": t.get("dp_delta"),
         "value_protection": {"k": p.get("k"), "rare_labels": p.get("rare_mode")} if p else None,
+        "synthetic_ids": model.id_scheme,
     }
 
 
@@ -224,11 +226,11 @@ def evaluate(
     from evaluation import evaluate as run_evaluation
 
     schema, config = model.schema, model.config
-    real = model.protect(real, seed=config.pipeline.seed)
-    holdout = model.protect(holdout, seed=config.pipeline.seed + 1) if holdout is not None else None
+    real = model.protect(model.numbers(real), seed=config.pipeline.seed)
+    holdout = model.protect(model.numbers(holdout), seed=config.pipeline.seed + 1) if holdout is not None else None
     result = run_evaluation(
         real,
-        synthetic,
+        model.numbers(synthetic),
         schema,
         holdout=holdout,
         config=config.evaluation,

@@ -290,6 +290,7 @@ def test_report_metrics_and_figures(tmp_path, halves, pbc_schema, pbc):
         "temporal",
         "trend_cycle",
         "sequence_lengths",
+        "coverage",
         "privacy",
         "loss_curve",
     }
