@@ -157,7 +157,10 @@ def cmd_sample(args) -> int:
         elif boosts:
             df = sample_boosted(model, args.patients, boosts, seed=args.seed)
         else:
-            df = model.sample(args.patients, seed=args.seed)
+            from tqdm.auto import tqdm
+
+            with tqdm(total=args.patients, desc="sample", unit="patient", file=sys.stderr) as bar:
+                df = model.sample(args.patients, seed=args.seed, progress=lambda done, n: bar.update(done - bar.n))
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     if out.suffix.lower() == ".csv":
@@ -188,7 +191,7 @@ def cmd_evaluate(args) -> int:
 def cmd_release(args) -> int:
     from flows.pipeline import release_flow
 
-    out = release_flow(model=args.model, schema_name=args.name, patients=args.patients, seed=args.seed)
+    out = release_flow(model=args.model, schema_name=args.name, patients=args.patients, seed=args.seed, where=args.where)
     print(f"Release folder: {out['release']}")
     print(f"MLflow run: {out['run_id']} (model {out['model_uri']})")
     if out.get("privacy_note"):
@@ -296,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--name", default="pbc", help="registered model name when --model is not given (default: pbc)")
     r.add_argument("--patients", type=int, default=None)
     r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--where", default=None, help="a subgroup release: only patients meeting this condition on static columns")
     r.set_defaults(func=cmd_release)
 
     sv = sub.add_parser("serve", help="run the nightly release schedule and retraining on new extracts")

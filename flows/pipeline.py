@@ -130,9 +130,15 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
 
 @flow(name="healthgym-release", log_prints=True)
 def release_flow(
-    model: str | None = None, schema_name: str | None = None, patients: int | None = None, seed: int | None = None
+    model: str | None = None,
+    schema_name: str | None = None,
+    patients: int | None = None,
+    seed: int | None = None,
+    where: str | None = None,
 ) -> dict[str, Any]:
-    """Sample from a model (the champion by default), evaluate against the real holdout, gate, publish."""
+    """Sample from a model (the champion by default), evaluate against the real holdout, gate,
+    publish. With `where`, a subgroup release: patients meeting the condition, judged against
+    the real patients meeting it."""
     from mlflow import MlflowClient
 
     if model is None:
@@ -179,8 +185,10 @@ def release_flow(
                 )
             run.tags({"extract.fingerprint": fp})
             train, holdout = stages.split(df, sch, cfg)
-            n = patients or cfg.sampling.patients or int(df[sch.id].nunique())
-            synthetic = stages.sample(hg, n, seed)
+            if where:
+                train, holdout = stages.subgroup(train, hg, where), stages.subgroup(holdout, hg, where)
+            n = patients or cfg.sampling.patients or int(train[sch.id].nunique() + holdout[sch.id].nunique())
+            synthetic = stages.sample(hg, n, seed, where)
             report_dir = work / "report"
             history = (hg.meta.get("training") or {}).get("history")
             evaluation = stages.evaluate(train, synthetic, hg, holdout, history, report_dir, run)
@@ -197,6 +205,7 @@ def release_flow(
                 "extract_fingerprint": fp,
                 "gates_passed": True,
                 "flow_run_id": _flow_run_id(),
+                "condition": where,
                 **stages.privacy_manifest(hg),
             }
             path = stages.publish(synthetic, sch, manifest, report_dir)

@@ -170,16 +170,37 @@ def save_model(model: HealthGymModel, folder: Path) -> Path:
 
 
 @hg_task(name="sample-patients")
-def sample(model: HealthGymModel, patients: int, seed: int) -> pd.DataFrame:
+def sample(model: HealthGymModel, patients: int, seed: int, where: str | None = None) -> pd.DataFrame:
+    """`patients` synthetic patients; with `where`, only patients meeting it (`diffusion.conditional`)."""
     logger = _logger()
     logger.info(
-        "Sampling %d synthetic patients (%s, %d steps, seed %d).",
+        "Sampling %d synthetic patients (%s, %d steps, seed %d)%s.",
         patients,
         model.config.sampling.method,
         model.config.sampling.steps,
         seed,
+        f" meeting {where!r}" if where else "",
     )
+    if where:
+        from diffusion.conditional import sample_where
+
+        out = sample_where(model, patients, where, seed=seed)
+        logger.info("sampled %d/%d patients", patients, patients)
+        return out
     return model.sample(patients, seed=seed, progress=lambda done, n: logger.info("sampled %d/%d patients", done, n))
+
+
+@hg_task(name="select-subgroup")
+def subgroup(df: pd.DataFrame, model: HealthGymModel, where: str) -> pd.DataFrame:
+    """The real patients meeting `where`: the yardstick of a conditional release."""
+    from diffusion.conditional import parse
+
+    cond = parse(where, model)
+    first = df.drop_duplicates(model.schema.id, keep="first")
+    keep = set(first[model.schema.id][cond.matches(first.reset_index(drop=True))])
+    out = df[df[model.schema.id].isin(keep)]
+    _logger().info("Real patients meeting the condition: %d of %d.", len(keep), len(first))
+    return out
 
 
 def provenance(model: HealthGymModel) -> dict[str, str]:

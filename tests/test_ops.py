@@ -134,6 +134,10 @@ for label, steps in (("first", 150), ("worse", 1), ("better", 300)):
     print(f"@@ {label} {rc} {MlflowClient().get_model_version_by_alias('toy', 'champion').version}", flush=True)
 rc = main(["release", "--name", "toy", "--patients", "60", "--seed", "3"])
 print(f"@@ release {rc}", flush=True)
+import os
+os.environ["HEALTHGYM_RELEASES"] = "subgroup-releases"
+rc = main(["release", "--name", "toy", "--patients", "30", "--seed", "4", "--where", "age > 50"])
+print(f"@@ subgroup {rc}", flush=True)
 """
 
 
@@ -162,13 +166,15 @@ def ops(tmp_path_factory):
         rc, champion = line.split()
         assert rc == "0", res.stderr[-3000:]
         out[label] = {"stdout": text, "champion_after": champion, "run_id": text.split("MLflow run: ")[1].split()[0]}
-    text, _, rc = chunk.partition("@@ release ")
-    assert rc.strip() == "0", res.stderr[-3000:]
-    out["release"] = {
-        "stdout": text,
-        "path": text.split("Release folder: ")[1].splitlines()[0].strip(),
-        "run_id": text.split("MLflow run: ")[1].split()[0],
-    }
+    for label in ("release", "subgroup"):
+        text, _, chunk = chunk.partition(f"@@ {label} ")
+        rc, _, chunk = chunk.partition("\n")
+        assert rc.strip() == "0", res.stderr[-3000:]
+        out[label] = {
+            "stdout": text,
+            "path": text.split("Release folder: ")[1].splitlines()[0].strip(),
+            "run_id": text.split("MLflow run: ")[1].split()[0],
+        }
     return out
 
 
@@ -252,6 +258,20 @@ def test_the_release_verifies_and_links_model_runs_extract_and_flow_runs(ops, tm
         assert kind == "table" and "discriminator_auc" in data and "privacy.dcr_share" in data
     kind, data = artifacts(cwd, train["prefect.flow_run_id"])["training-progress"]
     assert kind == "progress" and float(data) == 100.0
+
+
+@pytest.mark.slow
+def test_a_subgroup_release_holds_only_that_subgroup_and_is_judged_against_it(ops):
+    rel = Path(ops["subgroup"]["path"])
+    rel = rel if rel.is_absolute() else ops["cwd"] / rel
+    manifest = json.loads((rel / "manifest.json").read_text())
+    assert manifest["condition"] == "age > 50" and manifest["patients"] == 30
+    syn = pd.read_csv(rel / "synthetic.csv")
+    assert syn["pid"].nunique() == 30 and (syn["age"] > 50).all()
+    counts = json.loads((rel / "metrics.json").read_text())["counts"]
+    real = pd.read_csv(ops["data"]).drop_duplicates("pid")
+    # the yardstick is the real subgroup: fewer holdout patients than the whole holdout (half of 240)
+    assert 0 < counts["holdout_patients"] < 120 and counts["real_patients"] + counts["holdout_patients"] == (real["age"] > 50).sum()
 
 
 # ---- an extract arrives ----------------------------------------------------------------------
