@@ -79,9 +79,7 @@ def main() -> None:
             holdout=model.protect(model.numbers(held), seed=1),
             config=cfg.evaluation,
         )
-        cells = "".join(
-            f"{r.metrics.get(k, float('nan')):>8.3f}/{r.calibration.get(k, float('nan')):<7.3f}" for k, _ in MEASURES
-        )
+        cells = "".join(f"{r.metrics.get(k, float('nan')):>8.3f}/{r.calibration.get(k, float('nan')):<7.3f}" for k, _ in MEASURES)
         sizes = f"{real[schema.id].nunique()}/{held[schema.id].nunique()}"
         print(f"{where:<28}{sizes:>20}{share:>8.3f}{seconds:>9.1f}{cells}", flush=True)
     print("(each measure: synthetic subgroup vs real holdout subgroup / real-vs-real floor)")

@@ -104,7 +104,9 @@ def run_case(patients: int, visits: int, columns: int, sample: int, overrides: l
     rows: list[dict] = []
 
     def mark(step: str, started: float, note: str = "") -> None:
-        rows.append({"step": step, "seconds": round(time.perf_counter() - started, 1), "peak_gb": round(peak_gb(), 2), "note": note})
+        rows.append(
+            {"step": step, "seconds": round(time.perf_counter() - started, 1), "peak_gb": round(peak_gb(), 2), "note": note}
+        )
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
@@ -146,8 +148,12 @@ def run_case(patients: int, visits: int, columns: int, sample: int, overrides: l
         stand_in, real = split_patients(train, schema.id, 0.5, 1)  # real patients standing in for synthetic ones
         t = time.perf_counter()
         res = evaluate(real, stand_in, schema, holdout=holdout, config=cfg.evaluation)
-        mark("evaluation", t, f"{real[schema.id].nunique()} real / {stand_in[schema.id].nunique()} stand-in / "
-             f"{holdout[schema.id].nunique()} holdout patients, {len(res.metrics)} metrics")
+        mark(
+            "evaluation",
+            t,
+            f"{real[schema.id].nunique()} real / {stand_in[schema.id].nunique()} stand-in / "
+            f"{holdout[schema.id].nunique()} holdout patients, {len(res.metrics)} metrics",
+        )
     return rows
 
 

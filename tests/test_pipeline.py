@@ -45,6 +45,8 @@ FAST = [
     "evaluation.gates.max_lag1_abs_diff=2.0",
     "--set",
     "evaluation.gates.max_missing_rate_diff=1.0",
+    "--set",
+    "evaluation.gates.max_coverage_outside=1000",
 ]
 
 
