@@ -193,6 +193,10 @@ class EvaluationConfig:
     seed: int = 0
     discriminator_folds: int = 5
     privacy_subsample: int = 2000  # most patients per set in the distance privacy measures (ratio kept)
+    # most patients per set (training, synthetic, holdout) the fidelity, detection and utility
+    # measures read, drawn at random (seeded): beyond it their precision exceeds what the gates
+    # need and the time would grow with the cohort; validity and coverage read every patient
+    max_patients: int = 10000
     sdmetrics_privacy_rows: int = 500  # num_rows_subsample for sdmetrics' DCR metrics
     trend_window: int = 3  # visits in the moving average that splits trend from cycle
     # static subgroups (a label of a static column) held by at least this share of real patients

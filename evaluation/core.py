@@ -106,6 +106,8 @@ def _check_config(cfg: EvaluationConfig) -> None:
     problems = []
     if cfg.discriminator_folds < 2:
         problems.append("evaluation.discriminator_folds must be at least 2")
+    if cfg.max_patients < 40:
+        problems.append("evaluation.max_patients must be at least 40")
     if cfg.privacy_subsample < 2 or cfg.sdmetrics_privacy_rows < 2:
         problems.append("evaluation.privacy_subsample and evaluation.sdmetrics_privacy_rows must be at least 2")
     if cfg.trend_window < 2:
@@ -193,6 +195,17 @@ def evaluate(
     metrics = validity(s, schema, synthetic)  # every synthetic patient, in the frame's own row order
     every_real = [r] if h is None else [r, h]
     metrics.update(coverage(every_real, s, schema, band=cfg.coverage_band, min_share=cfg.coverage_min_share))
+    counts = {
+        "real_patients": n_patients(r),
+        "real_visits": len(r),
+        "synthetic_patients": n_patients(s),
+        "synthetic_visits": len(s),
+        "holdout_patients": n_patients(h) if h is not None else 0,
+        "holdout_visits": len(h) if h is not None else 0,
+    }
+    # the distribution measures read at most max_patients patients of each set (seeded draws)
+    r, s = sample_patients(r, cfg.max_patients, cfg.seed), sample_patients(s, cfg.max_patients, cfg.seed + 1)
+    h = sample_patients(h, cfg.max_patients, cfg.seed + 2) if h is not None else None
     if h is None:
         metrics.update(fidelity(r, s, schema, cfg))
     else:
@@ -222,14 +235,6 @@ def evaluate(
     if out_dir is not None:
         from evaluation.report import write_report
 
-        counts = {
-            "real_patients": n_patients(r),
-            "real_visits": len(r),
-            "synthetic_patients": n_patients(s),
-            "synthetic_visits": len(s),
-            "holdout_patients": n_patients(h) if h is not None else 0,
-            "holdout_visits": len(h) if h is not None else 0,
-        }
         result.metrics_path = out_dir / "metrics.json"
         result.metrics_path.write_text(
             json.dumps(

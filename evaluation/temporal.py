@@ -97,8 +97,27 @@ def trend_cycle_frames(df: pd.DataFrame, schema: Schema, window: int = 3) -> tup
     """Per patient: trend = centred moving average over `window` visits, cycle = value - trend."""
     cols = [c.name for c in numeric_temporal(schema)]
     values = df[cols].astype(float)
-    trend = values.groupby(df[PID], sort=False).transform(lambda s: s.rolling(window, center=True, min_periods=1).mean())
+    trend = pd.DataFrame(centred_mean(values.to_numpy(), df[PID].to_numpy(), window), index=values.index, columns=cols)
     return trend, values - trend
+
+
+def centred_mean(x: np.ndarray, pid: np.ndarray, window: int) -> np.ndarray:
+    """Per row of [rows, k], the mean of the recorded values among the `window` visits centred on
+    it within its patient (pandas' rolling(window, center=True, min_periods=1)); each patient's
+    rows contiguous and in visit order, as in a tidy frame. Vectorised: one shift per offset."""
+    total, count = np.zeros_like(x, dtype=float), np.zeros_like(x, dtype=float)
+    n = len(x)
+    for d in range(-(window // 2), (window - 1) // 2 + 1):
+        src = np.arange(n) + d
+        ok = (src >= 0) & (src < n)
+        same = np.zeros(n, dtype=bool)
+        same[ok] = pid[src[ok]] == pid[ok]
+        v = np.where(same[:, None], x[np.clip(src, 0, n - 1)], np.nan)
+        seen = np.isfinite(v)
+        total += np.where(seen, v, 0.0)
+        count += seen
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def within_patient_corr(values: pd.DataFrame, pid: pd.Series, *, min_visits: int = 4) -> pd.DataFrame:

@@ -418,3 +418,29 @@ def test_rank_lag1_is_not_dominated_by_a_few_extreme_visits():
     spiked.loc[(spiked["_pos"] == 5) & (spiked["_pid"] < 4), "v"] = 60.0
     assert temporal.lag1(spiked, "v") < clean[0] - 0.3
     assert abs(temporal.lag1(spiked, "v", rank=True) - clean[1]) < 0.05
+
+
+@pytest.mark.parametrize("window", [2, 3, 4, 5])
+def test_centred_mean_is_pandas_rolling_within_each_patient(window):
+    from evaluation.temporal import centred_mean
+
+    rng = np.random.default_rng(window)
+    pid = np.repeat(np.arange(60), rng.integers(1, 9, 60))
+    x = rng.normal(size=(len(pid), 3))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    expected = pd.DataFrame(x).groupby(pid).transform(lambda s: s.rolling(window, center=True, min_periods=1).mean())
+    np.testing.assert_allclose(centred_mean(x, pid, window), expected.to_numpy(), equal_nan=True)
+
+
+def test_distribution_measures_read_at_most_max_patients_and_the_counts_say_all(halves, pbc_schema, tmp_path):
+    import json
+
+    train, holdout, _ = halves
+    syn = shuffle_generator(train, pbc_schema)
+    capped = EvaluationConfig(discriminator_folds=3, max_patients=60)
+    res = evaluate(train, syn, pbc_schema, holdout=holdout, config=capped, out_dir=tmp_path)
+    full = evaluate(train, syn, pbc_schema, holdout=holdout, config=FAST)
+    counts = json.loads(res.metrics_path.read_text())["counts"]
+    assert counts["real_patients"] == train["id"].nunique() > 60  # the report counts every patient
+    assert res.metrics["discriminator_auc"] != full.metrics["discriminator_auc"]  # ... the measures read 60
+    assert res.metrics["validity.time_order"] == full.metrics["validity.time_order"]  # validity reads all
