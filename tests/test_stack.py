@@ -1,0 +1,122 @@
+"""The production profile (scripts/stack.sh): Prefect and MLflow servers on PostgreSQL and a worker.
+
+One stack on ports and databases of its own: `up`, then `healthgym train` and `healthgym release`
+with nothing changed but the standard variables; the MLflow REST API lists the run, the model
+and its champion alias, the Prefect API the flow runs, PostgreSQL both databases; `up` again is
+a no-op; `down` leaves no process of the stack running. Needs a PostgreSQL server at
+PGHOST:PGPORT (127.0.0.1:5432 by default), as every machine of this project has.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import DEMO_DATA, DEMO_SCHEMA, ROOT
+from test_pipeline import FAST
+
+pytestmark = [pytest.mark.slow, pytest.mark.stack]
+STACK = ROOT / "scripts" / "stack.sh"
+
+
+def _psql(sql: str) -> str:
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-tAc", sql], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _healthgym(cwd: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    """The command with the stack's variables and nothing else of the test's environment's Prefect/MLflow settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=cwd,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _get(url: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    if shutil.which("pg_isready") is None or subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"]).returncode != 0:
+        pytest.skip("no PostgreSQL server answers at 127.0.0.1:5432")
+    work = tmp_path_factory.mktemp("stack")
+    prefix = f"hgtest_{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "HEALTHGYM_"))}
+    env |= {"HEALTHGYM_STACK_DIR": str(work / "stack"), "HEALTHGYM_DB_PREFIX": prefix, "PREFECT_PORT": "4281"}
+    env |= {"MLFLOW_PORT": "5081", "HEALTHGYM_POOL": f"{prefix}-pool"}
+    up = subprocess.run(["bash", str(STACK), "up"], env=env, capture_output=True, text=True, timeout=300)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        exports = dict(
+            line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines() if line.startswith("export ")
+        )
+        yield {"work": work, "env": env, "exports": exports, "up": up.stdout, "prefix": prefix}
+    finally:
+        down = subprocess.run(["bash", str(STACK), "down"], env=env, capture_output=True, text=True, timeout=120)
+        print(down.stdout, down.stderr)
+        for db in (f"{prefix}_prefect", f"{prefix}_mlflow"):
+            subprocess.run(
+                [
+                    "psql",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-qc",
+                    f"drop database if exists {db} with (force)",
+                ]
+            )
+
+
+def test_the_stack_trains_releases_and_stops(stack):
+    exports, env = stack["exports"], stack["env"]
+    assert exports == {"PREFECT_API_URL": "http://127.0.0.1:4281/api", "MLFLOW_TRACKING_URI": "http://127.0.0.1:5081"}
+    databases = _psql("select datname from pg_database").split()
+    assert f"{stack['prefix']}_prefect" in databases and f"{stack['prefix']}_mlflow" in databases
+
+    again = subprocess.run(["bash", str(STACK), "up"], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("already running") == 3, again.stdout  # idempotent
+
+    cwd = stack["work"] / "run"
+    cwd.mkdir()
+    served = {**env, **exports}  # the only difference from the embedded profile
+    train = _healthgym(cwd, served, "train", str(DEMO_DATA), "--schema", str(DEMO_SCHEMA), *FAST)
+    release = _healthgym(cwd, served, "release", "--name", "pbc", "--patients", "60", "--seed", "1")
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert release.returncode == 0, release.stderr[-3000:]
+    assert not (cwd / "mlflow.db").exists()  # nothing fell back to the embedded store
+    mlflow = exports["MLFLOW_TRACKING_URI"]
+    run_id = train.stdout.split("MLflow run: ")[1].split()[0]
+    run = _get(f"{mlflow}/api/2.0/mlflow/runs/get?run_id={run_id}")["run"]
+    assert run["info"]["status"] == "FINISHED" and run["data"]["tags"]
+    champion = _get(f"{mlflow}/api/2.0/mlflow/registered-models/alias?name=pbc&alias=champion")["model_version"]
+    assert champion["run_id"] == run_id
+    flow_runs = _get(f"{exports['PREFECT_API_URL']}/flow_runs/filter", {})
+    assert sorted(r["state_type"] for r in flow_runs) == ["COMPLETED", "COMPLETED"]
+    folder = Path(release.stdout.split("Release folder: ")[1].split()[0])
+    assert (folder / "manifest.json").exists()
+
+    pattern = f"--port 4281|--port 5081|{stack['prefix']}-pool"
+    ours = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout.split()
+    assert len(ours) >= 3  # the servers and the worker, found by the pattern the last check uses
+    down = subprocess.run(["bash", str(STACK), "down"], env=env, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0 and down.stdout.count("stopped") == 3, down.stdout
+    pids = subprocess.run(["pgrep", "-f", str(stack["work"] / "stack")], capture_output=True, text=True).stdout.split()
+    left = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout.split()
+    assert pids == [] and left == []  # no process of ours is left
