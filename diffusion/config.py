@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from diffusion.errors import InputError
-
-
-class ConfigError(InputError):
-    """A configuration file or override that cannot be used."""
+from diffusion.typed import ConfigError, build
 
 
 @dataclass
@@ -264,7 +259,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "Config":
-        return _build(cls, raw or {}, "")
+        return build(cls, raw or {}, "", _check)
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":
@@ -313,63 +308,6 @@ def _to_plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_to_plain(v) for v in value]
     return value
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, key)
-    if origin is Literal:  # the one check of every string option
-        if value not in args:
-            raise ConfigError(f"Config key '{key}' must be one of {list(args)}, got {value!r}.")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"Config key '{key}' needs a list, got {value!r}.")
-        return tuple(_coerce(args[0], v, key) for v in value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"Config key '{key}' needs true or false, got {value!r}.")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"Config key '{key}' needs an integer, got {value!r}.")
-        return int(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"Config key '{key}' needs a number, got {value!r}.")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"Config key '{key}' needs a string, got {value!r}.")
-        return value
-    return value
-
-
-def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Config section '{prefix.rstrip('.')}' must be a mapping, got {raw!r}.")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(f"Unknown config key(s) {[prefix + u for u in unknown]} (known in this section: {sorted(names)}).")
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in raw:
-            continue
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(tp, raw[f.name], f"{prefix}{f.name}.")
-        else:
-            kwargs[f.name] = _coerce(tp, raw[f.name], prefix + f.name)
-    obj = cls(**kwargs)
-    _check(obj, prefix)
-    return obj
 
 
 def _check(obj: Any, prefix: str) -> None:
