@@ -43,7 +43,7 @@ def main() -> None:
 
     from bench_decoding import _cohort
 
-    from diffusion.conditional import parse, sample_where
+    from diffusion.conditional import sample_where, select
     from diffusion.config import Config
     from diffusion.data import split_patients
     from diffusion.fit import fit
@@ -61,14 +61,8 @@ def main() -> None:
     plain = model.sample(train[schema.id].nunique(), seed=args.seed + 5)
     print(f"{'condition':<28}{'real train/holdout':>20}{'share':>8}{'seconds':>9}" + "".join(f"{h:>16}" for _, h in MEASURES))
     for where in args.where or DEFAULT_WHERE.get(args.cohort, []):
-        cond = parse(where, model)
-
-        def sub(frame):
-            first = frame.drop_duplicates(schema.id).reset_index(drop=True)
-            return frame[frame[schema.id].isin(set(first[schema.id][cond.matches(first)]))]
-
-        real, held = sub(train), sub(holdout)
-        share = cond.matches(plain.drop_duplicates(schema.id).reset_index(drop=True)).mean()
+        real, held = select(train, model, where), select(holdout, model, where)
+        share = select(plain, model, where)[schema.id].nunique() / plain[schema.id].nunique()
         t1 = time.perf_counter()
         syn = sample_where(model, max(real[schema.id].nunique(), 2), where, seed=args.seed)
         seconds = time.perf_counter() - t1

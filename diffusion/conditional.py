@@ -144,6 +144,13 @@ def channels(model: "HealthGymModel", fixed: dict[str, str]) -> dict[int, float]
     return out
 
 
+def select(frame: pd.DataFrame, model: "HealthGymModel", where: str) -> pd.DataFrame:
+    """The rows of the patients of a long frame (extract format) that meet `where`."""
+    cond, idc = parse(where, model), model.schema.id
+    first = _patients(frame, idc)
+    return frame[frame[idc].isin(set(first[idc][cond.matches(first)]))]
+
+
 def _patients(frame: pd.DataFrame, id_column: str) -> pd.DataFrame:
     """One row per patient (its first visit), in order of appearance."""
     return frame.drop_duplicates(id_column, keep="first").reset_index(drop=True)

@@ -193,13 +193,12 @@ def sample(model: HealthGymModel, patients: int, seed: int, where: str | None = 
 @hg_task(name="select-subgroup")
 def subgroup(df: pd.DataFrame, model: HealthGymModel, where: str) -> pd.DataFrame:
     """The real patients meeting `where`: the yardstick of a conditional release."""
-    from diffusion.conditional import parse
+    from diffusion.conditional import select
 
-    cond = parse(where, model)
-    first = df.drop_duplicates(model.schema.id, keep="first")
-    keep = set(first[model.schema.id][cond.matches(first.reset_index(drop=True))])
-    out = df[df[model.schema.id].isin(keep)]
-    _logger().info("Real patients meeting the condition: %d of %d.", len(keep), len(first))
+    out = select(df, model, where)
+    _logger().info(
+        "Real patients meeting the condition: %d of %d.", out[model.schema.id].nunique(), df[model.schema.id].nunique()
+    )
     return out
 
 
