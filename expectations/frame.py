@@ -81,7 +81,6 @@ def gx_frame(df: pd.DataFrame, schema: Schema, extra_columns: set[str]) -> tuple
     if pid is not None:
         counts = np.bincount(pid[pid >= 0]) if (pid >= 0).any() else np.array([], dtype=int)
         facts["patients"] = int(len(counts))
-        facts["longest"] = int(counts.max()) if len(counts) else 0
         facts["too_long"] = int((counts > schema.max_length).sum())
     for c in schema.columns:
         if c.name not in present:

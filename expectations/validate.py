@@ -204,8 +204,8 @@ def validate_extract(
     frame, facts = gx_frame(df, schema, extra_cols)
     if facts.get("too_long"):
         report_warnings.append(
-            f"{facts['too_long']} patient(s) have more than max_length={schema.max_length} visits "
-            f"(longest: {facts['longest']}); their trajectories will be cut to the first {schema.max_length}."
+            f"{facts['too_long']} patient(s) have more than max_length={schema.max_length} visits; "
+            f"their trajectories will be cut to the first {schema.max_length}."
         )
 
     # Expectations on a column that is absent: the column's own expect_column_to_exist reports it.
@@ -252,7 +252,6 @@ def validate_extract(
         "columns": len(df.columns),
         "schema_columns_present": sum(1 for c in known if c in present),
         "ignored_columns": len(ignored),
-        "longest_patient": facts.get("longest"),
         "patients_over_max_length": facts.get("too_long", 0),
         "missing_rates": missing_rates,
     }
