@@ -69,7 +69,7 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
         df, fp = stages.read_extract(data_path)
         run.tags({"extract.fingerprint": fp})
         run.params({"extract.fingerprint": fp})
-        stages.validate_extract(df, sch, run, work / "data_docs", schema)
+        stages.validate_extract(df, sch, run, work / "data_docs", schema, fp, data_path)
         train, holdout = stages.split(df, sch, cfg)
         run.params({"split.train_patients": train[sch.id].nunique(), "split.holdout_patients": holdout[sch.id].nunique()})
         # checkpoints are keyed by extract + config, so a killed run resumes where it stopped

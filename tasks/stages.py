@@ -40,8 +40,17 @@ def read_extract(path: str) -> tuple[pd.DataFrame, str]:
 
 
 @hg_task(name="validate-extract")
-def validate_extract(df: pd.DataFrame, schema: Schema, run: Run | None, docs_dir: Path, schema_path: str | None = None):
-    """Great Expectations on the extract; logs the result; raises on failure (nothing downstream runs)."""
+def validate_extract(
+    df: pd.DataFrame,
+    schema: Schema,
+    run: Run | None,
+    docs_dir: Path,
+    schema_path: str | None = None,
+    fingerprint: str | None = None,
+    source: str | None = None,
+):
+    """Great Expectations on the extract; logs the result and the extract as the run's input
+    dataset (digest, schema, counts; no rows); raises on failure (nothing downstream runs)."""
     from expectations.suite import load_extra_expectations
     from expectations.validate import validate_extract as validate
 
@@ -58,6 +67,15 @@ def validate_extract(df: pd.DataFrame, schema: Schema, run: Run | None, docs_dir
         run.params({"extract.rows": profile.get("rows"), "extract.patients": profile.get("patients")})
         run.metrics({f"extract.missing_rate.{k}": v for k, v in (profile.get("missing_rates") or {}).items()})
         run.tags({"validation.success": report.success})
+        if fingerprint:
+            run.dataset(
+                name=schema.name,
+                digest=fingerprint[:32],  # MLflow's digest field is short; the full SHA-256 is in the profile
+                source=source or "",
+                schema={"id": schema.id, "time": schema.time, "columns": {c.name: c.type for c in schema.columns}},
+                profile={"sha256": fingerprint, "rows": profile.get("rows"), "patients": profile.get("patients")},
+                context="training",
+            )
     if not report.success:
         logger.error("Validation failed: %d expectation(s).", len(report.failures))
         report.raise_for_failures()

@@ -87,6 +87,14 @@ class Run:
         else:
             self.client.log_artifact(self.id, str(path), folder)
 
+    def dataset(self, name: str, digest: str, source: str, schema: dict[str, Any], profile: dict[str, Any], context: str) -> None:
+        """Record an input dataset (the run page's Datasets): name, digest, source, schema and
+        counts only, never a row."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        ds = Dataset(name, digest, "local", source, json.dumps(schema), json.dumps(profile))
+        self.client.log_inputs(self.id, datasets=[DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])])
+
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.id, status=status)
 

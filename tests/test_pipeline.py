@@ -105,6 +105,12 @@ def test_train_registers_a_champion_and_logs_the_run(trained):
     assert run.data.params["diffusion.steps"] == "50"
     assert len(run.data.params["extract.fingerprint"]) == 64
     assert run.data.params["extract.patients"] == "312"
+    (dataset_input,) = run.inputs.dataset_inputs  # the run page's Datasets: digest, schema, counts, no rows
+    ds = dataset_input.dataset
+    assert ds.name == "pbc" and run.data.params["extract.fingerprint"].startswith(ds.digest)
+    assert json.loads(ds.profile) == {"sha256": run.data.params["extract.fingerprint"], "rows": 1945, "patients": 312}
+    assert set(json.loads(ds.schema)["columns"]) == {c for c in pd.read_csv(DEMO_DATA).columns if c not in ("id", "day")}
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
     assert "discriminator_auc" in run.data.metrics and "privacy.dcr_share" in run.data.metrics
     assert len(client.get_metric_history(run.info.run_id, "train.val_loss")) >= 2
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
