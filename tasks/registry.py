@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
 from prefect.artifacts import create_markdown_artifact
 
@@ -15,6 +16,20 @@ from tasks.stages import _logger
 from tasks.tracking import CHAMPION, Run, champion_version, tracking_uri
 
 PIP_REQUIREMENTS = ["torch==2.13.0", "pandas==2.3.3", "numpy==2.4.6", "scipy", "pyyaml", "pyarrow"]
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")  # the pyfunc, logged from code
+
+
+def signature():
+    """A request: how many patients, and optionally a seed and a condition on static columns."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec
+    from mlflow.types import Schema as MlflowSchema
+
+    return ModelSignature(
+        inputs=MlflowSchema(
+            [ColSpec("long", "patients"), ColSpec("long", "seed", required=False), ColSpec("string", "where", required=False)]
+        )
+    )
 
 
 @hg_task(name="register-model", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
@@ -30,16 +45,19 @@ def register(
     """Log the model (pyfunc + folder) to the run, register a version, promote if it earns it.
 
     `links` (extract fingerprint, training run, flow run ids) become tags of the model version."""
-    from tasks.mlflow_model import HealthGymPyfunc
+    import diffusion
 
     tracking_uri()
     logger = _logger()
     with mlflow.start_run(run_id=run.id):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=HealthGymPyfunc(),
+            python_model=str(MODEL_CODE),
             artifacts={"model_dir": str(model_dir)},
+            code_paths=[str(Path(diffusion.__file__).parent)],  # the library travels with the model
             pip_requirements=PIP_REQUIREMENTS,
+            signature=signature(),
+            input_example=pd.DataFrame({"patients": [2], "seed": [0]}),  # a request, never a patient
             registered_model_name=name,
         )
     client = MlflowClient()

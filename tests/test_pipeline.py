@@ -134,6 +134,53 @@ def test_sample_from_the_champion_in_a_new_process(trained):
 
 
 @pytest.mark.slow
+def test_the_registered_model_is_code_with_a_signature_and_serves_requests_over_http(trained):
+    """The pyfunc is logged from code (no pickled object) with a request signature and an input
+    example; `mlflow models serve` answers a request for N patients meeting a condition."""
+    import socket
+    import time
+    import urllib.request
+
+    import yaml
+
+    cwd, _ = trained
+    (mlmodel,) = [p for p in (cwd / "mlruns").rglob("MLmodel")]
+    spec = yaml.safe_load(mlmodel.read_text())
+    flavor = spec["flavors"]["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model" and not list(mlmodel.parent.rglob("python_model.pkl"))
+    assert [c["name"] for c in json.loads(spec["signature"]["inputs"])] == ["patients", "seed", "where"]
+    assert json.loads((mlmodel.parent / "input_example.json").read_text())["columns"] == ["patients", "seed"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_HOME"))}
+    env |= {"MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}", "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/pbc@champion", "--env-manager", "local"]
+    server = subprocess.Popen([*cmd, "--host", "127.0.0.1", "--port", str(port)], cwd=cwd, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "the scoring server did not start"
+                time.sleep(1)
+        body = {"dataframe_split": {"columns": ["patients", "seed", "where"], "data": [[4, 1, "sex == 'm'"]]}}
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            text = resp.read().decode().replace("NaN", "null")
+        out = pd.DataFrame(json.loads(text)["predictions"])
+        assert out["id"].nunique() == 4 and set(out["sex"]) == {"m"}
+        assert not set(out["id"]) & set(pd.read_csv(DEMO_DATA)["id"])  # no real id
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
 def test_release_is_whole_verified_and_holds_no_real_rows(trained):
     cwd, _ = trained
     res = healthgym(cwd, "release", "--name", "pbc", "--patients", "60", "--seed", "3")
