@@ -2,8 +2,9 @@
 
 One stack on ports and databases of its own: `up`, then `healthgym train` and `healthgym release`
 with nothing changed but the standard variables; the MLflow REST API lists the run, the model
-and its champion alias, the Prefect API the flow runs, PostgreSQL both databases; `up` again is
-a no-op; `down` leaves no process of the stack running. Needs a PostgreSQL server at
+and its champion alias, the Prefect API the flow runs, PostgreSQL both databases; `prefect deploy
+--all` from prefect.yaml, and the nightly-release deployment run by the worker writes a verified
+release; `up` again is a no-op; `down` leaves no process of the stack running. Needs a PostgreSQL server at
 PGHOST:PGPORT (127.0.0.1:5432 by default), as every machine of this project has.
 """
 
@@ -42,6 +43,14 @@ def _healthgym(cwd: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _get(url: str, body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -57,7 +66,7 @@ def stack(tmp_path_factory):
     prefix = f"hgtest_{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "HEALTHGYM_"))}
     env |= {"HEALTHGYM_STACK_DIR": str(work / "stack"), "HEALTHGYM_DB_PREFIX": prefix, "PREFECT_PORT": "4281"}
-    env |= {"MLFLOW_PORT": "5081", "HEALTHGYM_POOL": f"{prefix}-pool"}
+    env |= {"MLFLOW_PORT": "5081", "HEALTHGYM_HOME": str(ROOT), "HEALTHGYM_RELEASES": str(work / "releases")}
     up = subprocess.run(["bash", str(STACK), "up"], env=env, capture_output=True, text=True, timeout=300)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -112,11 +121,27 @@ def test_the_stack_trains_releases_and_stops(stack):
     folder = Path(release.stdout.split("Release folder: ")[1].split()[0])
     assert (folder / "manifest.json").exists()
 
-    pattern = f"--port 4281|--port 5081|{stack['prefix']}-pool"
-    ours = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout.split()
-    assert len(ours) >= 3  # the servers and the worker, found by the pattern the last check uses
+    # the deployments of prefect.yaml; the nightly release, run by the stack's worker
+    prefect = [str(Path(sys.executable).parent / "prefect"), "--no-prompt"]
+    deploy = subprocess.run([*prefect, "deploy", "--all"], cwd=ROOT, env=served, capture_output=True, text=True, timeout=300)
+    assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-2000:]
+    names = {d["name"] for d in _get(f"{exports['PREFECT_API_URL']}/deployments/filter", {})}
+    assert {"nightly-release", "retrain-on-new-extract", "inbox-watcher", "manual-train"} <= names
+    nightly = [*prefect, "deployment", "run", "healthgym-release/nightly-release", "--param", "seed=2", "--param", "patients=40"]
+    ran = subprocess.run([*nightly, "--watch", "--watch-timeout", "300"], env=served, capture_output=True, text=True, timeout=400)
+    assert ran.returncode == 0 and "Completed" in ran.stdout, ran.stdout[-2000:] + ran.stderr[-2000:]
+    from diffusion.release import verify_release
+
+    released = sorted((stack["work"] / "releases" / "pbc").iterdir())
+    assert len(released) == 2 and verify_release(released[-1]) == []
+    assert json.loads((released[-1] / "manifest.json").read_text())["seed"] == 2
+    runs = _get(f"{mlflow}/api/2.0/mlflow/runs/search", {"experiment_ids": [run["info"]["experiment_id"]]})["runs"]
+    kinds = sorted(next(t["value"] for t in r["data"]["tags"] if t["key"] == "healthgym.kind") for r in runs)
+    assert kinds == ["release", "release", "train"]
+
+    pids = [int((stack["work"] / "stack" / f"{n}.pid").read_text()) for n in ("prefect-server", "mlflow-server", "worker")]
+    assert all(_alive(p) for p in pids)
     down = subprocess.run(["bash", str(STACK), "down"], env=env, capture_output=True, text=True, timeout=120)
     assert down.returncode == 0 and down.stdout.count("stopped") == 3, down.stdout
-    pids = subprocess.run(["pgrep", "-f", str(stack["work"] / "stack")], capture_output=True, text=True).stdout.split()
-    left = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout.split()
-    assert pids == [] and left == []  # no process of ours is left
+    groups = [subprocess.run(["pgrep", "-g", str(p)], capture_output=True, text=True).stdout.split() for p in pids]
+    assert not any(_alive(p) for p in pids) and groups == [[], [], []]  # no process of ours, nor their children
