@@ -11,6 +11,7 @@ PGHOST:PGPORT (127.0.0.1:5432 by default), as every machine of this project has.
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -43,6 +44,12 @@ def _healthgym(cwd: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -65,15 +72,23 @@ def stack(tmp_path_factory):
     work = tmp_path_factory.mktemp("stack")
     prefix = f"hgtest_{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "HEALTHGYM_"))}
-    env |= {"HEALTHGYM_STACK_DIR": str(work / "stack"), "HEALTHGYM_DB_PREFIX": prefix, "PREFECT_PORT": "4281"}
-    env |= {"MLFLOW_PORT": "5081", "HEALTHGYM_HOME": str(ROOT), "HEALTHGYM_RELEASES": str(work / "releases")}
+    prefect_port, mlflow_port = _free_port(), _free_port()
+    env |= {"HEALTHGYM_STACK_DIR": str(work / "stack"), "HEALTHGYM_DB_PREFIX": prefix, "PREFECT_PORT": str(prefect_port)}
+    env |= {"MLFLOW_PORT": str(mlflow_port), "HEALTHGYM_HOME": str(ROOT), "HEALTHGYM_RELEASES": str(work / "releases")}
     up = subprocess.run(["bash", str(STACK), "up"], env=env, capture_output=True, text=True, timeout=300)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         exports = dict(
             line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines() if line.startswith("export ")
         )
-        yield {"work": work, "env": env, "exports": exports, "up": up.stdout, "prefix": prefix}
+        yield {
+            "work": work,
+            "env": env,
+            "exports": exports,
+            "up": up.stdout,
+            "prefix": prefix,
+            "ports": (prefect_port, mlflow_port),
+        }
     finally:
         down = subprocess.run(["bash", str(STACK), "down"], env=env, capture_output=True, text=True, timeout=120)
         print(down.stdout, down.stderr)
@@ -95,7 +110,8 @@ def stack(tmp_path_factory):
 
 def test_the_stack_trains_releases_and_stops(stack):
     exports, env = stack["exports"], stack["env"]
-    assert exports == {"PREFECT_API_URL": "http://127.0.0.1:4281/api", "MLFLOW_TRACKING_URI": "http://127.0.0.1:5081"}
+    p_port, m_port = stack["ports"]
+    assert exports == {"PREFECT_API_URL": f"http://127.0.0.1:{p_port}/api", "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{m_port}"}
     databases = _psql("select datname from pg_database").split()
     assert f"{stack['prefix']}_prefect" in databases and f"{stack['prefix']}_mlflow" in databases
 
@@ -114,6 +130,8 @@ def test_the_stack_trains_releases_and_stops(stack):
     run_id = train.stdout.split("MLflow run: ")[1].split()[0]
     run = _get(f"{mlflow}/api/2.0/mlflow/runs/get?run_id={run_id}")["run"]
     assert run["info"]["status"] == "FINISHED" and run["data"]["tags"]
+    (dataset,) = [d["dataset"] for d in run["inputs"]["dataset_inputs"]]  # the extract: digest and counts, no rows
+    assert dataset["name"] == "pbc" and json.loads(dataset["profile"])["patients"] == 312
     champion = _get(f"{mlflow}/api/2.0/mlflow/registered-models/alias?name=pbc&alias=champion")["model_version"]
     assert champion["run_id"] == run_id
     flow_runs = _get(f"{exports['PREFECT_API_URL']}/flow_runs/filter", {})
