@@ -114,8 +114,8 @@ def _cell_starts(stamps: pd.Series, grid: str) -> pd.Series:
 
 
 def k_bins(values: np.ndarray, patients: np.ndarray, k: int, unit: str) -> tuple[str, list[float]]:
-    """(grid, bin starts in `unit`s since 1970): the finest calendar grid (no finer than the unit,
-    at least hourly) whose cells hold k patients on average over the span, and bins of
+    """(grid, bin starts in `unit`s since 1970): the finest calendar grid no finer than the unit
+    (hourly at the finest) whose cells hold k patients on average over the span, and bins of
     consecutive cells merged until each holds at least k distinct patients (a short last bin
     joins the one before). Starts are calendar points (midnight, a Monday, the 1st), not dates
     of patients; one value per patient is expected."""
@@ -125,7 +125,7 @@ def k_bins(values: np.ndarray, patients: np.ndarray, k: int, unit: str) -> tuple
         return "day", []
     seconds = {g: cell.total_seconds() for g, cell in GRIDS.items()}
     span = (float(values.max()) - float(values.min())) * UNITS[unit].total_seconds()
-    finest, n = min(UNITS[unit].total_seconds(), seconds["hour"]), len(set(pids))
+    finest, n = UNITS[unit].total_seconds(), len(set(pids))  # sub-hour units get the hour grid at the finest
     grid = next((g for g, cell in seconds.items() if cell >= finest and n * cell >= k * max(span, cell)), "year")
     stamps = EPOCH + pd.to_timedelta(values * UNITS[unit].value, unit="ns")
     cells = ((_cell_starts(pd.Series(stamps), grid) - EPOCH) / UNITS[unit]).to_numpy(dtype=np.float64)

@@ -191,3 +191,10 @@ def test_a_hospital_extract_goes_from_schema_infer_to_a_release(tmp_path):
     assert "SYN-" in (release / "manifest.json").read_text()
     real_births = set(real["birth_date"])
     assert syn.groupby("mrn")["birth_date"].first().map(lambda d: d in real_births).mean() < 0.5
+
+
+def test_the_grid_is_never_finer_than_the_unit():
+    days = 16000 + np.arange(5000) / 5000  # 5,000 first visits within one day: an hourly grid would hold k
+    assert k_bins(days, np.arange(5000), 5, "day")[0] == "day"
+    assert k_bins(days * 24, np.arange(5000), 5, "hour")[0] == "hour"
+    assert k_bins(days * 24 * 60, np.arange(5000), 5, "minute")[0] == "hour"
