@@ -46,11 +46,6 @@ def parse(series: pd.Series) -> pd.Series:
     return out.dt.tz_localize(None)
 
 
-def unparsable(series: pd.Series) -> np.ndarray:
-    """True where a value is present but does not read as a date."""
-    return (series.notna() & parse(series).isna()).to_numpy()
-
-
 def as_units(series: pd.Series, unit: str) -> pd.Series:
     """A date column as float `unit`s since 1970-01-01 (NaN where missing or unparsable)."""
     stamps = parse(series)
