@@ -66,13 +66,8 @@ def main() -> None:
         t1 = time.perf_counter()
         syn = sample_where(model, max(real[schema.id].nunique(), 2), where, seed=args.seed)
         seconds = time.perf_counter() - t1
-        r = evaluate(
-            model.protect(model.numbers(real), seed=0),
-            model.numbers(syn),
-            model.schema,
-            holdout=model.protect(model.numbers(held), seed=1),
-            config=cfg.evaluation,
-        )
+        r_real, r_syn, r_held = model.judged(real, syn, held, seed=0)
+        r = evaluate(r_real, r_syn, model.schema, holdout=r_held, config=cfg.evaluation)
         cells = "".join(f"{r.metrics.get(k, float('nan')):>8.3f}/{r.calibration.get(k, float('nan')):<7.3f}" for k, _ in MEASURES)
         sizes = f"{real[schema.id].nunique()}/{held[schema.id].nunique()}"
         print(f"{where:<28}{sizes:>20}{share:>8.3f}{seconds:>9.1f}{cells}", flush=True)

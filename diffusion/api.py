@@ -69,8 +69,7 @@ class HealthGym:
         from evaluation import evaluate
 
         model = self._fitted()
-        real, synthetic = model.protect(model.numbers(real), seed=0), model.numbers(synthetic)
-        holdout = model.protect(model.numbers(holdout), seed=1) if holdout is not None else None
+        real, synthetic, holdout = model.judged(real, synthetic, holdout, seed=0)
         return evaluate(real, synthetic, model.schema, holdout=holdout, config=self.config.evaluation, out_dir=out_dir)
 
     def save(self, folder: str | Path) -> Path:

@@ -164,6 +164,14 @@ class HealthGymModel:
         raw = self.meta.get("dating")
         return Dating.from_dict(raw).numbers(frame, self.schema) if raw else frame
 
+    def judged(
+        self, real: pd.DataFrame, synthetic: pd.DataFrame, holdout: pd.DataFrame | None, *, seed: int
+    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+        """(real, synthetic, holdout) as the evaluation judges them: as the engine's numbers
+        (`numbers`), the real frames through value protection (`protect`, seeds seed and seed + 1)."""
+        held = self.protect(self.numbers(holdout), seed=seed + 1) if holdout is not None else None
+        return self.protect(self.numbers(real), seed=seed), self.numbers(synthetic), held
+
     @property
     def id_scheme(self) -> str | None:
         """How this model's synthetic ids avoid the real ones, in words (None: not recorded)."""

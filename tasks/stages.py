@@ -264,11 +264,10 @@ def evaluate(
     from evaluation import evaluate as run_evaluation
 
     schema, config = model.schema, model.config
-    real = model.protect(model.numbers(real), seed=config.pipeline.seed)
-    holdout = model.protect(model.numbers(holdout), seed=config.pipeline.seed + 1) if holdout is not None else None
+    real, synthetic, holdout = model.judged(real, synthetic, holdout, seed=config.pipeline.seed)
     result = run_evaluation(
         real,
-        model.numbers(synthetic),
+        synthetic,
         schema,
         holdout=holdout,
         config=config.evaluation,
