@@ -136,6 +136,11 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU and under DP
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
+    # data-parallel training (PyTorch DDP, diffusion.distributed): this many processes on this
+    # node, launched by torchrun; batch_size stays the global batch, split between them, so the
+    # plan (steps, learning rate) is the single-process one. 1: in this process.
+    processes: int = 1
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: NCCL on CUDA, gloo on CPU
     log_every: int = 100
 
 
@@ -338,6 +343,12 @@ def _check(obj: Any, prefix: str) -> None:
             )
         if obj.dp and (obj.dp_epsilon <= 0 or obj.dp_delta < 0 or obj.dp_delta >= 1 or obj.dp_max_grad_norm <= 0):
             problems.append("train.dp_epsilon and train.dp_max_grad_norm must be positive, train.dp_delta in [0, 1)")
+        if obj.processes < 1:
+            problems.append("train.processes must be at least 1")
+        if obj.dp and obj.processes > 1:
+            problems.append(
+                "train.dp runs in one process: set train.processes=1 (Opacus's accountant sees one process's batches)"
+            )
         if not 0.5 <= obj.max_train_dcr_share <= 1:
             problems.append("train.max_train_dcr_share must be in [0.5, 1]")
     if isinstance(obj, PipelineConfig) and not 0 <= obj.holdout_fraction < 0.9:

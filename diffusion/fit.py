@@ -19,7 +19,7 @@ from diffusion.memorisation import MemorisationProbe
 from diffusion.protection import Protection
 from diffusion.schedule import GaussianDiffusion
 from diffusion.schema import Schema
-from diffusion.training import TrainResult, train
+from diffusion.training import TrainResult, train, world
 from diffusion.unet import build_unet
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def fit(
         **({"dating": dating.to_dict()} if dating is not None else {}),
     }
     model = HealthGymModel(config=config, schema=schema, encoder=encoder, net=net, meta=meta)
-    if enc.calibrate:
+    if enc.calibrate and world()[0] == 0:  # under DDP the other ranks' models are not kept
         n = min(enc.calibration_patients, 8 * len(data))
         log.info("Calibrating decoding on %d generated patients.", n)
         report = model.calibrate(

@@ -1,5 +1,6 @@
 """The training loop: AdamW, warm-up, gradient clipping, EMA, bf16 autocast on CUDA, early
-stopping, resumable checkpoints, a progress bar.
+stopping, resumable checkpoints, a progress bar; data-parallel (DDP) when the process is one of
+a torch.distributed group (`diffusion.distributed` starts one under torchrun).
 
 Training plans its steps (max_steps, at most max_epochs passes over the training patients)
 and the learning rate follows that plan, never the clock, so a seeded run reproduces. At each
@@ -11,6 +12,10 @@ training stops after `patience` checks without a better one. `max_minutes` is a 
 
 No logger is imported here: pass `callback(event, payload)` to receive "step", "eval" and
 "checkpoint" events (the Prefect task turns them into MLflow metrics).
+
+Under DDP every process draws its share of the global batch from its own generator and the
+gradients are averaged; the first process (rank 0) alone checks, keeps the best checkpoint,
+writes checkpoints and calls back, and its decision to stop reaches the others each step.
 """
 
 from __future__ import annotations
@@ -38,6 +43,22 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process's torch.distributed group; (0, 1) outside one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _agree(code: int, device: torch.device) -> int:
+    """Rank 0's `code` on every rank (a stop decision must be the same everywhere, or the group hangs)."""
+    if world()[1] == 1:
+        return code
+    flag = torch.tensor([code], device=device)
+    torch.distributed.broadcast(flag, 0)
+    return int(flag.item())
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -59,6 +80,8 @@ class TrainResult:
     stopped_by: str = ""
     device: str = "cpu"
     resumed_from: int = 0
+    processes: int = 1  # data-parallel processes (DDP)
+    replicas_agree: bool | None = None  # under DDP: every process ended with the same weights
     dp_epsilon: float | None = None  # the privacy budget spent (DP-SGD runs)
     dp_delta: float | None = None
     dp_noise_multiplier: float | None = None
@@ -156,9 +179,16 @@ def train(
     `probe(model, train, validation)` builds the memorisation signal (a function of the EMA
     network, see `diffusion.memorisation`), used when there are validation patients.
     With `workdir`, a checkpoint is written every `cfg.checkpoint_every` steps and at the end,
-    and a later call with the same workdir continues from it (`resume=True`).
+    and a later call with the same workdir continues from it (`resume=True`). In a
+    torch.distributed group every rank calls this with the same arguments; rank 0's return
+    value is the result (the others return their copy of the EMA weights and a partial result).
     """
     device = pick_device(cfg.device)
+    rank, size = world()
+    main = rank == 0
+    if size > 1 and cfg.dp:
+        raise ValueError("DP-SGD training runs in one process (train.processes=1).")
+    callback = callback if main else None
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(seed)
@@ -166,14 +196,15 @@ def train(
     train_idx, val_idx = split_validation(len(data), cfg.validation_fraction, seed, cfg.min_validation_patients)
     train_data, val_data = data.subset(train_idx), data.subset(val_idx)
     # under DP nothing chooses between checkpoints by patients' data, so nothing is probed
-    use_probe = probe is not None and len(val_data) and cfg.memorisation_patients and not cfg.dp
+    use_probe = main and probe is not None and len(val_data) and cfg.memorisation_patients and not cfg.dp
     signal = probe(model, train_data, val_data) if use_probe else None
     plan = planned_steps(cfg, len(train_data))
     x_all = torch.from_numpy(train_data.x).to(device)
     m_all = torch.from_numpy(train_data.mask).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + 7919 * rank)  # each rank draws its own share of the batch
+    batch = math.ceil(min(cfg.batch_size, x_all.shape[0]) / size)
     dp = None
     if cfg.dp:
         from diffusion.dp import DPTrainer, poisson_indices  # Opacus is imported only for DP runs
@@ -189,7 +220,7 @@ def train(
             max_grad_norm=cfg.dp_max_grad_norm,
             seed=seed if cfg.dp_seeded_noise else None,
         )
-    result = TrainResult(device=str(device), planned_steps=plan)
+    result = TrainResult(device=str(device), planned_steps=plan, processes=size)
     best_state: dict[str, torch.Tensor] | None = None
     kept: dict[str, Any] | None = None  # the history entry of the kept checkpoint
     since_best = 0
@@ -203,7 +234,11 @@ def train(
             model.load_state_dict(state["model"])
             ema.model.load_state_dict(state["ema"])
             opt.load_state_dict(state["optimizer"])
-            gen.set_state(state["generator"])
+            generators = state.get("generators") or [state["generator"]]
+            if len(generators) == size:
+                gen.set_state(generators[rank])
+            else:  # another world size wrote it: a fresh stream per rank, still seeded
+                gen.manual_seed(seed + 7919 * rank + int(state["step"]))
             step = int(state["step"])
             result.history = list(state["history"])
             result.best_val_loss = float(state["best_val_loss"])
@@ -215,6 +250,11 @@ def train(
                 dp.load_state_dict(state["dp"])
             result.resumed_from = step
             log.info("Resumed training from step %d (%s).", step, ckpt_path)
+    net = model
+    if size > 1:  # after the checkpoint is loaded: DDP starts every rank from rank 0's weights
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
 
     use_amp = cfg.amp and device.type == "cuda" and dp is None
     budget = cfg.max_minutes * 60.0
@@ -224,7 +264,7 @@ def train(
         initial=step,
         desc="train",
         unit="step",
-        disable=not progress,
+        disable=not progress or not main,
         mininterval=1.0 if sys.stderr.isatty() else 15.0,
         dynamic_ncols=True,
     )
@@ -232,6 +272,12 @@ def train(
 
     def checkpoint() -> None:
         if ckpt_path is None:
+            return
+        generators = [gen.get_state()]
+        if size > 1:  # every rank's stream, so a resumed run draws what it would have drawn
+            generators = [None] * size
+            torch.distributed.all_gather_object(generators, gen.get_state())
+        if not main:
             return
         _save_checkpoint(
             ckpt_path,
@@ -246,6 +292,7 @@ def train(
                 "best_step": result.best_step,
                 "best": best_state or {},
                 "since_best": since_best,
+                **({"generators": generators} if size > 1 else {}),
                 **({"dp": dp.state_dict()} if dp is not None else {}),
             },
         )
@@ -278,16 +325,19 @@ def train(
     model.train()
     stopped_by = "max_steps" if plan == cfg.max_steps else "max_epochs"
     while step < plan:
+        stop = 0
         if cfg.patience and since_best >= cfg.patience and dp is None:
-            stopped_by = "patience"
-            break
-        if time.monotonic() - start > budget:
-            stopped_by = "time"
+            stop = 1
+        elif time.monotonic() - start > budget:
+            stop = 2
+        stop = _agree(stop, device)
+        if stop:
+            stopped_by = "patience" if stop == 1 else "time"
             break
         if dp is not None:  # Poisson batches, as the accountant assumes
             idx = poisson_indices(x_all.shape[0], dp.sample_rate, gen).to(device)
         else:
-            idx = torch.randint(0, x_all.shape[0], (min(cfg.batch_size, x_all.shape[0]),), generator=gen).to(device)
+            idx = torch.randint(0, x_all.shape[0], (batch,), generator=gen).to(device)
         t = torch.randint(0, diffusion.steps, (idx.shape[0],), generator=gen).to(device)
         noise = torch.randn((idx.shape[0], *x_all.shape[1:]), generator=gen).to(device)
         lr = cfg.learning_rate * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
@@ -297,7 +347,7 @@ def train(
             g["lr"] = lr
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             self_cond = torch.rand(idx.shape[0], generator=gen).to(device) < 0.5  # half with a first estimate, half without
-            losses = diffusion.training_losses(dp.model if dp is not None else model, x_all[idx], t, m_all[idx], noise, self_cond)
+            losses = diffusion.training_losses(dp.model if dp is not None else net, x_all[idx], t, m_all[idx], noise, self_cond)
         if dp is not None:  # per-patient clipping and noise replace the global clip
             dp.step(losses)
             loss = losses.detach().mean() if len(losses) else torch.tensor(running or 0.0)
@@ -316,15 +366,20 @@ def train(
             bar.set_postfix(loss=f"{running:.4f}", best_val=f"{result.best_val_loss:.4f}")
             if callback:
                 callback("step", {"step": step, "loss": running, "lr": lr})
-        if step % cfg.eval_every == 0:
+        if step % cfg.eval_every == 0 and main:
             evaluate()
         if step % cfg.checkpoint_every == 0:
             checkpoint()
     bar.close()
-    if stopped_by != "patience" and (not result.history or result.history[-1]["step"] != step):
+    if main and stopped_by != "patience" and (not result.history or result.history[-1]["step"] != step):
         evaluate()
     result.steps = step
     result.seconds = time.monotonic() - start
+    if size > 1:  # averaged gradients keep the replicas equal; a difference means a broken group
+        total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+        sums = [torch.zeros_like(total) for _ in range(size)]
+        torch.distributed.all_gather(sums, total)
+        result.replicas_agree = bool(all(torch.equal(s, sums[0]) for s in sums))
     result.stopped_by = stopped_by
     checkpoint()
     if best_state is None:
@@ -341,6 +396,8 @@ def train(
     if kept is not None and "train_dcr_share" in kept:
         result.best_dcr_share = kept["train_dcr_share"]
         result.admissible = kept["train_dcr_share"] <= cfg.max_train_dcr_share
+    if not main:
+        return best_state, result
     log.info(
         "Training stopped by %s after %d of %d planned steps in %.0f s (%.1f steps/s); kept step %d: validation loss %.4f%s.",
         stopped_by,

@@ -75,7 +75,8 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
         # checkpoints are keyed by extract + config, so a killed run resumes where it stopped
         key = hashlib.sha256((fp + json.dumps(cfg.to_dict(), sort_keys=True)).encode()).hexdigest()[:16]
         ckpt = STATE_DIR / "checkpoints" / f"{sch.name}-{key}"
-        model, result = stages.train_model(train, sch, cfg, run, ckpt, df[sch.id])
+        source = (data_path, str(Path(schema).resolve()), fp)  # what data-parallel processes read themselves
+        model, result = stages.train_model(train, sch, cfg, run, ckpt, df[sch.id], source)
         model_dir = stages.save_model(model, work / "model")
         patients = cfg.sampling.patients or int(df[sch.id].nunique())
         synthetic = stages.sample(model, patients, cfg.pipeline.seed)

@@ -119,10 +119,19 @@ class _Progress:
 
 @hg_task(name="train-model")
 def train_model(
-    train: pd.DataFrame, schema: Schema, config: Config, run: Run | None, workdir: Path, real_ids: pd.Series | None = None
+    train: pd.DataFrame,
+    schema: Schema,
+    config: Config,
+    run: Run | None,
+    workdir: Path,
+    real_ids: pd.Series | None = None,
+    source: tuple[str, str, str] | None = None,
 ) -> tuple[HealthGymModel, Any]:
     """Fit encoder + denoiser; training/validation losses stream to MLflow as they come.
-    Synthetic ids will avoid `real_ids` (the whole extract's)."""
+    Synthetic ids will avoid `real_ids` (the whole extract's). With `train.processes` > 1 the
+    fit runs data-parallel under torchrun (`diffusion.distributed`), whose processes read the
+    extract themselves from `source` = (extract path, schema path, fingerprint); the losses
+    reach MLflow when it ends."""
     logger = _logger()
     progress = _Progress(config.train.max_steps)
 
@@ -146,7 +155,17 @@ def train_model(
                 if share is not None:
                     run.metrics({"train.dcr_share": share}, step=payload["step"])
 
-    model, result = fit(train, schema, config, workdir=workdir, callback=callback, real_ids=real_ids)
+    if config.train.processes > 1:
+        from diffusion.distributed import launch
+
+        if source is None:
+            raise ValueError("train.processes > 1 needs the extract's path, schema path and fingerprint")
+        logger.info("Training data-parallel: %d processes (torchrun, %s).", config.train.processes, config.train.backend)
+        model, result = launch(source[0], source[1], config, checkpoints=workdir, fingerprint=source[2])
+        for entry in result.history:
+            callback("eval", entry)
+    else:
+        model, result = fit(train, schema, config, workdir=workdir, callback=callback, real_ids=real_ids)
     progress.done(result.steps, result.stopped_by)
     if run is not None:
         run.metrics(
@@ -156,6 +175,7 @@ def train_model(
                 "train.best_val_loss": result.best_val_loss,
                 "train.best_step": result.best_step,
                 "train.planned_steps": result.planned_steps,
+                "train.processes": result.processes,
             }
         )
         if result.best_dcr_share is not None:
