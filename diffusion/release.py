@@ -4,7 +4,9 @@ existing release is never overwritten. The destination may be any fsspec URL.
 
 On a local disk the folder is written under `<root>/.incoming/<pid>@<host>@.../` (the same
 filesystem, outside every `<root>/<name>/`) and renamed into place, so a writer killed half-way
-leaves nothing under `<root>/<name>/`; the next write removes what dead writers left there."""
+leaves nothing under `<root>/<name>/`; the next write removes what dead writers left there.
+`before_commit(path)` runs once the folder is complete and before it is moved into place (the
+pipeline records the release in MLflow there), so when it fails no release appears."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import socket
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import fsspec
 import pandas as pd
@@ -43,8 +45,10 @@ def write_release(
     report_dir: Path | None = None,
     root: str | None = None,
     timestamp: datetime | None = None,
+    before_commit: Callable[[str], None] | None = None,
 ) -> str:
-    """Publish `releases/<name>/<UTC timestamp>/` and return its path or URL."""
+    """Publish `releases/<name>/<UTC timestamp>/` and return its path or URL; `before_commit`
+    gets that path while the folder is still staged, and an exception from it publishes nothing."""
     root = root or releases_root()
     stamp = (timestamp or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S%fZ")
     fs, base = fsspec.core.url_to_fs(root)
@@ -57,6 +61,8 @@ def write_release(
         try:
             stage = landing / stamp
             _write_folder(stage, synthetic, manifest, report_dir, stamp)
+            if before_commit is not None:
+                before_commit(target)
             Path(target).parent.mkdir(parents=True, exist_ok=True)
             os.rename(stage, target)  # atomic on one filesystem; fails if target exists (and is not empty)
         finally:
@@ -69,6 +75,8 @@ def write_release(
         with tempfile.TemporaryDirectory(prefix="healthgym-release-") as tmpdir:
             stage = Path(tmpdir) / stamp
             _write_folder(stage, synthetic, manifest, report_dir, stamp)
+            if before_commit is not None:
+                before_commit(fs.unstrip_protocol(target))
             staging = f"{target}.incoming"
             fs.put(str(stage), staging, recursive=True)
             fs.mv(staging, target, recursive=True)

@@ -218,7 +218,8 @@ def cmd_submit(args) -> int:
     Schema.load(args.schema)  # a schema error is the submitter's to see, not the watcher's
     from flows.serve import EVENT, submit
 
-    out = submit(args.data, schema=args.schema, inbox=args.inbox)
+    given = getattr(args, "config", None) or getattr(args, "set", None)
+    out = submit(args.data, schema=args.schema, inbox=args.inbox, config=_config(args).to_dict() if given else None)
     if out["already_seen"]:
         print(f"Extract {out['path']} (sha256 {out['fingerprint']}) was seen before: no retraining.")
     else:
@@ -314,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("data")
     sb.add_argument("--schema", default=str(DEMO_SCHEMA), help="schema of the extract (default: the bundled PBC schema)")
     sb.add_argument("--inbox", default="inbox", help="the inbox folder that `healthgym serve` watches (default: inbox)")
+    config_flags(sb)  # the retraining's config travels in the submission record (default: the watcher's)
     sb.set_defaults(func=cmd_submit)
 
     sc = sub.add_parser("schema", help="schema tools")

@@ -116,9 +116,12 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
                 "flow_run_id": _flow_run_id(),
                 **stages.privacy_manifest(model),
             }
-            out["release"] = stages.publish(synthetic, sch, manifest, report_dir)
-            run.tags({"release.path": out["release"], "release.run_id": run.id})
-            link_release({"model_name": sch.name, "model_version": reg["version"]}, {"release.path": out["release"]})
+
+            def record(path: str) -> None:
+                run.tags({"release.path": path, "release.run_id": run.id})
+                link_release({"model_name": sch.name, "model_version": reg["version"]}, {"release.path": path})
+
+            out["release"] = stages.publish(synthetic, sch, manifest, report_dir, record)
         shutil.rmtree(ckpt, ignore_errors=True)  # finished: the next training starts fresh
         run.end("FINISHED")
         return out
@@ -209,9 +212,14 @@ def release_flow(
                 "condition": where,
                 **stages.privacy_manifest(hg),
             }
-            path = stages.publish(synthetic, sch, manifest, report_dir)
-            run.tags({"release.path": path})
-            link_release(info, {"release.path": path, "release.run_id": run.id, "release.prefect_flow_run_id": _flow_run_id()})
+
+            def record(path: str) -> None:  # MLflow knows of the release before it appears
+                run.tags({"release.path": path})
+                link_release(
+                    info, {"release.path": path, "release.run_id": run.id, "release.prefect_flow_run_id": _flow_run_id()}
+                )
+
+            path = stages.publish(synthetic, sch, manifest, report_dir, record)
             run.end("FINISHED")
             return {
                 "release": path,

@@ -3,7 +3,8 @@
 An extract arrives in one of two ways, and both end in the same inbox folder:
 - a file dropped into the inbox (`inbox/*.csv`, `*.parquet`, ...);
 - `healthgym submit DATA --schema S`, which leaves a small submission record
-  (`inbox/<fingerprint>.submitted.json`: the file's absolute path, the schema, the SHA-256) and
+  (`inbox/<fingerprint>.submitted.json`: the file's absolute path, the schema, the SHA-256 and,
+  when given, the resolved config of the retraining) and
   emits the Prefect event `healthgym.extract.arrived` (resource `healthgym.extract.<sha256>`).
 
 The watcher flow (`watch_inbox`) reads the inbox, and a ledger of fingerprints already seen
@@ -40,6 +41,7 @@ class Arrival:
     fingerprint: str
     schema: str | None = None  # a submission names its schema; a dropped file uses the watcher's
     source: str = "inbox"  # inbox | submit
+    config: dict[str, Any] | None = None  # a submission's config; None: the watcher's
 
 
 def _seen_path(inbox: Path) -> Path:
@@ -93,7 +95,7 @@ def new_extracts(inbox: str | Path) -> list[Arrival]:
                 seen.setdefault(sub["fingerprint"], str(path))
             if fp not in seen:
                 seen[fp] = str(path)
-                fresh.append(Arrival(path, fp, sub.get("schema"), "submit"))
+                fresh.append(Arrival(path, fp, sub.get("schema"), "submit", sub.get("config")))
             record.unlink(missing_ok=True)  # consumed: the ledger remembers the fingerprint
         for path in sorted(p for p in inbox.iterdir() if p.is_file() and p.name.lower().endswith(EXTRACT_SUFFIXES)):
             try:
@@ -106,9 +108,10 @@ def new_extracts(inbox: str | Path) -> list[Arrival]:
     return fresh
 
 
-def submit(data: str | Path, *, schema: str | Path, inbox: str | Path) -> dict[str, Any]:
+def submit(data: str | Path, *, schema: str | Path, inbox: str | Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Announce an extract: a submission record in the inbox (what `healthgym serve` reacts to)
-    and the event `healthgym.extract.arrived` (what a deployment trigger on a server reacts to)."""
+    and the event `healthgym.extract.arrived` (what a deployment trigger on a server reacts to).
+    `config` (a resolved Config as a dict) is the retraining's; None leaves it to the watcher."""
     from expectations.reading import fingerprint
 
     path = Path(data).resolve()
@@ -124,6 +127,7 @@ def submit(data: str | Path, *, schema: str | Path, inbox: str | Path) -> dict[s
         "schema": str(Path(schema).resolve()),
         "fingerprint": fp,
         "submitted_utc": datetime.now(timezone.utc).isoformat(),
+        **({"config": config} if config else {}),
     }
     with _ledger(inbox) as seen:
         already = fp in seen
@@ -158,7 +162,7 @@ def watch_inbox(inbox: str, schema: str, config: dict[str, Any] | None = None) -
     for arrival in new_extracts(inbox):
         logger.info("New extract %s (%s, sha256 %s): retraining.", arrival.path.name, arrival.source, arrival.fingerprint[:12])
         try:
-            out = train_flow(data=str(arrival.path), schema=arrival.schema or schema, config=config)
+            out = train_flow(data=str(arrival.path), schema=arrival.schema or schema, config=arrival.config or config)
             results.append(
                 {
                     "extract": arrival.path.name,

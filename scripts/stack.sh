@@ -8,7 +8,10 @@
 # optional: PGHOST, PGPORT, PGUSER (default 127.0.0.1, 5432, postgres; credentials from the
 # environment or ~/.pgpass, never written here), HEALTHGYM_STACK_DIR (default .healthgym/stack),
 # PREFECT_PORT (4200), MLFLOW_PORT (5000), HEALTHGYM_POOL (healthgym), HEALTHGYM_DB_PREFIX
-# (healthgym: the databases are <prefix>_prefect and <prefix>_mlflow).
+# (healthgym: the databases are <prefix>_prefect and <prefix>_mlflow), HEALTHGYM_HEARTBEAT_SECONDS
+# (60: how often a flow run started by the worker reports it is alive; at least 30) and
+# HEALTHGYM_ZOMBIE_SECONDS (300: a flow run silent this long, its worker or machine gone, is
+# marked Crashed by the automation `up` installs, so `prefect flow-run retry` can resume it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -17,6 +20,8 @@ DIR=${HEALTHGYM_STACK_DIR:-$ROOT/.healthgym/stack}
 PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 PREFECT_PORT=${PREFECT_PORT:-4200} MLFLOW_PORT=${MLFLOW_PORT:-5000} POOL=${HEALTHGYM_POOL:-healthgym}
 DB=${HEALTHGYM_DB_PREFIX:-healthgym}
+HEARTBEAT=${HEALTHGYM_HEARTBEAT_SECONDS:-60} ZOMBIE=${HEALTHGYM_ZOMBIE_SECONDS:-300}
+ZOMBIE_AUTOMATION="healthgym: crash flow runs without a heartbeat"
 PREFECT_URL="http://127.0.0.1:$PREFECT_PORT/api"
 MLFLOW_URL="http://127.0.0.1:$MLFLOW_PORT"
 export PGHOST PGPORT PGUSER
@@ -59,6 +64,26 @@ database() {  # creates the database when missing
   fi
 }
 
+zombie_automation() {  # Prefect's zombie-flow automation: no heartbeat within ZOMBIE s -> Crashed
+  if "$BIN/prefect" automation inspect "$ZOMBIE_AUTOMATION" >/dev/null 2>&1; then
+    echo "automation '$ZOMBIE_AUTOMATION': present"
+    return
+  fi
+  "$BIN/prefect" automation create --from-json "$(cat <<JSON
+{"name": "$ZOMBIE_AUTOMATION",
+ "description": "A flow run whose worker or machine stopped sends no heartbeat; marked Crashed, it can be retried.",
+ "trigger": {"type": "event", "posture": "Proactive", "after": ["prefect.flow-run.heartbeat"],
+   "expect": ["prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+              "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"],
+   "match": {"prefect.resource.id": ["prefect.flow-run.*"]}, "for_each": ["prefect.resource.id"],
+   "threshold": 1, "within": $ZOMBIE},
+ "actions": [{"type": "change-flow-run-state", "state": "CRASHED",
+   "message": "No heartbeat for $ZOMBIE s: its worker or machine stopped. Retry it to resume from its checkpoint."}]}
+JSON
+)" >/dev/null
+  echo "automation '$ZOMBIE_AUTOMATION': created (no heartbeat for $ZOMBIE s -> Crashed)"
+}
+
 print_env() {
   echo "export PREFECT_API_URL=$PREFECT_URL"
   echo "export MLFLOW_TRACKING_URI=$MLFLOW_URL"
@@ -79,7 +104,8 @@ up() {
   wait_for mlflow-server "$MLFLOW_URL/health" 120
   export PREFECT_API_URL=$PREFECT_URL
   "$BIN/prefect" work-pool inspect "$POOL" >/dev/null 2>&1 || "$BIN/prefect" work-pool create "$POOL" --type process >/dev/null
-  start worker env PREFECT_API_URL="$PREFECT_URL" MLFLOW_TRACKING_URI="$MLFLOW_URL" \
+  zombie_automation
+  start worker env PREFECT_API_URL="$PREFECT_URL" MLFLOW_TRACKING_URI="$MLFLOW_URL" PREFECT_FLOWS_HEARTBEAT_FREQUENCY="$HEARTBEAT" \
     "$BIN/prefect" worker start --pool "$POOL" --type process
   echo "Prefect UI and API: http://127.0.0.1:$PREFECT_PORT (database ${DB}_prefect)"
   echo "MLflow UI and API: $MLFLOW_URL (database ${DB}_mlflow, artifacts $DIR/artifacts)"

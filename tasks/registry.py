@@ -44,23 +44,20 @@ def register(
 ) -> dict[str, Any]:
     """Log the model (pyfunc + folder) to the run, register a version, promote if it earns it.
 
-    `links` (extract fingerprint, training run, flow run ids) become tags of the model version."""
+    `links` (extract fingerprint, training run, flow run ids) become tags of the model version.
+    A run that already registered a version (an earlier attempt of a retried flow run) keeps
+    that version: the tags and the champion decision are written again, no version is added."""
     import diffusion
 
     tracking_uri()
     logger = _logger()
-    with mlflow.start_run(run_id=run.id):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(MODEL_CODE),
-            artifacts={"model_dir": str(model_dir)},
-            code_paths=[str(Path(diffusion.__file__).parent)],  # the library travels with the model
-            pip_requirements=PIP_REQUIREMENTS,
-            signature=signature(),
-            input_example=pd.DataFrame({"patients": [2], "seed": [0]}),  # a request, never a patient
-            registered_model_name=name,
-        )
     client = MlflowClient()
+    earlier = client.search_model_versions(f"name='{name}' and run_id='{run.id}'")
+    if earlier:
+        logger.info("%s v%s was registered by an earlier attempt of this run; keeping it.", name, earlier[0].version)
+        model_uri = f"models:/{name}/{max(int(v.version) for v in earlier)}"
+    else:
+        model_uri = _log_model(model_dir, name, run, diffusion)
     versions = client.search_model_versions(f"name='{name}' and run_id='{run.id}'")
     mv = max(versions, key=lambda v: int(v.version))
     for k in (
@@ -82,6 +79,8 @@ def register(
     value = metrics.get(primary)
     incumbent = None if current is None else (current.version, client.get_run(current.run_id).data.metrics.get(primary))
     promoted, decision = decide(value, passed, primary, incumbent)
+    if current is not None and current.version == mv.version:  # an earlier attempt promoted it
+        promoted, decision = True, mv.tags.get("decision") or decision
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, mv.version)
     client.set_model_version_tag(name, mv.version, "decision", decision)
@@ -99,8 +98,24 @@ def register(
         "uri": f"models:/{name}/{mv.version}",
         "promoted": promoted,
         "decision": decision,
-        "model_uri": info.model_uri,
+        "model_uri": model_uri,
     }
+
+
+def _log_model(model_dir: Path, name: str, run: Run, diffusion) -> str:
+    """The pyfunc logged to `run` and registered under `name`; its model URI."""
+    with mlflow.start_run(run_id=run.id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(MODEL_CODE),
+            artifacts={"model_dir": str(model_dir)},
+            code_paths=[str(Path(diffusion.__file__).parent)],  # the library travels with the model
+            pip_requirements=PIP_REQUIREMENTS,
+            signature=signature(),
+            input_example=pd.DataFrame({"patients": [2], "seed": [0]}),  # a request, never a patient
+            registered_model_name=name,
+        )
+    return info.model_uri
 
 
 def link_release(info: dict[str, Any], tags: dict[str, str]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 from prefect import get_run_logger
@@ -176,6 +176,7 @@ def train_model(
                 "train.best_step": result.best_step,
                 "train.planned_steps": result.planned_steps,
                 "train.processes": result.processes,
+                "train.resumed_from": result.resumed_from,
             }
         )
         if result.best_dcr_share is not None:
@@ -319,8 +320,16 @@ def evaluate(
 
 
 @hg_task(name="publish-release", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
-def publish(synthetic: pd.DataFrame, schema: Schema, manifest: dict[str, Any], report_dir: Path | None) -> str:
-    path = write_release(synthetic, name=schema.name, manifest=manifest, report_dir=report_dir)
+def publish(
+    synthetic: pd.DataFrame,
+    schema: Schema,
+    manifest: dict[str, Any],
+    report_dir: Path | None,
+    record: Callable[[str], None] | None = None,
+) -> str:
+    """Write the release folder; `record(path)` (the MLflow links) runs before it is moved into
+    place, so a tracking server that fails there leaves no release."""
+    path = write_release(synthetic, name=schema.name, manifest=manifest, report_dir=report_dir, before_commit=record)
     _logger().info("Release written: %s", path)
     prefect_artifact(
         create_markdown_artifact,

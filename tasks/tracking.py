@@ -50,8 +50,24 @@ class Run:
 
     @classmethod
     def start(cls, experiment: str, run_name: str, tags: dict[str, str] | None = None) -> "Run":
+        """A new run; or, when `tags` name a Prefect flow run (`prefect.flow_run_id`) that already
+        has a run of the same kind, that run continued: a retried flow run keeps one MLflow run
+        (and so registers one model version), its attempts counted in `healthgym.attempts`."""
+        tags = tags or {}
         exp = experiment_id(experiment)
-        run = MlflowClient().create_run(exp, run_name=run_name, tags=tags or {})
+        client = MlflowClient()
+        flow_run, kind = tags.get("prefect.flow_run_id"), tags.get("healthgym.kind")
+        if flow_run and kind:
+            query = f"tags.`prefect.flow_run_id` = '{flow_run}' and tags.`healthgym.kind` = '{kind}'"
+            earlier = client.search_runs([exp], filter_string=query, max_results=1)
+            if earlier:
+                run_id = earlier[0].info.run_id
+                attempts = int(earlier[0].data.tags.get("healthgym.attempts", "1")) + 1
+                client.update_run(run_id, status="RUNNING")
+                client.set_tag(run_id, "healthgym.attempts", str(attempts))
+                log.info("Flow run %s is retried: continuing MLflow run %s (attempt %d).", flow_run, run_id, attempts)
+                return cls(run_id)
+        run = client.create_run(exp, run_name=run_name, tags=tags)
         return cls(run.info.run_id)
 
     def params(self, params: dict[str, Any]) -> None:

@@ -1,25 +1,40 @@
 """The production profile (scripts/stack.sh): Prefect and MLflow servers on PostgreSQL and a worker.
 
-One stack on ports and databases of its own: `up`, then `healthgym train` and `healthgym release`
-with nothing changed but the standard variables; the MLflow REST API lists the run, the model
-and its champion alias, the Prefect API the flow runs, PostgreSQL both databases; `prefect deploy
---all` from prefect.yaml, and the nightly-release deployment run by the worker writes a verified
-release; `up` again is a no-op; `down` leaves no process of the stack running. Needs a PostgreSQL server at
-PGHOST:PGPORT (127.0.0.1:5432 by default), as every machine of this project has.
+One stack on ports and databases of its own, and a working folder (HEALTHGYM_HOME) of its own,
+shared by the tests below in order:
+- `up`, then `healthgym train` and `healthgym release` with nothing changed but the standard
+  variables; the REST APIs list the run, its dataset, the champion and the flow runs; PostgreSQL
+  holds both databases; `prefect deploy --all` from prefect.yaml, and the nightly-release
+  deployment run by the worker writes a verified release; `up` again is a no-op;
+- `healthgym submit`, twice at once, with two workers polling: exactly one training;
+- a worker killed mid-training: its flow run is Crashed, `prefect flow-run retry` resumes it from
+  its checkpoint in the same MLflow run, and one model version is registered;
+- two cohorts training at once (one of them data-parallel) corrupt nothing;
+- an MLflow server that fails during a release (a fault-injecting proxy) leaves no release folder;
+- `down` leaves no process of the stack running.
+Needs a PostgreSQL server at 127.0.0.1:5432, as every machine of this project has.
 """
 
+import glob
+import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import DEMO_DATA, DEMO_SCHEMA, ROOT
+from test_ops import TOY, write_toy
 from test_pipeline import FAST
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
@@ -65,6 +80,43 @@ def _get(url: str, body: dict | None = None) -> dict:
         return json.loads(resp.read())
 
 
+def _until(what: str, check, timeout: float, every: float = 1.0):
+    """Poll `check()` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = check()
+        if out:
+            return out
+        time.sleep(every)
+    pytest.fail(f"{what}: not within {timeout:.0f} s")
+
+
+def _flow_runs(api: str, flow: str) -> list[dict]:
+    flows = {f["id"]: f["name"] for f in _get(f"{api}/flows/filter", {})}
+    return [r for r in _get(f"{api}/flow_runs/filter", {"limit": 200}) if flows.get(r["flow_id"]) == flow]
+
+
+def _tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def _model_versions(mlflow: str, name: str) -> list[dict]:
+    body = _get(f"{mlflow}/api/2.0/mlflow/model-versions/search?filter=name%3D%27{name}%27")
+    return body.get("model_versions", [])
+
+
+def _worker(env: dict, log: Path) -> subprocess.Popen:
+    """One more worker on the stack's pool, in its own process group."""
+    prefect = str(Path(sys.executable).parent / "prefect")
+    return subprocess.Popen(
+        [prefect, "worker", "start", "--pool", "healthgym", "--type", "process"],
+        env=env,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     if shutil.which("pg_isready") is None or subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"]).returncode != 0:
@@ -74,7 +126,15 @@ def stack(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "HEALTHGYM_"))}
     prefect_port, mlflow_port = _free_port(), _free_port()
     env |= {"HEALTHGYM_STACK_DIR": str(work / "stack"), "HEALTHGYM_DB_PREFIX": prefix, "PREFECT_PORT": str(prefect_port)}
-    env |= {"MLFLOW_PORT": str(mlflow_port), "HEALTHGYM_HOME": str(ROOT), "HEALTHGYM_RELEASES": str(work / "releases")}
+    # the worker's runs work in HEALTHGYM_HOME (inbox, checkpoints, ledger): a folder of the test's
+    # own, holding links to the code that prefect.yaml's entrypoints name
+    home = work / "home"
+    home.mkdir()
+    for package in ("flows", "tasks", "diffusion", "evaluation", "expectations"):
+        (home / package).symlink_to(ROOT / package)
+    env |= {"MLFLOW_PORT": str(mlflow_port), "HEALTHGYM_HOME": str(home), "HEALTHGYM_RELEASES": str(work / "releases")}
+    env |= {"HEALTHGYM_HEARTBEAT_SECONDS": "30", "HEALTHGYM_ZOMBIE_SECONDS": "45"}  # prefect.yaml's pool: healthgym
+    env["PREFECT_WORKER_QUERY_SECONDS"] = "2"  # the workers poll often: the test waits less
     up = subprocess.run(["bash", str(STACK), "up"], env=env, capture_output=True, text=True, timeout=300)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -83,6 +143,7 @@ def stack(tmp_path_factory):
         )
         yield {
             "work": work,
+            "home": home,
             "env": env,
             "exports": exports,
             "up": up.stdout,
@@ -157,6 +218,216 @@ def test_the_stack_trains_releases_and_stops(stack):
     kinds = sorted(next(t["value"] for t in r["data"]["tags"] if t["key"] == "healthgym.kind") for r in runs)
     assert kinds == ["release", "release", "train"]
 
+
+def test_two_submissions_at_once_with_two_workers_train_once(stack):
+    env, exports = stack["env"], stack["exports"]
+    api, mlflow = exports["PREFECT_API_URL"], exports["MLFLOW_TRACKING_URI"]
+    served = {**env, **exports}
+    second = _worker(served, stack["work"] / "worker-2.log")
+    try:
+        before = len(_model_versions(mlflow, "pbc"))
+        inbox = stack["home"] / "inbox"
+        extract = stack["work"] / "pbc-2031-05.csv"
+        shutil.copy(DEMO_DATA, extract)  # a new extract: the same rows, a new file
+        with open(extract, "a") as fh:
+            fh.write("\n")  # other bytes, another fingerprint
+        cmd = [sys.executable, "-m", "flows.cli", "submit", str(extract), "--schema", str(DEMO_SCHEMA), "--inbox", str(inbox)]
+        submits = [
+            subprocess.Popen([*cmd, *FAST], cwd=stack["work"], env={**served, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE)
+            for _ in range(2)
+        ]
+        assert [p.wait(timeout=120) for p in submits] == [0, 0]
+
+        def trained():
+            runs = _flow_runs(api, "healthgym-train")
+            return runs if any(r["state_type"] == "COMPLETED" and r["parent_task_run_id"] for r in runs) else None
+
+        _until("the retraining", trained, 400, every=3)
+
+        triggered_by = _get(f"{api}/deployments/name/healthgym-watch-inbox/retrain-on-new-extract")["id"]
+
+        def watchers_done():  # both events' watcher runs ended (the scheduled scans may add more)
+            triggered = [r for r in _flow_runs(api, "healthgym-watch-inbox") if r["deployment_id"] == triggered_by]
+            return len(triggered) >= 2 and all(r["state_type"] == "COMPLETED" for r in triggered)
+
+        _until("the triggered watcher runs", watchers_done, 120, every=2)
+        retrained = [r for r in _flow_runs(api, "healthgym-train") if r["parent_task_run_id"]]
+        assert len(retrained) == 1, retrained  # exactly one training for the one new extract
+        versions = _model_versions(mlflow, "pbc")
+        assert len(versions) == before + 1
+        assert not list(inbox.glob("*.submitted.json"))  # the record was consumed once
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(timeout=60)
+
+
+LONGER = ["train.max_steps=120", "train.checkpoint_every=20", "train.eval_every=40"]
+
+
+def test_a_worker_killed_mid_training_is_resumed_from_its_checkpoint_by_a_retry(stack):
+    from diffusion.config import Config
+
+    env, exports = stack["env"], stack["exports"]
+    api, mlflow = exports["PREFECT_API_URL"], exports["MLFLOW_TRACKING_URI"]
+    overrides = [a for a in FAST if a != "--set"] + LONGER
+    config = Config().with_overrides(overrides).to_dict()
+    deployment = _get(f"{api}/deployments/name/healthgym-train/manual-train")
+    params = {"data": str(DEMO_DATA), "schema": str(DEMO_SCHEMA), "config": config}
+    flow_run = _get(f"{api}/deployments/{deployment['id']}/create_flow_run", {"parameters": params})["id"]
+    checkpoints = stack["home"] / ".healthgym" / "checkpoints"
+    _until("a checkpoint", lambda: glob.glob(str(checkpoints / "*" / "checkpoint.pt")), 300, every=0.5)
+    worker = int((stack["work"] / "stack" / "worker.pid").read_text())
+    os.killpg(worker, signal.SIGKILL)  # the worker and what it started, mid-training
+
+    def crashed():
+        state = _get(f"{api}/flow_runs/{flow_run}")["state"]
+        return state if state["type"] in ("CRASHED", "FAILED") else None
+
+    state = _until("the killed run marked Crashed", crashed, 120, every=2)  # by its process, or the heartbeat automation
+    assert state["type"] == "CRASHED"
+    prefect = [str(Path(sys.executable).parent / "prefect"), "--no-prompt"]
+    served = {**env, **exports}
+    retry = subprocess.run([*prefect, "flow-run", "retry", flow_run], env=served, capture_output=True, text=True, timeout=120)
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    up = subprocess.run(["bash", str(STACK), "up"], env=env, capture_output=True, text=True, timeout=300)
+    assert "worker: started" in up.stdout, up.stdout  # only the worker was missing
+
+    def finished():
+        state = _get(f"{api}/flow_runs/{flow_run}")["state"]["type"]
+        return state if state in ("COMPLETED", "FAILED", "CRASHED") else None
+
+    assert _until("the retried run", finished, 400, every=3) == "COMPLETED"
+    query = {"experiment_ids": ["1"], "filter": f"tags.`prefect.flow_run_id` = '{flow_run}'"}
+    (run,) = _get(f"{mlflow}/api/2.0/mlflow/runs/search", query)["runs"]  # one MLflow run for the flow run
+    assert run["info"]["status"] == "FINISHED" and _tags(run)["healthgym.attempts"] == "2"
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    assert metrics["train.resumed_from"] >= 20 and metrics["train.steps"] == 120  # resumed, not restarted
+    assert len([v for v in _model_versions(mlflow, "pbc") if v["run_id"] == run["info"]["run_id"]]) == 1
+    assert not glob.glob(str(checkpoints / "*" / "checkpoint.pt"))  # finished: its checkpoint is gone
+
+
+def test_two_cohorts_training_at_once_corrupt_nothing(stack):
+    import mlflow as mlflow_client
+
+    from diffusion.bundle import HealthGymModel
+    from expectations.reading import fingerprint
+
+    env, exports = stack["env"], stack["exports"]
+    mlflow = exports["MLFLOW_TRACKING_URI"]
+    mlflow_client.set_tracking_uri(mlflow)
+    cwd = stack["work"] / "cohorts"
+    toy, toy_schema = write_toy(cwd / "extracts")
+    served = {**env, **exports, "PYTHONPATH": str(ROOT)}
+    cohorts = {
+        "pbc": [str(DEMO_DATA), "--schema", str(DEMO_SCHEMA), *FAST],
+        "toy": [str(toy), "--schema", str(toy_schema), *TOY, "--set", "train.max_steps=40", "--set", "train.processes=2"],
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "train", *args],
+            cwd=cwd,
+            env=served,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in cohorts.items()
+    }
+    outs = {name: p.communicate(timeout=600) for name, p in procs.items()}
+    for name, p in procs.items():
+        assert p.returncode == 0, outs[name][1][-3000:]
+
+    for name, data in (("pbc", DEMO_DATA), ("toy", toy)):
+        run_id = outs[name][0].split("MLflow run: ")[1].split()[0]
+        run = _get(f"{mlflow}/api/2.0/mlflow/runs/get?run_id={run_id}")["run"]
+        tags = _tags(run)
+        assert tags["model.name"] == name and tags["extract.fingerprint"] == fingerprint(data)
+        (dataset,) = [d["dataset"] for d in run["inputs"]["dataset_inputs"]]
+        assert dataset["name"] == name
+        (version,) = [v for v in _model_versions(mlflow, name) if v["run_id"] == run_id]
+        # the registered folder is this cohort's model, whole
+        folder = Path(
+            mlflow_client.artifacts.download_artifacts(f"models:/{name}/{version['version']}", dst_path=str(cwd / name))
+        )
+        model = HealthGymModel.load(next(folder.rglob("encoder.json")).parent)
+        assert model.schema.name == name and model.meta["training"]["steps"] == 40
+        assert model.meta["training"]["processes"] == (2 if name == "toy" else 1)
+
+
+class _Faulty(BaseHTTPRequestHandler):
+    """Forwards to the MLflow server, but answers 503 to requests that match the fault."""
+
+    upstream: str = ""
+    fault: tuple[str, str, bytes] = ("", "", b"")  # (method, path fragment, body fragment)
+    faults = 0
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        method, path, fragment = self.fault
+        if self.command == method and path in self.path and fragment in body:
+            type(self).faults += 1
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        up = urlsplit(self.upstream)
+        conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        conn.request(self.command, self.path, body=body or None, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        ("PUT", "/mlflow-artifacts/artifacts/", b""),  # the evaluation's upload: before anything is written
+        ("POST", "/runs/set-tag", b"release.path"),  # recording the release: its folder is complete, not yet in place
+    ],
+    ids=["artifact-upload", "release-record"],
+)
+def test_an_mlflow_server_failing_during_a_release_leaves_no_release(stack, fault):
+    env, exports = stack["env"], stack["exports"]
+    mlflow = exports["MLFLOW_TRACKING_URI"]
+    releases = stack["work"] / "releases"
+    before = sorted(p.name for p in (releases / "pbc").iterdir())
+    champion = _get(f"{mlflow}/api/2.0/mlflow/registered-models/alias?name=pbc&alias=champion")["model_version"]
+    handler = type("Faulty", (_Faulty,), {"upstream": mlflow, "fault": fault, "faults": 0})
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        faulty = {**env, **exports, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{proxy.server_port}"}
+        faulty |= {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"}
+        cwd = stack["work"] / f"fault-{handler.faults}-{uuid.uuid4().hex[:6]}"
+        cwd.mkdir()
+        release = _healthgym(cwd, faulty, "release", "--name", "pbc", "--patients", "40", "--seed", "7")
+    finally:
+        proxy.shutdown()
+    assert handler.faults >= 1  # the fault was met
+    assert release.returncode == 1, release.stdout + release.stderr[-2000:]
+    assert sorted(p.name for p in (releases / "pbc").iterdir()) == before  # no release, whole or partial
+    assert not any((releases / ".incoming").glob("*/*")) if (releases / ".incoming").exists() else True
+    after = _get(f"{mlflow}/api/2.0/mlflow/registered-models/alias?name=pbc&alias=champion")["model_version"]
+    assert after["version"] == champion["version"] and after.get("tags") == champion.get("tags")
+    query = {"experiment_ids": ["1"], "filter": "tags.`healthgym.kind` = 'release' and attributes.status != 'FINISHED'"}
+    failed = _get(f"{mlflow}/api/2.0/mlflow/runs/search", query).get("runs", [])
+    assert failed and all(r["info"]["status"] == "FAILED" for r in failed)
+
+
+def test_down_leaves_no_process_of_the_stack(stack):
+    env = stack["env"]
     pids = [int((stack["work"] / "stack" / f"{n}.pid").read_text()) for n in ("prefect-server", "mlflow-server", "worker")]
     assert all(_alive(p) for p in pids)
     down = subprocess.run(["bash", str(STACK), "down"], env=env, capture_output=True, text=True, timeout=120)
