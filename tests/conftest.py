@@ -27,3 +27,9 @@ def pbc_schema():
     from diffusion.schema import Schema
 
     return Schema.load(DEMO_SCHEMA)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The stack tests first: they mostly wait on servers and workers, so under `-n 2` (scripts/test.sh)
+    the other tests run beside them rather than after them."""
+    items.sort(key=lambda item: item.get_closest_marker("stack") is None)

@@ -135,6 +135,7 @@ def stack(tmp_path_factory):
     env |= {"MLFLOW_PORT": str(mlflow_port), "HEALTHGYM_HOME": str(home), "HEALTHGYM_RELEASES": str(work / "releases")}
     env |= {"HEALTHGYM_HEARTBEAT_SECONDS": "30", "HEALTHGYM_ZOMBIE_SECONDS": "45"}  # prefect.yaml's pool: healthgym
     env["PREFECT_WORKER_QUERY_SECONDS"] = "2"  # the workers poll often: the test waits less
+    env["PGPASSWORD"] = f"hg-secret-{uuid.uuid4().hex}"  # trust authentication ignores it; it must show up nowhere
     up = subprocess.run(["bash", str(STACK), "up"], env=env, capture_output=True, text=True, timeout=300)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -261,7 +262,7 @@ def test_two_submissions_at_once_with_two_workers_train_once(stack):
         second.wait(timeout=60)
 
 
-LONGER = ["train.max_steps=120", "train.checkpoint_every=20", "train.eval_every=40"]
+LONGER = ["train.max_steps=60", "train.checkpoint_every=10", "train.eval_every=30"]
 
 
 def test_a_worker_killed_mid_training_is_resumed_from_its_checkpoint_by_a_retry(stack):
@@ -301,7 +302,7 @@ def test_a_worker_killed_mid_training_is_resumed_from_its_checkpoint_by_a_retry(
     (run,) = _get(f"{mlflow}/api/2.0/mlflow/runs/search", query)["runs"]  # one MLflow run for the flow run
     assert run["info"]["status"] == "FINISHED" and _tags(run)["healthgym.attempts"] == "2"
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-    assert metrics["train.resumed_from"] >= 20 and metrics["train.steps"] == 120  # resumed, not restarted
+    assert metrics["train.resumed_from"] >= 10 and metrics["train.steps"] == 60  # resumed, not restarted
     assert len([v for v in _model_versions(mlflow, "pbc") if v["run_id"] == run["info"]["run_id"]]) == 1
     assert not glob.glob(str(checkpoints / "*" / "checkpoint.pt"))  # finished: its checkpoint is gone
 
@@ -424,6 +425,24 @@ def test_an_mlflow_server_failing_during_a_release_leaves_no_release(stack, faul
     query = {"experiment_ids": ["1"], "filter": "tags.`healthgym.kind` = 'release' and attributes.status != 'FINISHED'"}
     failed = _get(f"{mlflow}/api/2.0/mlflow/runs/search", query).get("runs", [])
     assert failed and all(r["info"]["status"] == "FAILED" for r in failed)
+
+
+def test_no_credential_reaches_a_log_a_tag_or_an_artifact(stack):
+    secret = stack["env"]["PGPASSWORD"].encode()
+    leaked = []
+    for folder, _, files in os.walk(stack["work"]):  # logs, artifacts, releases, working folders (links not followed)
+        for name in files:
+            path = Path(folder) / name
+            if not path.is_symlink() and secret in path.read_bytes():
+                leaked.append(str(path))
+    for db in (f"{stack['prefix']}_prefect", f"{stack['prefix']}_mlflow"):  # runs, tags, params, flow runs, logs
+        dump = subprocess.run(
+            ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", "--data-only", db], capture_output=True, check=True
+        )
+        assert len(dump.stdout) > 10_000  # the dump holds the runs
+        if secret in dump.stdout:
+            leaked.append(db)
+    assert leaked == []
 
 
 def test_down_leaves_no_process_of_the_stack(stack):
