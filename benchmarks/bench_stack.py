@@ -2,8 +2,8 @@
 
     python benchmarks/bench_stack.py [--repeats 3] [--set section.key=value ...]
 
-Brings up a stack of its own (`scripts/stack.sh up` on free ports, databases `hgbench_*`,
-dropped at the end), then times, with the same model config: `healthgym train` and `healthgym
+Brings up a stack of its own (`scripts/stack.sh up` on free ports, databases `hgbench_*`;
+`destroy` at the end), then times, with the same model config: `healthgym train` and `healthgym
 release` on the stack and on the embedded defaults (Prefect's temporary server, MLflow on
 SQLite, in a fresh folder), `prefect deploy --all` from prefect.yaml, and the nightly-release
 deployment run by the worker (`prefect deployment run ... --watch`, scheduling and the worker's
@@ -105,21 +105,7 @@ def main() -> None:
         ]
         rows[f"nightly-release deployment by the worker ({args.repeats}x)"] = spread(times)
     finally:
-        subprocess.run(["bash", str(ROOT / "scripts/stack.sh"), "down"], env=stack, capture_output=True)
-        for db in (f"{prefix}_prefect", f"{prefix}_mlflow"):
-            subprocess.run(
-                [
-                    "psql",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-qc",
-                    f"drop database if exists {db} with (force)",
-                ]
-            )
+        subprocess.run(["bash", str(ROOT / "scripts/stack.sh"), "destroy"], env=stack, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     width = max(map(len, rows))
     print(f"{'step':<{width}}  wall time (median [min, max])")

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The production profile on this machine: a Prefect server and an MLflow tracking server, both on
 # PostgreSQL, and a process work pool with a worker.
-#   bash scripts/stack.sh up | down | status | env
+#   bash scripts/stack.sh up | down | status | env | destroy
 # `up` creates the databases (<prefix>_prefect, <prefix>_mlflow) when missing, starts what is not
 # running, waits until both answer and prints the variables to export; it is idempotent. `down`
-# stops only the processes it started (their process groups, from the pid files). Settings, all
+# stops only the processes it started (their process groups, from the pid files). `destroy` is
+# `down`, then drops both databases and removes HEALTHGYM_STACK_DIR: runs, registry, artifacts gone. Settings, all
 # optional: PGHOST, PGPORT, PGUSER (default 127.0.0.1, 5432, postgres; credentials from the
 # environment or ~/.pgpass, never written here), HEALTHGYM_STACK_DIR (default .healthgym/stack),
 # PREFECT_PORT (4200), MLFLOW_PORT (5000), HEALTHGYM_POOL (healthgym), HEALTHGYM_DB_PREFIX
@@ -125,6 +126,14 @@ down() {
   done
 }
 
+destroy() {
+  down
+  for db in "${DB}_prefect" "${DB}_mlflow"; do
+    psql -d postgres -qc "drop database if exists $db with (force)" && echo "database $db: dropped"
+  done
+  rm -rf "$DIR"
+}
+
 status() {
   local code=0
   for name in prefect-server mlflow-server worker; do
@@ -140,5 +149,6 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   env) print_env ;;
-  *) echo "usage: bash scripts/stack.sh up | down | status | env" >&2; exit 2 ;;
+  destroy) destroy ;;
+  *) echo "usage: bash scripts/stack.sh up | down | status | env | destroy" >&2; exit 2 ;;
 esac

@@ -152,22 +152,8 @@ def stack(tmp_path_factory):
             "ports": (prefect_port, mlflow_port),
         }
     finally:
-        down = subprocess.run(["bash", str(STACK), "down"], env=env, capture_output=True, text=True, timeout=120)
-        print(down.stdout, down.stderr)
-        for db in (f"{prefix}_prefect", f"{prefix}_mlflow"):
-            subprocess.run(
-                [
-                    "psql",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-qc",
-                    f"drop database if exists {db} with (force)",
-                ]
-            )
+        destroy = subprocess.run(["bash", str(STACK), "destroy"], env=env, capture_output=True, text=True, timeout=120)
+        print(destroy.stdout, destroy.stderr)  # stopped, both databases dropped
 
 
 def test_the_stack_trains_releases_and_stops(stack):
