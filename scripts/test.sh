@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=90 PREFECT_SERVER_ANALYTICS_ENABLED=false GX_ANALYTICS_ENABLED=false
-.venv/bin/python -m pytest -q -n "${HEALTHGYM_TEST_WORKERS:-2}" --dist loadfile "$@"
+WORKERS=${HEALTHGYM_TEST_WORKERS:-2}
+# one torch thread per test process when several share the cores: oversubscribed OpenMP threads spin
+[ "$WORKERS" = 0 ] || export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+.venv/bin/python -m pytest -q -n "$WORKERS" --dist loadfile "$@"

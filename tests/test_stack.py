@@ -6,10 +6,10 @@ shared by the tests below in order:
   variables; the REST APIs list the run, its dataset, the champion and the flow runs; PostgreSQL
   holds both databases; `prefect deploy --all` from prefect.yaml, and the nightly-release
   deployment run by the worker writes a verified release; `up` again is a no-op;
-- `healthgym submit`, twice at once, with two workers polling: exactly one training;
+- `healthgym submit`, twice at once, with two workers polling: exactly one training, while a
+  second cohort trains (data-parallel) from the command line: nothing of one lands in the other;
 - a worker killed mid-training: its flow run is Crashed, `prefect flow-run retry` resumes it from
   its checkpoint in the same MLflow run, and one model version is registered;
-- two cohorts training at once (one of them data-parallel) corrupt nothing;
 - an MLflow server that fails during a release (a fault-injecting proxy) leaves no release folder;
 - `down` leaves no process of the stack running.
 Needs a PostgreSQL server at 127.0.0.1:5432, as every machine of this project has.
@@ -206,10 +206,17 @@ def test_the_stack_trains_releases_and_stops(stack):
     assert kinds == ["release", "release", "train"]
 
 
-def test_two_submissions_at_once_with_two_workers_train_once(stack):
+def test_two_submissions_at_once_train_once_while_another_cohort_trains(stack):
+    """Two workers poll; one extract is submitted twice at once: one training. Meanwhile a second
+    cohort trains from the command line, data-parallel: each registry entry holds its own model."""
+    import mlflow as mlflow_client
+
+    from diffusion.bundle import HealthGymModel
+    from expectations.reading import fingerprint
+
     env, exports = stack["env"], stack["exports"]
     api, mlflow = exports["PREFECT_API_URL"], exports["MLFLOW_TRACKING_URI"]
-    served = {**env, **exports}
+    served = {**env, **exports, "PYTHONPATH": str(ROOT)}
     second = _worker(served, stack["work"] / "worker-2.log")
     try:
         before = len(_model_versions(mlflow, "pbc"))
@@ -219,10 +226,18 @@ def test_two_submissions_at_once_with_two_workers_train_once(stack):
         with open(extract, "a") as fh:
             fh.write("\n")  # other bytes, another fingerprint
         cmd = [sys.executable, "-m", "flows.cli", "submit", str(extract), "--schema", str(DEMO_SCHEMA), "--inbox", str(inbox)]
-        submits = [
-            subprocess.Popen([*cmd, *FAST], cwd=stack["work"], env={**served, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE)
-            for _ in range(2)
-        ]
+        submits = [subprocess.Popen([*cmd, *FAST], cwd=stack["work"], env=served, stdout=subprocess.PIPE) for _ in range(2)]
+        cohort = stack["work"] / "cohort"
+        toy, toy_schema = write_toy(cohort / "extracts")
+        toy_args = [str(toy), "--schema", str(toy_schema), *TOY, "--set", "train.max_steps=40", "--set", "train.processes=2"]
+        other = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "train", *toy_args],
+            cwd=cohort,
+            env=served,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert [p.wait(timeout=120) for p in submits] == [0, 0]
 
         def trained():
@@ -230,7 +245,6 @@ def test_two_submissions_at_once_with_two_workers_train_once(stack):
             return runs if any(r["state_type"] == "COMPLETED" and r["parent_task_run_id"] for r in runs) else None
 
         _until("the retraining", trained, 400, every=3)
-
         triggered_by = _get(f"{api}/deployments/name/healthgym-watch-inbox/retrain-on-new-extract")["id"]
 
         def watchers_done():  # both events' watcher runs ended (the scheduled scans may add more)
@@ -243,9 +257,30 @@ def test_two_submissions_at_once_with_two_workers_train_once(stack):
         versions = _model_versions(mlflow, "pbc")
         assert len(versions) == before + 1
         assert not list(inbox.glob("*.submitted.json"))  # the record was consumed once
+        out, err = other.communicate(timeout=600)
+        assert other.returncode == 0, err[-3000:]
     finally:
         os.killpg(second.pid, signal.SIGTERM)
         second.wait(timeout=60)
+
+    # the two cohorts trained at the same time: each run, dataset and registered folder is its own
+    mlflow_client.set_tracking_uri(mlflow)
+    newest = max(versions, key=lambda v: int(v["version"]))
+    toy_run = out.split("MLflow run: ")[1].split()[0]
+    (toy_version,) = [v for v in _model_versions(mlflow, "toy") if v["run_id"] == toy_run]
+    for name, data, run_id, version, processes in (
+        ("pbc", extract, newest["run_id"], newest["version"], 1),
+        ("toy", toy, toy_run, toy_version["version"], 2),
+    ):
+        run = _get(f"{mlflow}/api/2.0/mlflow/runs/get?run_id={run_id}")["run"]
+        tags = _tags(run)
+        assert tags["model.name"] == name and tags["extract.fingerprint"] == fingerprint(data)
+        (dataset,) = [d["dataset"] for d in run["inputs"]["dataset_inputs"]]
+        assert dataset["name"] == name
+        folder = Path(mlflow_client.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(cohort / name)))
+        model = HealthGymModel.load(next(folder.rglob("encoder.json")).parent)
+        assert model.schema.name == name and model.meta["training"]["steps"] == 40
+        assert model.meta["training"]["processes"] == processes
 
 
 LONGER = ["train.max_steps=60", "train.checkpoint_every=10", "train.eval_every=30"]
@@ -291,54 +326,6 @@ def test_a_worker_killed_mid_training_is_resumed_from_its_checkpoint_by_a_retry(
     assert metrics["train.resumed_from"] >= 10 and metrics["train.steps"] == 60  # resumed, not restarted
     assert len([v for v in _model_versions(mlflow, "pbc") if v["run_id"] == run["info"]["run_id"]]) == 1
     assert not glob.glob(str(checkpoints / "*" / "checkpoint.pt"))  # finished: its checkpoint is gone
-
-
-def test_two_cohorts_training_at_once_corrupt_nothing(stack):
-    import mlflow as mlflow_client
-
-    from diffusion.bundle import HealthGymModel
-    from expectations.reading import fingerprint
-
-    env, exports = stack["env"], stack["exports"]
-    mlflow = exports["MLFLOW_TRACKING_URI"]
-    mlflow_client.set_tracking_uri(mlflow)
-    cwd = stack["work"] / "cohorts"
-    toy, toy_schema = write_toy(cwd / "extracts")
-    served = {**env, **exports, "PYTHONPATH": str(ROOT)}
-    cohorts = {
-        "pbc": [str(DEMO_DATA), "--schema", str(DEMO_SCHEMA), *FAST],
-        "toy": [str(toy), "--schema", str(toy_schema), *TOY, "--set", "train.max_steps=40", "--set", "train.processes=2"],
-    }
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "train", *args],
-            cwd=cwd,
-            env=served,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, args in cohorts.items()
-    }
-    outs = {name: p.communicate(timeout=600) for name, p in procs.items()}
-    for name, p in procs.items():
-        assert p.returncode == 0, outs[name][1][-3000:]
-
-    for name, data in (("pbc", DEMO_DATA), ("toy", toy)):
-        run_id = outs[name][0].split("MLflow run: ")[1].split()[0]
-        run = _get(f"{mlflow}/api/2.0/mlflow/runs/get?run_id={run_id}")["run"]
-        tags = _tags(run)
-        assert tags["model.name"] == name and tags["extract.fingerprint"] == fingerprint(data)
-        (dataset,) = [d["dataset"] for d in run["inputs"]["dataset_inputs"]]
-        assert dataset["name"] == name
-        (version,) = [v for v in _model_versions(mlflow, name) if v["run_id"] == run_id]
-        # the registered folder is this cohort's model, whole
-        folder = Path(
-            mlflow_client.artifacts.download_artifacts(f"models:/{name}/{version['version']}", dst_path=str(cwd / name))
-        )
-        model = HealthGymModel.load(next(folder.rglob("encoder.json")).parent)
-        assert model.schema.name == name and model.meta["training"]["steps"] == 40
-        assert model.meta["training"]["processes"] == (2 if name == "toy" else 1)
 
 
 class _Faulty(BaseHTTPRequestHandler):
