@@ -150,7 +150,7 @@ def cmd_sample(args) -> int:
         raise InputError("Use --where or --boost, not both: a subgroup is either the whole sample or a boosted part of it.")
     boosts = dict(parse_boost(b) for b in args.boost or [])
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir, _ = resolve_model_dir(args.model, Path(tmp))
+        model_dir, _ = resolve_model_dir(args.model or f"models:/{args.name}@champion", Path(tmp))
         model = HealthGymModel.load(model_dir)
         if args.where:
             df = sample_where(model, args.patients, args.where, seed=args.seed)
@@ -273,7 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="synthetic patients from a model")
-    s.add_argument("--model", required=True, help="models:/NAME@champion, runs:/ID/model or a model folder")
+    s.add_argument(
+        "--model",
+        default=None,
+        help="models:/NAME@champion, runs:/ID/model or a model folder (default: models:/<--name>@champion)",
+    )
+    s.add_argument("--name", default="pbc", help="registered model name when --model is not given (default: pbc)")
     s.add_argument("--patients", type=int, required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True)
