@@ -251,10 +251,12 @@ def train(
             result.resumed_from = step
             log.info("Resumed training from step %d (%s).", step, ckpt_path)
     net = model
-    if size > 1:  # after the checkpoint is loaded: DDP starts every rank from rank 0's weights
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # after the checkpoint is loaded: DDP starts every rank from rank 0's weights
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
+        net.self_condition = getattr(model, "self_condition", False)  # the loss asks the network; DDP does not pass attributes on
 
     use_amp = cfg.amp and device.type == "cuda" and dp is None
     budget = cfg.max_minutes * 60.0

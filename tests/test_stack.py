@@ -165,6 +165,10 @@ def test_the_stack_trains_releases_and_stops(stack):
 
     again = subprocess.run(["bash", str(STACK), "up"], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("already running") == 3, again.stdout  # idempotent
+    # the zombie-flow automation: a run without a heartbeat for HEALTHGYM_ZOMBIE_SECONDS is marked Crashed
+    (zombie,) = [a for a in _get(f"{exports['PREFECT_API_URL']}/automations/filter", {}) if "heartbeat" in a["name"]]
+    assert zombie["trigger"]["posture"] == "Proactive" and zombie["trigger"]["within"] == 45.0
+    assert zombie["trigger"]["after"] == ["prefect.flow-run.heartbeat"] and zombie["actions"][0]["state"] == "CRASHED"
 
     cwd = stack["work"] / "run"
     cwd.mkdir()
