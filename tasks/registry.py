@@ -47,18 +47,16 @@ def register(
     `links` (extract fingerprint, training run, flow run ids) become tags of the model version.
     A run that already registered a version (an earlier attempt of a retried flow run) keeps
     that version: the tags and the champion decision are written again, no version is added."""
-    import diffusion
-
     tracking_uri()
     logger = _logger()
     client = MlflowClient()
-    earlier = client.search_model_versions(f"name='{name}' and run_id='{run.id}'")
-    if earlier:
-        logger.info("%s v%s was registered by an earlier attempt of this run; keeping it.", name, earlier[0].version)
-        model_uri = f"models:/{name}/{max(int(v.version) for v in earlier)}"
+    query = f"name='{name}' and run_id='{run.id}'"
+    versions = client.search_model_versions(query)
+    if versions:
+        logger.info("%s v%s was registered by an earlier attempt of this run; keeping it.", name, versions[0].version)
     else:
-        model_uri = _log_model(model_dir, name, run, diffusion)
-    versions = client.search_model_versions(f"name='{name}' and run_id='{run.id}'")
+        _log_model(model_dir, name, run)
+        versions = client.search_model_versions(query)
     mv = max(versions, key=lambda v: int(v.version))
     for k in (
         "discriminator_auc",
@@ -98,14 +96,15 @@ def register(
         "uri": f"models:/{name}/{mv.version}",
         "promoted": promoted,
         "decision": decision,
-        "model_uri": model_uri,
     }
 
 
-def _log_model(model_dir: Path, name: str, run: Run, diffusion) -> str:
-    """The pyfunc logged to `run` and registered under `name`; its model URI."""
+def _log_model(model_dir: Path, name: str, run: Run) -> None:
+    """The pyfunc logged to `run` and registered under `name`."""
+    import diffusion
+
     with mlflow.start_run(run_id=run.id):
-        info = mlflow.pyfunc.log_model(
+        mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),
             artifacts={"model_dir": str(model_dir)},
@@ -115,7 +114,6 @@ def _log_model(model_dir: Path, name: str, run: Run, diffusion) -> str:
             input_example=pd.DataFrame({"patients": [2], "seed": [0]}),  # a request, never a patient
             registered_model_name=name,
         )
-    return info.model_uri
 
 
 def link_release(info: dict[str, Any], tags: dict[str, str]) -> None:
