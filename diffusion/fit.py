@@ -51,9 +51,11 @@ def fit(
     callback: Callable[[str, dict[str, Any]], None] | None = None,
     progress: bool = True,
     real_ids: pd.Series | None = None,
+    calibrate: bool = True,
 ) -> tuple[HealthGymModel, TrainResult]:
     """Protect `df` (the training patients only; `diffusion.protection`), fit the encoder on it
-    and train the denoiser, watching memorisation; calibrate decoding when configured.
+    and train the denoiser, watching memorisation; then, unless `calibrate` is false,
+    `calibrate_decoding` (when configured).
     Synthetic ids will never equal any of `real_ids` (default: the training patients' ids)."""
     torch.manual_seed(config.pipeline.seed)
     raw, dated = df, schema
@@ -98,48 +100,56 @@ def fit(
         **({"dating": dating.to_dict()} if dating is not None else {}),
     }
     model = HealthGymModel(config=config, schema=schema, encoder=encoder, net=net, meta=meta)
-    if enc.calibrate and world()[0] == 0:  # under DDP the other ranks' models are not kept
-        n = min(enc.calibration_patients, 8 * len(data))
-        log.info("Calibrating decoding on %d generated patients.", n)
-        report = model.calibrate(
-            n,
-            seed=config.pipeline.seed + 1,
-            progress=lambda done, total: log.info("Calibration sample: %d/%d patients.", done, total),
-        )
-        meta["calibration"] = report
-        for what, key in (("missing rate", "missing"), ("consecutive visits with the same category", "persistence")):
-            if report.get(key):
-                log.info(
-                    "Decoding calibrated: %s (real / generated / decoded) %s.",
-                    what,
-                    ", ".join(
-                        f"{name} {p['real']:.3f} / {p['before']:.3f} / {p['after']:.3f}" for name, p in report[key].items()
-                    ),
-                )
-        if report.get("marginals"):
-            log.info(
-                "Decoding calibrated: numbers mapped onto their real marginals (Kolmogorov-Smirnov distance before) %s.",
-                ", ".join(f"{name} {p['ks_before']:.3f}" for name, p in report["marginals"].items()),
-            )
-            smoothed = {name: p for name, p in report["marginals"].items() if "smoothing" in p}
-            if smoothed:
-                log.info(
-                    "Decoding calibrated: deviations smoothed so values persist as in the real patients (rank lag-1 "
-                    "real / generated / decoded, smoothing) %s.",
-                    ", ".join(
-                        f"{name} {p['lag1_rank_real']:.3f} / {p['lag1_rank_before']:.3f} / {p['lag1_rank_after']:.3f}, "
-                        f"{p['smoothing']:.3f}"
-                        for name, p in smoothed.items()
-                    ),
-                )
-            spiked = {name: p for name, p in report["marginals"].items() if p.get("spikes")}
-            if spiked:
-                log.info(
-                    "Decoding calibrated: isolated spikes so extreme values come and go as in the real patients "
-                    "(Pearson lag-1 real / generated / decoded, share of visits) %s.",
-                    ", ".join(
-                        f"{name} {p['lag1_real']:.3f} / {p['lag1_before']:.3f} / {p['lag1_after']:.3f}, {p['spikes']:.4f}"
-                        for name, p in spiked.items()
-                    ),
-                )
+    if calibrate and world()[0] == 0:  # under DDP the other ranks' models are not kept
+        calibrate_decoding(model)
     return model, result
+
+
+def calibrate_decoding(model: HealthGymModel) -> HealthGymModel:
+    """Calibrate the model's decoding in place (`encoding.calibrate`; skipped when off or done):
+    the post-hoc step that runs after training, so a trained network can be kept before it."""
+    enc = model.config.encoding
+    if not enc.calibrate or "calibration" in model.meta:
+        return model
+    n = min(enc.calibration_patients, 8 * int(model.meta["patients"]))
+    log.info("Calibrating decoding on %d generated patients.", n)
+    report = model.calibrate(
+        n,
+        seed=model.config.pipeline.seed + 1,
+        progress=lambda done, total: log.info("Calibration sample: %d/%d patients.", done, total),
+    )
+    model.meta["calibration"] = report
+    for what, key in (("missing rate", "missing"), ("consecutive visits with the same category", "persistence")):
+        if report.get(key):
+            log.info(
+                "Decoding calibrated: %s (real / generated / decoded) %s.",
+                what,
+                ", ".join(f"{name} {p['real']:.3f} / {p['before']:.3f} / {p['after']:.3f}" for name, p in report[key].items()),
+            )
+    if report.get("marginals"):
+        log.info(
+            "Decoding calibrated: numbers mapped onto their real marginals (Kolmogorov-Smirnov distance before) %s.",
+            ", ".join(f"{name} {p['ks_before']:.3f}" for name, p in report["marginals"].items()),
+        )
+        smoothed = {name: p for name, p in report["marginals"].items() if "smoothing" in p}
+        if smoothed:
+            log.info(
+                "Decoding calibrated: deviations smoothed so values persist as in the real patients (rank lag-1 "
+                "real / generated / decoded, smoothing) %s.",
+                ", ".join(
+                    f"{name} {p['lag1_rank_real']:.3f} / {p['lag1_rank_before']:.3f} / {p['lag1_rank_after']:.3f}, "
+                    f"{p['smoothing']:.3f}"
+                    for name, p in smoothed.items()
+                ),
+            )
+        spiked = {name: p for name, p in report["marginals"].items() if p.get("spikes")}
+        if spiked:
+            log.info(
+                "Decoding calibrated: isolated spikes so extreme values come and go as in the real patients "
+                "(Pearson lag-1 real / generated / decoded, share of visits) %s.",
+                ", ".join(
+                    f"{name} {p['lag1_real']:.3f} / {p['lag1_before']:.3f} / {p['lag1_after']:.3f}, {p['spikes']:.4f}"
+                    for name, p in spiked.items()
+                ),
+            )
+    return model

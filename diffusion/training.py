@@ -87,7 +87,9 @@ class TrainResult:
     dp_noise_multiplier: float | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "history"}
+        """Every field, the loss history included (the release flow draws the loss curve from it):
+        losses and memorisation shares per check, aggregates over patients only."""
+        return dict(self.__dict__)
 
 
 class EMA:

@@ -1,6 +1,7 @@
 """`evaluate`: every measure, the real-vs-real floor, the gates, the figures and the report.
 
-Metric names (all flat, JSON-able floats; a measure that cannot be computed is left out):
+Metric names (all flat, JSON-able floats; a measure that cannot be computed is left out, and
+`EvaluationResult.unmeasured` and metrics.json's ``not_measurable`` say why, `evaluation.guard`):
 
 - ``fidelity.*``   marginals, correlations, sdmetrics Quality/Diagnostic reports (see
   `evaluation.fidelity` and `evaluation.sdm`)
@@ -54,6 +55,8 @@ from evaluation.coverage import coverage
 from evaluation.data import PID, n_patients, tidy
 from evaluation.fidelity import correlations, marginals, missingness
 from evaluation.gates import GateResult
+from evaluation.guard import Unmeasured
+from evaluation.guard import reason as guard_reason
 from evaluation.temporal import dynamic_correlations, temporal
 from evaluation.validity import validity
 
@@ -71,6 +74,8 @@ class EvaluationResult:
     metrics_path: Path | None = None
     holdout_patients: int = 0
     seconds: float = 0.0  # wall time of the evaluation (kept out of `metrics` so they repeat exactly)
+    unmeasured: dict[str, str] = field(default_factory=dict)  # measure family -> why it could not be computed
+    floor_unmeasured: dict[str, str] = field(default_factory=dict)  # the same for the real-vs-real floor
 
     def failed_gates_message(self) -> str:
         """One paragraph naming each failing measure, its value and its threshold."""
@@ -118,29 +123,101 @@ def _check_config(cfg: EvaluationConfig) -> None:
         raise ConfigError("; ".join(problems) + ".")
 
 
-def fidelity(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, cfg: EvaluationConfig) -> dict[str, float]:
-    """Fidelity, temporal, missingness and discriminator measures of `syn` vs `real`."""
+def fidelity(
+    real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, cfg: EvaluationConfig, unmeasured: Unmeasured | None = None
+) -> dict[str, float]:
+    """Fidelity, temporal, missingness and discriminator measures of `syn` vs `real`; a family
+    that cannot be computed is left out, its reason in `unmeasured`."""
+    u = unmeasured if unmeasured is not None else Unmeasured()
     out: dict[str, float] = {}
-    out.update(marginals(real, syn, schema))
-    out.update(correlations(real, syn, schema))
-    out.update(temporal(real, syn, schema))
-    out.update(missingness(real, syn, schema))
-    out.update(dynamic_correlations(real, syn, schema, cfg.trend_window))
-    try:
-        out.update(sdm.reports(real, syn, schema, seed=cfg.seed))
-    except Exception as exc:  # noqa: BLE001 - reported as a missing measure (its gate then blocks)
-        log.warning("sdmetrics reports skipped: %s: %s", type(exc).__name__, exc)
-    if n_patients(real) >= 2 and n_patients(syn) >= 2:
-        out["discriminator_auc"] = detection.discriminator_auc(real, syn, schema, seed=cfg.seed, folds=cfg.discriminator_folds)
+    out.update(
+        u.run(
+            "fidelity.marginals",
+            marginals,
+            real,
+            syn,
+            schema,
+            covers=("fidelity.marginal_score", "fidelity.ks_complement", "fidelity.tv_complement"),
+        )
+    )
+    out.update(u.run("fidelity.correlations", correlations, real, syn, schema, covers=("fidelity.correlation_abs_diff",)))
+    out.update(
+        u.run(
+            "temporal",
+            temporal,
+            real,
+            syn,
+            schema,
+            covers=("temporal.lag1", "temporal.stay", "temporal.transition", "temporal.length", "temporal.gap"),
+        )
+    )
+    out.update(u.run("missing", missingness, real, syn, schema))
+    out.update(
+        u.run(
+            "temporal.dynamic",
+            dynamic_correlations,
+            real,
+            syn,
+            schema,
+            cfg.trend_window,
+            covers=("temporal.trend_corr_abs_diff", "temporal.cycle_corr_abs_diff"),
+        )
+    )
+    out.update(
+        u.run(
+            "fidelity.sdmetrics",
+            sdm.reports,
+            real,
+            syn,
+            schema,
+            seed=cfg.seed,
+            covers=("fidelity.quality_score", "fidelity.diagnostic"),
+        )
+    )
+    out.update(
+        u.run(
+            "discriminator_auc",
+            lambda: {
+                "discriminator_auc": detection.discriminator_auc(real, syn, schema, seed=cfg.seed, folds=cfg.discriminator_folds)
+            },
+        )
+    )
     return out
 
 
-def risk(real: pd.DataFrame, syn: pd.DataFrame, holdout: pd.DataFrame, schema: Schema, cfg: EvaluationConfig) -> dict[str, float]:
+def risk(
+    real: pd.DataFrame,
+    syn: pd.DataFrame,
+    holdout: pd.DataFrame,
+    schema: Schema,
+    cfg: EvaluationConfig,
+    unmeasured: Unmeasured | None = None,
+) -> dict[str, float]:
     """Privacy measures (distance-based and sdmetrics) of `syn`, with `holdout` as the unseen reference."""
-    out = privacy.privacy(real, syn, holdout, schema, seed=cfg.seed, subsample=cfg.privacy_subsample)
+    u = unmeasured if unmeasured is not None else Unmeasured()
+    out = u.run(
+        "privacy",
+        privacy.privacy,
+        real,
+        syn,
+        holdout,
+        schema,
+        seed=cfg.seed,
+        subsample=cfg.privacy_subsample,
+        covers=("privacy.dcr_share", "privacy.mia_auc", "privacy.near_copy_share", "privacy.exact_copy", "privacy.exact_copies"),
+    )
+    sensitive = utility.default_target(schema)
     out.update(
-        sdm.privacy(
-            real, syn, holdout, schema, seed=cfg.seed, rows=cfg.sdmetrics_privacy_rows, sensitive=utility.default_target(schema)
+        u.run(
+            "privacy.sdmetrics",
+            sdm.privacy,
+            real,
+            syn,
+            holdout,
+            schema,
+            seed=cfg.seed,
+            rows=cfg.sdmetrics_privacy_rows,
+            sensitive=sensitive,
         )
     )
     return out
@@ -192,9 +269,12 @@ def evaluate(
         raise InputError("Evaluation needs at least 2 real training patients and 2 synthetic patients.")
 
     calibration: dict[str, float] = {}
-    metrics = validity(s, schema, synthetic)  # every synthetic patient, in the frame's own row order
+    unmeasured, floor_unmeasured = Unmeasured(), Unmeasured()
+    metrics = unmeasured.run("validity", validity, s, schema, synthetic)  # every synthetic patient, in the frame's own row order
     every_real = [r] if h is None else [r, h]
-    metrics.update(coverage(every_real, s, schema, band=cfg.coverage_band, min_share=cfg.coverage_min_share))
+    metrics.update(
+        unmeasured.run("coverage", coverage, every_real, s, schema, band=cfg.coverage_band, min_share=cfg.coverage_min_share)
+    )
     counts = {
         "real_patients": n_patients(r),
         "real_visits": len(r),
@@ -207,24 +287,26 @@ def evaluate(
     r, s = sample_patients(r, cfg.max_patients, cfg.seed), sample_patients(s, cfg.max_patients, cfg.seed + 1)
     h = sample_patients(h, cfg.max_patients, cfg.seed + 2) if h is not None else None
     if h is None:
-        metrics.update(fidelity(r, s, schema, cfg))
+        metrics.update(fidelity(r, s, schema, cfg, unmeasured))
     else:
         # synthetic and training patients judged against the same unseen patients, at the same size
-        metrics.update(fidelity(h, sample_patients(s, n_patients(r), cfg.seed), schema, cfg))
-        metrics.update(utility.utility(r, s, h, schema, seed=cfg.seed))
-        metrics.update(risk(r, s, h, schema, cfg))
-        calibration = fidelity(h, r, schema, cfg)
+        metrics.update(fidelity(h, sample_patients(s, n_patients(r), cfg.seed), schema, cfg, unmeasured))
+        metrics.update(unmeasured.run("utility", utility.utility, r, s, h, schema, seed=cfg.seed))
+        metrics.update(risk(r, s, h, schema, cfg, unmeasured))
+        calibration = fidelity(h, r, schema, cfg, floor_unmeasured)
         if n_patients(h) >= 4:
             rest, half = split_patients(h, PID, 0.5, cfg.seed)
-            calibration.update(risk(r, half, rest, schema, cfg))
+            calibration.update(risk(r, half, rest, schema, cfg, floor_unmeasured))
     metrics, calibration = _finite(metrics), _finite(calibration)
-    gate_results = G.check(metrics, cfg.gates, has_holdout=h is not None, floor=calibration)
+    gate_results = G.check(metrics, cfg.gates, has_holdout=h is not None, floor=calibration, why=unmeasured.why)
     result = EvaluationResult(
         metrics=metrics,
         calibration=calibration,
         gates=gate_results,
         passed=all(g.passed for g in gate_results),
         holdout_patients=n_patients(h) if h is not None else 0,
+        unmeasured=unmeasured.to_dict(),
+        floor_unmeasured=floor_unmeasured.to_dict(),
     )
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -245,6 +327,8 @@ def evaluate(
                     "gates": [g.to_dict() for g in gate_results],
                     "metrics": metrics,
                     "calibration": calibration,
+                    "not_measurable": result.unmeasured,
+                    "floor_not_measurable": result.floor_unmeasured,
                     "config": _plain(cfg),
                     "seconds": round(result.seconds, 2),
                     "provenance": provenance or {},
@@ -265,21 +349,33 @@ def _plain(cfg: EvaluationConfig) -> dict:
 def make_figures(
     r, s, h, schema: Schema, cfg: EvaluationConfig, metrics, calibration, loss_history, fig_dir: Path
 ) -> dict[str, Path]:
+    """The report's figures; one that cannot be drawn on these data is logged and left out."""
     ref = h if h is not None else r  # the real patients the synthetic ones are judged against
-    figs: dict[str, Path | None] = {
-        "marginals": F.marginals(ref, s, schema, fig_dir / "marginals.png"),
-        "correlations": F.correlations(ref, s, schema, fig_dir / "correlations.png"),
-        "trajectories": F.trajectories(ref, s, schema, fig_dir / "trajectories.png", cfg.example_patients, cfg.seed),
-        "temporal": F.temporal(metrics, calibration, schema, fig_dir / "temporal.png"),
-        "trend_cycle": F.trend_cycle(ref, s, schema, fig_dir / "trend_cycle.png", cfg.trend_window),
-        "sequence_lengths": F.lengths_and_gaps(ref, s, schema, fig_dir / "sequence_lengths.png"),
-        "coverage": F.coverage(metrics, cfg.coverage_band, fig_dir / "coverage.png"),
+    draw = {
+        "marginals": lambda: F.marginals(ref, s, schema, fig_dir / "marginals.png"),
+        "correlations": lambda: F.correlations(ref, s, schema, fig_dir / "correlations.png"),
+        "trajectories": lambda: F.trajectories(ref, s, schema, fig_dir / "trajectories.png", cfg.example_patients, cfg.seed),
+        "temporal": lambda: F.temporal(metrics, calibration, schema, fig_dir / "temporal.png"),
+        "trend_cycle": lambda: F.trend_cycle(ref, s, schema, fig_dir / "trend_cycle.png", cfg.trend_window),
+        "sequence_lengths": lambda: F.lengths_and_gaps(ref, s, schema, fig_dir / "sequence_lengths.png"),
+        "coverage": lambda: F.coverage(metrics, cfg.coverage_band, fig_dir / "coverage.png"),
     }
     if h is not None:
-        figs["privacy"] = F.privacy(privacy.distances(r, s, h, schema), fig_dir / "privacy.png")
+        draw["privacy"] = lambda: F.privacy(privacy.distances(r, s, h, schema), fig_dir / "privacy.png")
     if loss_history:
-        figs["loss_curve"] = F.loss_curve(loss_history, fig_dir / "loss_curve.png")
-    return {k: v for k, v in figs.items() if v is not None}
+        draw["loss_curve"] = lambda: F.loss_curve(loss_history, fig_dir / "loss_curve.png")
+    figs: dict[str, Path] = {}
+    for name, make in draw.items():
+        try:
+            path = make()
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a figure is a view of measures already reported
+            log.warning("Figure %s not drawn: %s.", name, guard_reason(exc))
+            path = None
+        if path is not None:
+            figs[name] = path
+    return figs
 
 
 def read_frame(path) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 from diffusion.config import GateConfig
 from evaluation.catalog import GATED, gate_metric
@@ -46,10 +47,17 @@ DESCRIPTIONS = {gate_metric(m): m.description for m in GATED}
 
 
 def check(
-    metrics: dict[str, float], config: GateConfig, *, has_holdout: bool, floor: dict[str, float] | None = None
+    metrics: dict[str, float],
+    config: GateConfig,
+    *,
+    has_holdout: bool,
+    floor: dict[str, float] | None = None,
+    why: Callable[[str], str | None] | None = None,
 ) -> list[GateResult]:
     """Every gate of the measure table (`evaluation.catalog`) against `metrics`; "floor" gates
-    add the real-vs-real value from `floor` (0 when there is none) to their threshold."""
+    add the real-vs-real value from `floor` (0 when there is none) to their threshold. `why(name)`
+    gives the reason a missing measure could not be computed (`evaluation.guard`); a gate whose
+    measure failed blocks with it."""
     floor = floor or {}
     out = []
     for m in GATED:
@@ -64,6 +72,12 @@ def check(
                 threshold, note = threshold + base, f"real-vs-real floor {base:.3g} + {getattr(config, m.gate):g}"
         value = metrics.get(name)
         if value is None or (isinstance(value, float) and math.isnan(value)):
+            failure = why(name) if why is not None else None
+            if failure:
+                out.append(
+                    GateResult(name, None, threshold, False, m.direction, evaluated=False, note=f"not measurable: {failure}")
+                )
+                continue
             if m.needs_holdout and not has_holdout:
                 blocks = config.require_holdout
                 note = "needs real holdout patients; none given" + (" (blocks the release)" if blocks else "")

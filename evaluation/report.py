@@ -150,6 +150,21 @@ def _all_measures(result) -> str:
     return "".join(out)
 
 
+def _unmeasured(result) -> str:
+    """The measure families that could not be computed on these data, and why."""
+    rows = [(k, v, "synthetic") for k, v in result.unmeasured.items()]
+    rows += [(k, v, "real-vs-real floor") for k, v in result.floor_unmeasured.items()]
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(side)}</td><td>{html.escape(v)}</td></tr>" for k, v, side in rows
+    )
+    return (
+        "<h2>Not measurable</h2><p class='note'>These measures could not be computed on these data; a gate that "
+        "reads one blocks the release.</p><table><tr><th>measures</th><th>for</th><th>reason</th></tr>" + body + "</table>"
+    )
+
+
 def _img(name: str, path: Path) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return f"<h3>{html.escape(name.replace('_', ' '))}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'/>"
@@ -201,6 +216,7 @@ def write_report(result, schema: Schema, path: Path, *, counts: dict[str, int], 
 <div class="verdict {"ok" if result.passed else "bad"}">{verdict}</div>
 <p>{html.escape(result.privacy_note())}</p>
 <h2>Release gates</h2>{_gates_table(result)}
+{_unmeasured(result)}
 {_provenance(provenance)}
 <h2>Headline measures</h2>{_headline(result)}
 {"".join(sections)}

@@ -1,20 +1,18 @@
 """Utility: does a model trained on synthetic patients predict real ones (TSTR beside TRTR)?
 
-On `evaluation.data.patient_features`; the target is `default_target(schema)`. Seeded, on one
-OpenMP thread (see `evaluation.detection`).
+On `evaluation.data.patient_features`; the target is `default_target(schema)`; the models are
+`evaluation.boosting`'s (seeded).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
-from threadpoolctl import threadpool_limits
 
 from diffusion.schema import Column, Schema
+from evaluation.boosting import classifier, regressor
 from evaluation.data import PID, align, patient_features
-from evaluation.detection import _classifier
 
 
 def default_target(schema: Schema) -> Column | None:
@@ -52,11 +50,6 @@ def utility(real: pd.DataFrame, syn: pd.DataFrame, test: pd.DataFrame, schema: S
     ``utility.auc_gap`` = TRTR - TSTR; a numeric one ``utility.{trtr,tstr}.{r2,mae}`` and
     ``utility.r2_gap``. Empty when there is no target or the test set has a single class.
     """
-    with threadpool_limits(limits=1, user_api="openmp"):
-        return _utility(real, syn, test, schema, seed=seed)
-
-
-def _utility(real: pd.DataFrame, syn: pd.DataFrame, test: pd.DataFrame, schema: Schema, *, seed: int = 0) -> dict[str, float]:
     target = default_target(schema)
     if target is None:
         return {}
@@ -69,9 +62,7 @@ def _utility(real: pd.DataFrame, syn: pd.DataFrame, test: pd.DataFrame, schema: 
             return {}
         for name, (X, y) in {"trtr": (Xr, yr), "tstr": (Xs, ys)}.items():
             ok = y.notna()
-            model = HistGradientBoostingRegressor(max_iter=100, early_stopping=False, random_state=seed).fit(
-                X[ok].to_numpy(float), y[ok]
-            )
+            model = regressor(X[ok].to_numpy(float), y[ok].to_numpy(float), seed)
             pred = model.predict(Xt[okt].to_numpy(float))
             out[f"utility.{name}.r2"] = float(r2_score(yt[okt], pred))
             out[f"utility.{name}.mae"] = float(mean_absolute_error(yt[okt], pred))
@@ -87,7 +78,7 @@ def _utility(real: pd.DataFrame, syn: pd.DataFrame, test: pd.DataFrame, schema: 
         if y[ok].nunique() < 2:  # a single class learned: no better than chance
             out[f"utility.{name}.auc"] = 0.5
             continue
-        model = _classifier(seed).fit(X[ok].to_numpy(float), y[ok].to_numpy(str))
+        model = classifier(X[ok].to_numpy(float), y[ok].to_numpy(str), seed)
         proba = pd.DataFrame(model.predict_proba(Xt[okt].to_numpy(float)), columns=model.classes_).reindex(
             columns=labels, fill_value=0.0
         )

@@ -91,7 +91,13 @@ def cmd_train(args) -> int:
 
     Schema.load(args.schema)  # fail fast, before Prefect starts
     cfg = _config(args)
-    out = train_flow(data=args.data, schema=args.schema, config=cfg.to_dict(), release=bool(getattr(args, "release", False)))
+    out = train_flow(
+        data=args.data,
+        schema=args.schema,
+        config=cfg.to_dict(),
+        release=bool(getattr(args, "release", False)),
+        from_model=getattr(args, "from_model", None),
+    )
     print(f"MLflow run: {out['run_id']}")
     print(f"Model {out['decision']}")
     if out.get("privacy_note"):
@@ -270,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     config_flags(t)
     t.add_argument("--max-minutes", type=float, default=None)
     t.add_argument("--release", action="store_true", help="also release the evaluated sample when it passes every gate")
+    t.add_argument(
+        "--from-model",
+        default=None,
+        metavar="URI",
+        help="finish a training whose later step failed, from the model it kept (runs:/ID/model_folder): no retraining",
+    )
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="synthetic patients from a model")
@@ -374,7 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
         if args.debug:
             traceback.print_exc()
-        print(f"error: {_paragraph(f'{type(exc).__name__}: {exc}')} (run with --debug for the traceback)", file=sys.stderr)
+        if getattr(exc, "says_what_to_do", False):  # e.g. a failure after training: the message says how to finish
+            print(f"error: {_paragraph(exc)}", file=sys.stderr)
+        else:
+            print(f"error: {_paragraph(f'{type(exc).__name__}: {exc}')} (run with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

@@ -47,9 +47,54 @@ def _workdir(kind: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{kind}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-", dir=STATE_DIR / "work"))
 
 
+class ModelKeptError(RuntimeError):
+    """A step after training failed; the trained model is kept in its MLflow run (`uri`)."""
+
+    says_what_to_do = True  # the CLI prints the message as it is
+
+    def __init__(self, step: str, exc: BaseException, run_id: str, uri: str, data: str, schema: str, release: bool):
+        from evaluation.guard import reason
+
+        self.step, self.run_id, self.uri = step, run_id, uri
+        finish = f"healthgym train {data} --schema {schema} --from-model {uri}" + (" --release" if release else "")
+        flow_run = _flow_run_id()
+        super().__init__(
+            f"{step} failed after training ({reason(exc)}). The trained model is kept in MLflow run {run_id} as "
+            f"{uri}; finish from it (training is not repeated) with: {finish}"
+            + (f"; or retry the Prefect flow run {flow_run}, which resumes after training." if flow_run else ".")
+        )
+
+
+def _kept_from(uri: str, fp: str) -> Run | None:
+    """The training run a runs:/ URI names, continued, after checking it was trained on this extract."""
+    if not uri.startswith("runs:/"):
+        return None
+    run_id = uri[len("runs:/") :].split("/")[0]
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = MlflowClient().get_run(run_id).data.tags
+    except MlflowException:
+        raise InputError(f"--from-model {uri}: no MLflow run {run_id} in this tracking store.") from None
+    if tags.get("extract.fingerprint") and tags["extract.fingerprint"] != fp:
+        raise InputError(
+            f"--from-model {uri} was trained on another extract (fingerprint {tags['extract.fingerprint'][:12]}, "
+            f"this one {fp[:12]}); finish it with the extract it was trained on."
+        )
+    return Run.resume(run_id)
+
+
 @flow(name="healthgym-train", log_prints=True)
-def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, release: bool = False) -> dict[str, Any]:
-    """validate -> split -> train -> sample -> evaluate -> register (-> release when asked)."""
+def train_flow(
+    data: str, schema: str, config: dict[str, Any] | None = None, release: bool = False, from_model: str | None = None
+) -> dict[str, Any]:
+    """validate -> split -> train -> keep -> calibrate -> sample -> evaluate -> register (-> release).
+
+    The trained model is saved and logged to the run (`stages.keep_model`) before anything that
+    can fail after training runs; a later failure raises `ModelKeptError`, which says how to
+    finish. `from_model` (the kept folder's runs:/ URI, or a model folder) skips training; a
+    retried flow run whose earlier attempt kept its model does the same."""
     sch = Schema.load(schema)
     cfg = Config.from_dict(config)
     data_path = str(Path(data).resolve())
@@ -62,6 +107,7 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
     }
     run = Run.start(f"healthgym-{sch.name}", run_name=f"train-{sch.name}", tags={k: v for k, v in tags.items() if v})
     work = _workdir("train")
+    step, kept = "setup", None
     try:
         run.params(cfg.flat())
         run.json(sch.to_dict(), "schema.json")
@@ -75,13 +121,35 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
         # checkpoints are keyed by extract + config, so a killed run resumes where it stopped
         key = hashlib.sha256((fp + json.dumps(cfg.to_dict(), sort_keys=True)).encode()).hexdigest()[:16]
         ckpt = STATE_DIR / "checkpoints" / f"{sch.name}-{key}"
-        source = (data_path, str(Path(schema).resolve()), fp)  # what data-parallel processes read themselves
-        model, result = stages.train_model(train, sch, cfg, run, ckpt, df[sch.id], source)
+        if from_model:
+            kept_run = _kept_from(from_model, fp)
+            if kept_run is not None:  # the kept model's own run is finished, not this new one
+                run.end("KILLED")
+                run = kept_run
+        kept = from_model or run.tag(stages.KEPT_TAG)
+        if kept:
+            step = "loading the kept model"
+            model = stages.load_kept(kept, work / "kept")
+            history = (model.meta.get("training") or {}).get("history")
+        else:
+            step = "training"
+            source = (data_path, str(Path(schema).resolve()), fp)  # what data-parallel processes read themselves
+            model, result = stages.train_model(train, sch, cfg, run, ckpt, df[sch.id], source)
+            history = result.history
+            step = "keeping the trained model"
+            kept = stages.keep_model(model, work / "trained", run)
+        step = "decoding calibration"
+        if "calibration" not in model.meta:
+            model = stages.calibrate(model, run)
+            stages.keep_model(model, work / "calibrated", run)
         model_dir = stages.save_model(model, work / "model")
+        step = "sampling"
         patients = cfg.sampling.patients or int(df[sch.id].nunique())
         synthetic = stages.sample(model, patients, cfg.pipeline.seed)
+        step = "evaluation"
         report_dir = work / "report"
-        evaluation = stages.evaluate(train, synthetic, model, holdout, result.history, report_dir, run)
+        evaluation = stages.evaluate(train, synthetic, model, holdout, history, report_dir, run)
+        step = "registration"
         reg = register(
             model_dir,
             sch.name,
@@ -102,34 +170,42 @@ def train_flow(data: str, schema: str, config: dict[str, Any] | None = None, rel
             "privacy_note": evaluation.privacy_note(),
         }
         if release:
-            if not evaluation.passed:
-                raise GateError(evaluation.failed_gates_message())
-            manifest = {
-                "model_uri": reg["uri"],
-                "model_name": sch.name,
-                "model_version": str(reg["version"]),
-                "training_run_id": run.id,
-                "seed": cfg.pipeline.seed,
-                "patients": patients,
-                "extract_fingerprint": fp,
-                "gates_passed": evaluation.passed,
-                "flow_run_id": _flow_run_id(),
-                **stages.privacy_manifest(model),
-            }
-
-            def record(path: str) -> None:
-                run.tags({"release.path": path, "release.run_id": run.id})
-                link_release({"model_name": sch.name, "model_version": reg["version"]}, {"release.path": path})
-
-            out["release"] = stages.publish(synthetic, sch, manifest, report_dir, record)
+            step = "release"
+            out["release"] = _release_trained(synthetic, sch, evaluation, reg, run, cfg, patients, fp, model, report_dir)
         shutil.rmtree(ckpt, ignore_errors=True)  # finished: the next training starts fresh
         run.end("FINISHED")
         return out
-    except BaseException:
+    except BaseException as exc:
         run.end("FAILED")
+        if kept and isinstance(exc, Exception) and not isinstance(exc, GateError):
+            raise ModelKeptError(step, exc, run.id, kept, data, schema, release) from exc
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _release_trained(synthetic, sch: Schema, evaluation, reg, run: Run, cfg: Config, patients: int, fp: str, model, report_dir):
+    """The training's own release: only when every gate passed; MLflow records it before it lands."""
+    if not evaluation.passed:
+        raise GateError(evaluation.failed_gates_message())
+    manifest = {
+        "model_uri": reg["uri"],
+        "model_name": sch.name,
+        "model_version": str(reg["version"]),
+        "training_run_id": run.id,
+        "seed": cfg.pipeline.seed,
+        "patients": patients,
+        "extract_fingerprint": fp,
+        "gates_passed": evaluation.passed,
+        "flow_run_id": _flow_run_id(),
+        **stages.privacy_manifest(model),
+    }
+
+    def record(path: str) -> None:
+        run.tags({"release.path": path, "release.run_id": run.id})
+        link_release({"model_name": sch.name, "model_version": reg["version"]}, {"release.path": path})
+
+    return stages.publish(synthetic, sch, manifest, report_dir, record)
 
 
 @flow(name="healthgym-release", log_prints=True)
@@ -194,7 +270,7 @@ def release_flow(
             n = patients or cfg.sampling.patients or int(train[sch.id].nunique() + holdout[sch.id].nunique())
             synthetic = stages.sample(hg, n, seed, where)
             report_dir = work / "report"
-            history = (hg.meta.get("training") or {}).get("history")
+            history = (hg.meta.get("training") or {}).get("history")  # saved with the model (TrainResult.summary)
             evaluation = stages.evaluate(train, synthetic, hg, holdout, history, report_dir, run)
             if not evaluation.passed:
                 raise GateError(evaluation.failed_gates_message())

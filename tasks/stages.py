@@ -127,7 +127,8 @@ def train_model(
     real_ids: pd.Series | None = None,
     source: tuple[str, str, str] | None = None,
 ) -> tuple[HealthGymModel, Any]:
-    """Fit encoder + denoiser; training/validation losses stream to MLflow as they come.
+    """Fit encoder + denoiser (decoding not yet calibrated: `calibrate`); training/validation losses
+    stream to MLflow as they come.
     Synthetic ids will avoid `real_ids` (the whole extract's). With `train.processes` > 1 the
     fit runs data-parallel under torchrun (`diffusion.distributed`), whose processes read the
     extract themselves from `source` = (extract path, schema path, fingerprint); the losses
@@ -165,7 +166,7 @@ def train_model(
         for entry in result.history:
             callback("eval", entry)
     else:
-        model, result = fit(train, schema, config, workdir=workdir, callback=callback, real_ids=real_ids)
+        model, result = fit(train, schema, config, workdir=workdir, callback=callback, real_ids=real_ids, calibrate=False)
     progress.done(result.steps, result.stopped_by)
     if run is not None:
         run.metrics(
@@ -198,14 +199,51 @@ def train_model(
         )
         run.json(model.meta.get("protection") or {}, "training/value_protection.json")
         run.json(result.history, "training/loss_history.json")
-        if model.meta.get("calibration"):  # decoding thresholds / penalties and the aggregates they match
-            run.json(model.meta["calibration"], "training/decoding_calibration.json")
     return model, result
+
+
+KEPT_TAG = "healthgym.model_folder"  # the run's tag naming its kept model folder (a runs:/ URI)
+KEPT_PATH = "model_folder"  # where in the run's artifacts the folder is kept
 
 
 @hg_task(name="save-model")
 def save_model(model: HealthGymModel, folder: Path) -> Path:
     return model.save(folder)
+
+
+@hg_task(name="keep-model", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
+def keep_model(model: HealthGymModel, folder: Path, run: Run) -> str:
+    """Save the model folder and log it to the training run, so nothing that fails after
+    training loses it; returns its URI (``runs:/<run id>/model_folder``), also the run's tag
+    `KEPT_TAG`. Called again after calibration (with another `folder`), it replaces the kept files."""
+    model.save(folder)
+    run.artifact(folder, KEPT_PATH)
+    uri = f"runs:/{run.id}/{KEPT_PATH}"
+    run.tags({KEPT_TAG: uri})
+    _logger().info("Trained model kept in the MLflow run: %s", uri)
+    return uri
+
+
+@hg_task(name="load-kept-model")
+def load_kept(uri: str, dest: Path) -> HealthGymModel:
+    """The model folder kept by an earlier attempt (a runs:/ URI or a local folder)."""
+    from tasks.tracking import resolve_model_dir
+
+    folder, _ = resolve_model_dir(uri, dest)
+    model = HealthGymModel.load(folder)
+    _logger().info("Continuing from the kept model %s (training is not repeated).", uri)
+    return model
+
+
+@hg_task(name="calibrate-decoding")
+def calibrate(model: HealthGymModel, run: Run | None) -> HealthGymModel:
+    """The decoding calibration (`diffusion.fit.calibrate_decoding`; a no-op when off or done), logged."""
+    from diffusion.fit import calibrate_decoding
+
+    calibrate_decoding(model)
+    if run is not None and model.meta.get("calibration"):  # thresholds, penalties and the aggregates they match
+        run.json(model.meta["calibration"], "training/decoding_calibration.json")
+    return model
 
 
 @hg_task(name="sample-patients")
@@ -300,6 +338,8 @@ def evaluate(
         run.metrics(result.metrics)
         run.metrics({f"calibration.{k}": v for k, v in result.calibration.items()})
         run.tags({"evaluation.passed": result.passed})
+        if result.unmeasured:  # the reasons are in evaluation/metrics.json and the report
+            run.tags({"evaluation.not_measurable": ", ".join(sorted(result.unmeasured))})
         run.artifact(out_dir, "evaluation")
     rows = [
         {

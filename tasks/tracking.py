@@ -70,6 +70,17 @@ class Run:
         run = client.create_run(exp, run_name=run_name, tags=tags)
         return cls(run.info.run_id)
 
+    @classmethod
+    def resume(cls, run_id: str) -> "Run":
+        """An existing run continued (status RUNNING again), e.g. to finish a training from its kept model."""
+        client = MlflowClient()
+        client.update_run(run_id, status="RUNNING")
+        return cls(run_id)
+
+    def tag(self, name: str) -> str | None:
+        """The run's tag `name`, or None."""
+        return self.client.get_run(self.id).data.tags.get(name)
+
     def params(self, params: dict[str, Any]) -> None:
         for k, v in params.items():
             self.client.log_param(self.id, k, json.dumps(v) if isinstance(v, (list, dict)) else v)

@@ -403,12 +403,10 @@ def test_report_api(small: pd.DataFrame, schema: Schema) -> None:
         validate_extract("not a frame", schema)  # type: ignore[arg-type]
 
 
-# ---- the command line (flows/cli.py belongs to the flow developer; tested here when present) ----
+# ---- the command line ----
 def _cli():
-    try:
-        from flows.cli import main
-    except Exception:  # noqa: BLE001 - not there yet
-        pytest.skip("flows.cli is not available")
+    from flows.cli import main  # an import error fails the test
+
     return main
 
 
