@@ -191,7 +191,12 @@ class GateConfig:
 @dataclass
 class EvaluationConfig:
     seed: int = 0
-    discriminator_folds: int = 5
+    discriminator_folds: int = 5  # folds of the boosted-features detector
+    # the sequence detector (evaluation.sequence): folds, training steps per fold, and most
+    # patients a side it reads (a fixed step count keeps its cost flat in the cohort's size)
+    sequence_folds: int = 3
+    sequence_steps: int = 200
+    sequence_patients: int = 2000
     privacy_subsample: int = 2000  # most patients per set in the distance privacy measures (ratio kept)
     # most patients per set (training, synthetic, holdout) the fidelity, detection and utility
     # measures read, drawn at random (seeded): beyond it their precision exceeds what the gates

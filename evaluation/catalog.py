@@ -108,10 +108,12 @@ MEASURES: list[Measure] = [
         "discriminator_auc",
         "detection",
         "lower",
-        "real-vs-synthetic classifier, cross-validated AUC",
+        "strongest of the detector battery (boosted rich features, sequence CNN), cross-validated AUC",
         "max_discriminator_auc",
         required=True,
     ),
+    Measure("discriminator_auc.features", "detection", "lower", "gradient boosting on rich patient features, AUC"),
+    Measure("discriminator_auc.sequence", "detection", "lower", "1-D CNN over the visit sequences, AUC"),
     Measure(
         "utility.trtr",
         "utility",

@@ -9,7 +9,8 @@ Metric names (all flat, JSON-able floats; a measure that cannot be computed is l
   trend/cycle (dynamic) correlations
 - ``missing.*``    missing rates per nullable column
 - ``validity.*``   static consistency, time order, values in bounds / categories
-- ``discriminator_auc``  patient-level real-vs-synthetic classifier (0.5 = indistinguishable)
+- ``discriminator_auc``  the strongest of a battery of real-vs-synthetic detectors, each member
+  as ``discriminator_auc.<member>`` (0.5 = indistinguishable; `evaluation.detection`)
 - ``utility.*``    TSTR vs TRTR on the schema's target (needs the holdout as test set)
 - ``privacy.*``    distances to training vs holdout patients, membership inference, near and
   exact copies, each with its 95% interval; sdmetrics DCR and disclosure protection
@@ -109,8 +110,10 @@ def _finite(d: dict[str, float]) -> dict[str, float]:
 
 def _check_config(cfg: EvaluationConfig) -> None:
     problems = []
-    if cfg.discriminator_folds < 2:
-        problems.append("evaluation.discriminator_folds must be at least 2")
+    if cfg.discriminator_folds < 2 or cfg.sequence_folds < 2:
+        problems.append("evaluation.discriminator_folds and evaluation.sequence_folds must be at least 2")
+    if cfg.sequence_steps < 1 or cfg.sequence_patients < 2:
+        problems.append("evaluation.sequence_steps must be positive and evaluation.sequence_patients at least 2")
     if cfg.max_patients < 40:
         problems.append("evaluation.max_patients must be at least 40")
     if cfg.privacy_subsample < 2 or cfg.sdmetrics_privacy_rows < 2:
@@ -174,14 +177,14 @@ def fidelity(
             covers=("fidelity.quality_score", "fidelity.diagnostic"),
         )
     )
-    out.update(
-        u.run(
-            "discriminator_auc",
-            lambda: {
-                "discriminator_auc": detection.discriminator_auc(real, syn, schema, seed=cfg.seed, folds=cfg.discriminator_folds)
-            },
-        )
+    battery = dict(
+        seed=cfg.seed,
+        folds=cfg.discriminator_folds,
+        sequence_folds=cfg.sequence_folds,
+        sequence_steps=cfg.sequence_steps,
+        sequence_patients=cfg.sequence_patients,
     )
+    out.update(u.run("discriminator_auc", detection.battery, real, syn, schema, **battery))
     return out
 
 

@@ -1,7 +1,15 @@
-"""Detection: can a classifier tell synthetic patients from real ones?
+"""Detection: can a classifier tell synthetic patients from real ones? A battery of detectors.
 
-On `evaluation.data.patient_features` (one numeric row per patient, missing kept as NaN), with
-the gradient boosting of `evaluation.boosting` (seeded, survives features missing in a fold).
+`battery` runs every member on the same two sets and reports each one's cross-validated AUC
+(0.5 = indistinguishable, 1 = always told apart) and their maximum, ``discriminator_auc``: the
+strongest detector decides, so a generator cannot pass by fooling the weakest. Members:
+
+- ``discriminator_auc.features``: gradient boosting (`evaluation.boosting`) on the rich patient
+  features of `evaluation.features` (quantiles, extremes, visit-to-visit changes, label runs);
+- ``discriminator_auc.sequence``: a 1-D CNN over the visit sequences (`evaluation.sequence`), on
+  at most `sequence_patients` patients a side (drawn seeded).
+
+The evaluation computes the same battery for real-vs-real (the floor), member by member.
 """
 
 from __future__ import annotations
@@ -13,13 +21,16 @@ from sklearn.model_selection import StratifiedKFold
 
 from diffusion.schema import Schema
 from evaluation.boosting import classifier
-from evaluation.data import align, patient_features
+from evaluation.data import PID, align
+from evaluation.features import rich_features
+from evaluation.sequence import sequence_auc
+
+MEMBERS = ("features", "sequence")
 
 
-def discriminator_auc(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, *, seed: int = 0, folds: int = 5) -> float:
-    """Stratified k-fold cross-validated AUC of a gradient-boosting classifier telling real
-    patients from synthetic ones (0.5 = indistinguishable, 1 = always told apart)."""
-    fr, fs = align(patient_features(real, schema), patient_features(syn, schema))
+def features_auc(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, *, seed: int = 0, folds: int = 5) -> float:
+    """Stratified k-fold AUC of gradient boosting on rich patient features (tidy frames)."""
+    fr, fs = align(rich_features(real, schema), rich_features(syn, schema))
     X = np.vstack([fr.to_numpy(float), fs.to_numpy(float)])
     y = np.r_[np.ones(len(fr)), np.zeros(len(fs))]
     folds = int(max(2, min(folds, len(fr), len(fs))))
@@ -27,3 +38,47 @@ def discriminator_auc(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, *, 
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y):
         proba[test] = classifier(X[train], y[train], seed).predict_proba(X[test])[:, 1]
     return float(roc_auc_score(y, proba))
+
+
+def _at_most(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    ids = np.unique(df[PID])
+    if len(ids) <= n:
+        return df
+    keep = np.random.default_rng(seed).choice(ids, size=n, replace=False)
+    return df[df[PID].isin(keep)].reset_index(drop=True)
+
+
+def battery(
+    real: pd.DataFrame,
+    syn: pd.DataFrame,
+    schema: Schema,
+    *,
+    seed: int,
+    folds: int,
+    sequence_folds: int,
+    sequence_steps: int,
+    sequence_patients: int,
+) -> dict[str, float]:
+    """Every member's AUC (``discriminator_auc.<member>``) and the strongest (``discriminator_auc``)."""
+    out = {"discriminator_auc.features": features_auc(real, syn, schema, seed=seed, folds=folds)}
+    r, s = _at_most(real, sequence_patients, seed), _at_most(syn, sequence_patients, seed + 1)
+    out["discriminator_auc.sequence"] = sequence_auc(r, s, schema, seed=seed, folds=sequence_folds, steps=sequence_steps)
+    out["discriminator_auc"] = max(out.values())
+    return out
+
+
+def discriminator_auc(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, *, seed: int = 0, folds: int = 5) -> float:
+    """The battery's strongest AUC with the evaluation's default settings (tidy frames)."""
+    from diffusion.config import EvaluationConfig
+
+    cfg = EvaluationConfig()
+    return battery(
+        real,
+        syn,
+        schema,
+        seed=seed,
+        folds=folds,
+        sequence_folds=cfg.sequence_folds,
+        sequence_steps=cfg.sequence_steps,
+        sequence_patients=cfg.sequence_patients,
+    )["discriminator_auc"]

@@ -30,6 +30,8 @@ HEADLINE = [
     "coverage.min_ratio",
     "coverage.max_ratio",
     "discriminator_auc",
+    "discriminator_auc.features",
+    "discriminator_auc.sequence",
     "utility.trtr.auc",
     "utility.tstr.auc",
     "utility.trtr.r2",

@@ -60,6 +60,8 @@ def register(
     mv = max(versions, key=lambda v: int(v.version))
     for k in (
         "discriminator_auc",
+        "discriminator_auc.features",
+        "discriminator_auc.sequence",
         "fidelity.quality_score",
         "privacy.dcr_share",
         "privacy.mia_auc",
