@@ -1,0 +1,232 @@
+"""The engine's yardstick: every benchmark cohort, judged by the detector battery, one table.
+
+    python benchmarks/bench_engine.py [--cohorts all|pbc,cgd,...] [--minutes 10] [--seed 0]
+        [--engine NAME=CONFIG.yaml | NAME=folders:DIR | NAME=] ... [--save DIR] [--out DIR]
+
+Cohorts: the bundled PBC, every cohort of benchmarks/cohorts.py (public data) and the simulated
+long and large cohorts of benchmarks/simulated.py. For each cohort and engine the extract is
+split as the train flow splits it, the engine is trained on the training patients as the flow
+trains it (at most --minutes of training), as many patients as the training set are sampled
+once, and that one set is decoded two ways: plain (the network alone) and calibrated (the
+pipeline's post-hoc decoding). Each is judged against the holdout as the pipeline judges it.
+
+An engine is a config (`NAME=path.yaml`, or `NAME=` for the defaults) trained in this run, or
+`NAME=folders:DIR`: model folders saved by an earlier run (`--save DIR` writes
+DIR/<cohort>/), e.g. by another commit, so two engines are compared in one table. Printed per
+cohort, engine and decoding: the battery's real-vs-real floor, its AUC and each member's, the
+mean stay-rate and lag-1 differences, MIA and DCR share with their 95% intervals, training
+steps/s and minutes, sampling patients/s, and whether the pipeline would release it (or the
+gates that blocked). With --out, the table as CSV and JSON and a figure (AUC above the floor
+per cohort and engine) land there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+COLUMNS = (
+    ("floor", "floor", "{:.3f}"),
+    ("auc", "AUC", "{:.3f}"),
+    ("features", "feat", "{:.3f}"),
+    ("sequence", "seq", "{:.3f}"),
+    ("stay", "stay", "{:.3f}"),
+    ("lag1", "lag1", "{:.3f}"),
+    ("mia", "MIA", "{:.3f}"),
+    ("mia_ci", "MIA 95%", "{}"),
+    ("dcr", "DCR", "{:.3f}"),
+    ("dcr_ci", "DCR 95%", "{}"),
+    ("steps_s", "steps/s", "{:.1f}"),
+    ("train_min", "min", "{:.1f}"),
+    ("sample_s", "pat/s", "{:.0f}"),
+    ("released", "released", "{}"),
+)
+
+
+def cohort_files(name: str, folder: Path) -> tuple[Path, Path]:
+    if name == "pbc":
+        return ROOT / "flows/data/pbcseq.csv", ROOT / "flows/data/pbc.yaml"
+    import simulated
+
+    if name in simulated.SIMULATED:
+        return simulated.build(name, folder)
+    from cohorts import build
+
+    return build(name, folder)
+
+
+def all_cohorts() -> list[str]:
+    import simulated
+    from cohorts import COHORTS
+
+    return ["pbc", *COHORTS, *simulated.SIMULATED]
+
+
+def _mean_of(metrics: dict[str, float], prefix: str) -> float:
+    v = [x for k, x in metrics.items() if k.startswith(prefix) and k.rsplit(".", 1)[-1] not in ("max", "mean") and np.isfinite(x)]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def _row(result, timing: dict[str, float]) -> dict:
+    m, c = result.metrics, result.calibration
+    failed = [g.name for g in result.gates if not g.passed]
+
+    def ci(k: str) -> str:
+        lo, hi = m.get(f"{k}.ci_low"), m.get(f"{k}.ci_high")
+        return f"{lo:.2f}-{hi:.2f}" if lo is not None and hi is not None else "-"
+
+    return {
+        "floor": c.get("discriminator_auc", float("nan")),
+        "auc": m.get("discriminator_auc", float("nan")),
+        "features": m.get("discriminator_auc.features", float("nan")),
+        "sequence": m.get("discriminator_auc.sequence", float("nan")),
+        "floor_features": c.get("discriminator_auc.features", float("nan")),
+        "floor_sequence": c.get("discriminator_auc.sequence", float("nan")),
+        "stay": _mean_of(m, "temporal.stay_prob_abs_diff."),
+        "lag1": m.get("temporal.lag1_abs_diff.mean", float("nan")),
+        "mia": m.get("privacy.mia_auc", float("nan")),
+        "mia_ci": ci("privacy.mia_auc"),
+        "dcr": m.get("privacy.dcr_share", float("nan")),
+        "dcr_ci": ci("privacy.dcr_share"),
+        **timing,
+        "released": "yes" if result.passed else "no: " + ",".join(failed),
+    }
+
+
+def _engine_model(spec: str, cohort: str, train, schema, minutes: float, seed: int, save: Path | None):
+    """(model, timing) for an engine spec: trained here from a config, or loaded from a folder."""
+    from diffusion.bundle import HealthGymModel
+    from diffusion.config import Config
+    from diffusion.fit import fit
+
+    if spec.startswith("folders:"):
+        folder = Path(spec[len("folders:") :]) / cohort
+        model = HealthGymModel.load(folder)
+        t = model.meta.get("training") or {}
+        return model, {"steps_s": t.get("steps", 0) / max(t.get("seconds", 1e-9), 1e-9), "train_min": t.get("seconds", 0) / 60}
+    cfg = Config.load(spec) if spec else Config()
+    cfg = cfg.with_overrides([f"train.max_minutes={minutes}", f"pipeline.seed={seed}"])
+    model, result = fit(train, schema, cfg, progress=False, calibrate=False)
+    if save is not None:
+        model.save(save / cohort)
+    return model, {"steps_s": result.steps / max(result.seconds, 1e-9), "train_min": result.seconds / 60}
+
+
+def judge(model, train, holdout, seed: int) -> dict[str, dict]:
+    """Plain and calibrated decoding of one sampled set, each judged against the holdout."""
+    from diffusion.encoding import Decoding
+    from diffusion.fit import calibrate_decoding
+    from evaluation import evaluate
+
+    n = int(train[model.schema.id].nunique())
+    t0 = time.perf_counter()
+    x = model.sample_tensor(n, seed=seed + 11)
+    sample_s = n / (time.perf_counter() - t0)
+    rows = {}
+    model.encoder.decoding = Decoding()
+    model.meta.pop("calibration", None)
+    for way in ("plain", "calibrated"):
+        if way == "calibrated":
+            calibrate_decoding(model)
+        syn = model.protect(model.encoder.decode(x), seed=seed + 11)
+        real, synthetic, held = model.judged(train, syn, holdout, seed=seed)
+        result = evaluate(real, synthetic, model.schema, holdout=held, config=model.config.evaluation)
+        rows[way] = _row(result, {"sample_s": sample_s})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cohorts", default="all")
+    ap.add_argument("--minutes", type=float, default=10.0, help="most minutes of training per cohort and engine")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--engine", action="append", default=[], metavar="NAME=SPEC")
+    ap.add_argument("--save", help="save each trained model folder under SAVE/<engine>/<cohort>")
+    ap.add_argument("--out", help="write the table (CSV, JSON) and the figure here")
+    args = ap.parse_args()
+
+    from diffusion.config import Config
+    from diffusion.data import split_patients
+    from diffusion.schema import Schema
+    from expectations.reading import read_extract
+
+    engines = dict(e.split("=", 1) for e in (args.engine or ["today="]))
+    names = all_cohorts() if args.cohorts == "all" else args.cohorts.split(",")
+    work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    table: list[dict] = []
+    header = f"{'cohort':<12}{'engine':<10}{'decoding':<11}" + "".join(f" {label:>9}" for _, label, _ in COLUMNS)
+    print(header, flush=True)
+    for name in names:
+        data, schema_path = cohort_files(name, work)
+        schema, df = Schema.load(schema_path), read_extract(data)
+        pipe = Config().pipeline
+        train, holdout = split_patients(df, schema.id, pipe.holdout_fraction, args.seed, pipe.min_holdout_patients)
+        for engine, spec in engines.items():
+            save = Path(args.save) / engine if args.save else None
+            try:
+                model, timing = _engine_model(spec, name, train, schema, args.minutes, args.seed, save)
+                rows = judge(model, train, holdout, args.seed)
+            except Exception as exc:  # noqa: BLE001 - one cohort's failure is a row of the table, not the end
+                print(f"{name:<12}{engine:<10}failed: {type(exc).__name__}: {exc}", flush=True)
+                table.append({"cohort": name, "engine": engine, "decoding": "-", "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            for way, row in rows.items():
+                row = {"cohort": name, "engine": engine, "decoding": way, **row, **timing}
+                table.append(row)
+                cells = "".join(f" {(fmt.format(row[k]) if k in row else '-'):>9}" for k, _, fmt in COLUMNS)
+                print(f"{name:<12}{engine:<10}{way:<11}{cells}", flush=True)
+    summarise(table)
+    if args.out:
+        write(table, Path(args.out))
+
+
+def summarise(table: list[dict]) -> None:
+    """Per engine and decoding: median and worst AUC above the floor over the cohorts."""
+    print()
+    keys = sorted({(r["engine"], r["decoding"]) for r in table if "auc" in r})
+    for engine, way in keys:
+        gaps = [r["auc"] - r["floor"] for r in table if r.get("engine") == engine and r.get("decoding") == way and "auc" in r]
+        released = sum(r["released"] == "yes" for r in table if r.get("engine") == engine and r.get("decoding") == way)
+        print(
+            f"{engine} / {way}: AUC - floor median {np.nanmedian(gaps):.3f}, worst {np.nanmax(gaps):.3f} "
+            f"over {len(gaps)} cohorts; released {released}/{len(gaps)}"
+        )
+
+
+def write(table: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(table)
+    frame.to_csv(out / "bench_engine.csv", index=False)
+    (out / "bench_engine.json").write_text(json.dumps(table, indent=1, default=float))
+    ok = frame.dropna(subset=["auc"]) if "auc" in frame else frame.iloc[:0]
+    if ok.empty:
+        return
+    ok = ok.assign(gap=ok["auc"] - ok["floor"], series=ok["engine"] + " / " + ok["decoding"])
+    pivot = ok.pivot_table(index="cohort", columns="series", values="gap")
+    ax = pivot.plot.bar(figsize=(max(6, 0.8 * len(pivot)), 4))
+    ax.axhline(0.15, color="grey", lw=0.8, ls="--")
+    ax.set_ylabel("battery AUC - real-vs-real floor")
+    ax.set_title("Detector battery against the holdout (lower is better)")
+    plt.tight_layout()
+    plt.savefig(out / "bench_engine.png", dpi=120)
+    print(f"Table and figure: {out}")
+
+
+if __name__ == "__main__":
+    main()
