@@ -139,7 +139,7 @@ def train_flow(
             step = "keeping the trained model"
             kept = stages.keep_model(model, work / "trained", run)
         step = "decoding calibration"
-        if "calibration" not in model.meta:
+        if model.config.encoding.calibrate and "calibration" not in model.meta:
             model = stages.calibrate(model, run)
             stages.keep_model(model, work / "calibrated", run)
         model_dir = stages.save_model(model, work / "model")

@@ -75,7 +75,7 @@ def test_a_measure_that_fails_is_reported_with_its_reason_and_blocks_its_gate(mo
     def broken(*args, **kwargs):
         raise ValueError("window shape cannot be larger than input array shape (value 12.5 of 'x')")
 
-    monkeypatch.setattr(core.detection, "discriminator_auc", broken)
+    monkeypatch.setattr(core.detection, "battery", broken)
     schema = Schema.from_dict(SCHEMA)
     result = evaluate(cohort(60, 1), cohort(60, 2), schema, holdout=cohort(60, 3), out_dir=tmp_path)
     assert "discriminator_auc" not in result.metrics

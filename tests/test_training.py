@@ -177,8 +177,9 @@ def test_the_memorisation_probe_tells_copies_from_fresh_patients():
         x = rng.normal(size=(n, 3, 6)).astype(np.float32)
         return Encoded(x, np.ones_like(x), np.full(n, 6))
 
-    train, validation, fresh = cohort(200), cohort(50), cohort(64)
-    copies = train.x[rng.choice(200, 64, replace=False)] + 0.01 * rng.normal(size=(64, 3, 6))
+    # as many validation as training patients, so each random training set holds every copy's source
+    train, validation, fresh = cohort(80), cohort(80), cohort(64)
+    copies = train.x[rng.choice(80, 64, replace=False)] + 0.01 * rng.normal(size=(64, 3, 6))
     fair = MemorisationProbe(lambda net, n, seed: (fresh.x[:n], fresh.lengths[:n]), train, validation, patients=64)
     copying = MemorisationProbe(lambda net, n, seed: (copies[:n], np.full(n, 6)), train, validation, patients=64)
     assert abs(fair(None) - 0.5) < 0.12
