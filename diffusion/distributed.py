@@ -50,7 +50,8 @@ def launch(
     fingerprint: str | None = None,
 ):
     """Train with `config.train.processes` processes on this node (torchrun). Returns
-    (HealthGymModel, TrainResult); raises RuntimeError when a process fails."""
+    (HealthGymModel, TrainResult), decoding not yet calibrated (`diffusion.fit.calibrate_decoding`);
+    raises RuntimeError when a process fails."""
     from diffusion.bundle import HealthGymModel
 
     n = config.train.processes
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         pipe = config.pipeline
         train, _ = split_patients(df, schema.id, pipe.holdout_fraction, pipe.seed, pipe.min_holdout_patients)
         workdir = Path(args.checkpoints) if args.checkpoints else None
-        model, result = fit(train, schema, config, workdir=workdir, real_ids=df[schema.id])
+        # not calibrated here: the flow keeps the trained model first, then calibrates it
+        model, result = fit(train, schema, config, workdir=workdir, real_ids=df[schema.id], calibrate=False)
         if world()[0] == 0:
             out = model.save(args.out)
             (out / RESULT).write_text(json.dumps({**result.summary(), "history": result.history}))
