@@ -100,6 +100,8 @@ def cmd_train(args) -> int:
     )
     print(f"MLflow run: {out['run_id']}")
     print(f"Model {out['decision']}")
+    if not out.get("passed", True) and out.get("gates"):
+        print(_paragraph(out["gates"]))
     if out.get("privacy_note"):
         print(_paragraph(out["privacy_note"]))
     if out.get("release"):

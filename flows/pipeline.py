@@ -168,6 +168,7 @@ def train_flow(
             "metrics": evaluation.metrics,
             "release": None,
             "privacy_note": evaluation.privacy_note(),
+            "gates": evaluation.failed_gates_message(),
         }
         if release:
             step = "release"
