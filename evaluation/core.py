@@ -41,7 +41,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from diffusion.config import ConfigError, EvaluationConfig
@@ -53,7 +52,7 @@ from evaluation import detection, privacy, sdm, utility
 from evaluation import figures as F
 from evaluation import gates as G
 from evaluation.coverage import coverage
-from evaluation.data import PID, n_patients, tidy
+from evaluation.data import PID, n_patients, sample_patients, tidy
 from evaluation.fidelity import correlations, marginals, missingness
 from evaluation.gates import GateResult
 from evaluation.guard import Unmeasured
@@ -224,15 +223,6 @@ def risk(
         )
     )
     return out
-
-
-def sample_patients(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """At most n patients of a tidy frame, drawn without replacement (seeded; all when fewer)."""
-    ids = np.unique(df[PID])
-    if len(ids) <= n:
-        return df
-    keep = np.random.default_rng(seed).choice(ids, size=n, replace=False)
-    return df[df[PID].isin(keep)].reset_index(drop=True)
 
 
 def evaluate(

@@ -132,6 +132,15 @@ def patient_features(df: pd.DataFrame, schema: Schema, *, exclude: tuple[str, ..
     return out
 
 
+def sample_patients(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """At most n patients of a tidy frame, drawn without replacement (seeded; all when fewer)."""
+    ids = np.unique(df[PID])
+    if len(ids) <= n:
+        return df
+    keep = np.random.default_rng(seed).choice(ids, size=n, replace=False)
+    return df[df[PID].isin(keep)].reset_index(drop=True)
+
+
 def align(*frames: pd.DataFrame) -> list[pd.DataFrame]:
     """The same columns (the union, first frame's order first) in every frame."""
     cols = list(frames[0].columns)

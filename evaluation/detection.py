@@ -21,7 +21,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from diffusion.schema import Schema
 from evaluation.boosting import classifier
-from evaluation.data import PID, align
+from evaluation.data import align, sample_patients
 from evaluation.features import rich_features
 from evaluation.sequence import sequence_auc
 
@@ -40,14 +40,6 @@ def features_auc(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, *, seed:
     return float(roc_auc_score(y, proba))
 
 
-def _at_most(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    ids = np.unique(df[PID])
-    if len(ids) <= n:
-        return df
-    keep = np.random.default_rng(seed).choice(ids, size=n, replace=False)
-    return df[df[PID].isin(keep)].reset_index(drop=True)
-
-
 def battery(
     real: pd.DataFrame,
     syn: pd.DataFrame,
@@ -61,7 +53,7 @@ def battery(
 ) -> dict[str, float]:
     """Every member's AUC (``discriminator_auc.<member>``) and the strongest (``discriminator_auc``)."""
     out = {"discriminator_auc.features": features_auc(real, syn, schema, seed=seed, folds=folds)}
-    r, s = _at_most(real, sequence_patients, seed), _at_most(syn, sequence_patients, seed + 1)
+    r, s = sample_patients(real, sequence_patients, seed), sample_patients(syn, sequence_patients, seed + 1)
     out["discriminator_auc.sequence"] = sequence_auc(r, s, schema, seed=seed, folds=sequence_folds, steps=sequence_steps)
     out["discriminator_auc"] = max(out.values())
     return out
