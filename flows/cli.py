@@ -359,7 +359,8 @@ def _no_tracebacks_in_logs() -> None:
 
 
 def _paragraph(text: str) -> str:
-    return textwrap.fill(" ".join(str(text).split()), width=100)
+    # never break inside a flag or a URI: a user copies the command it prints
+    return textwrap.fill(" ".join(str(text).split()), width=100, break_on_hyphens=False, break_long_words=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
+import flows  # noqa: F401 - its warning filter is set before the flows below are decorated
 from diffusion.config import Config
 from diffusion.errors import InputError
 from diffusion.schema import Schema

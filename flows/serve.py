@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 from prefect import flow, get_run_logger
 
+import flows  # noqa: F401 - its warning filter is set before the flows below are decorated
 from diffusion.errors import InputError
 from flows.pipeline import STATE_DIR, release_flow, train_flow
 from tasks.stages import _logger

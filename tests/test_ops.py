@@ -63,6 +63,8 @@ TOY = [
     "encoding.calibrate=false",
     "--set",
     "pipeline.holdout_fraction=0.5",
+    "--set",
+    "evaluation.sequence_steps=20",  # the decisions read the battery; its sequence member need not be long here
 ]
 STEPS = {"first": 150, "worse": 1, "better": 300}  # as in TRAIN_THREE
 

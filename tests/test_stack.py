@@ -265,7 +265,11 @@ def test_two_submissions_at_once_train_once_while_another_cohort_trains(stack):
         assert other.returncode == 0, err[-3000:]
     finally:
         os.killpg(second.pid, signal.SIGTERM)
-        second.wait(timeout=60)
+        try:
+            second.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # a loaded machine: the worker did not stop in time
+            os.killpg(second.pid, signal.SIGKILL)
+            second.wait(timeout=60)
 
     # the two cohorts trained at the same time: each run, dataset and registered folder is its own
     mlflow_client.set_tracking_uri(mlflow)
@@ -304,6 +308,11 @@ def test_a_worker_killed_mid_training_is_resumed_from_its_checkpoint_by_a_retry(
     _until("a checkpoint", lambda: glob.glob(str(checkpoints / "*" / "checkpoint.pt")), 300, every=0.5)
     worker = int((stack["work"] / "stack" / "worker.pid").read_text())
     os.killpg(worker, signal.SIGKILL)  # the worker and what it started, mid-training
+    query = {"experiment_ids": ["1"], "filter": f"tags.`prefect.flow_run_id` = '{flow_run}'"}
+    early = _get(f"{mlflow}/api/2.0/mlflow/runs/search", query).get("runs", [])
+    # on a loaded machine the kill can land after training ended and the model was kept: the retry then
+    # continues from the kept model instead of the checkpoint
+    kept_first = bool(early) and "healthgym.model_folder" in _tags(early[0])
 
     def crashed():
         state = _get(f"{api}/flow_runs/{flow_run}")["state"]
@@ -323,11 +332,10 @@ def test_a_worker_killed_mid_training_is_resumed_from_its_checkpoint_by_a_retry(
         return state if state in ("COMPLETED", "FAILED", "CRASHED") else None
 
     assert _until("the retried run", finished, 400, every=3) == "COMPLETED"
-    query = {"experiment_ids": ["1"], "filter": f"tags.`prefect.flow_run_id` = '{flow_run}'"}
     (run,) = _get(f"{mlflow}/api/2.0/mlflow/runs/search", query)["runs"]  # one MLflow run for the flow run
     assert run["info"]["status"] == "FINISHED" and _tags(run)["healthgym.attempts"] == "2"
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-    assert metrics["train.resumed_from"] >= 10 and metrics["train.steps"] == 60  # resumed, not restarted
+    assert metrics["train.steps"] == 60 and (metrics["train.resumed_from"] >= 10 or kept_first)  # resumed, not restarted
     assert len([v for v in _model_versions(mlflow, "pbc") if v["run_id"] == run["info"]["run_id"]]) == 1
     assert not glob.glob(str(checkpoints / "*" / "checkpoint.pt"))  # finished: its checkpoint is gone
 
