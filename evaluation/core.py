@@ -176,14 +176,7 @@ def fidelity(
             covers=("fidelity.quality_score", "fidelity.diagnostic"),
         )
     )
-    battery = dict(
-        seed=cfg.seed,
-        folds=cfg.discriminator_folds,
-        sequence_folds=cfg.sequence_folds,
-        sequence_steps=cfg.sequence_steps,
-        sequence_patients=cfg.sequence_patients,
-    )
-    out.update(u.run("discriminator_auc", detection.battery, real, syn, schema, **battery))
+    out.update(u.run("discriminator_auc", detection.battery, real, syn, schema, cfg))
     return out
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
+from diffusion.config import EvaluationConfig
 from diffusion.schema import Schema
 from evaluation.boosting import classifier
 from evaluation.data import align, sample_patients
@@ -40,37 +41,18 @@ def features_auc(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, *, seed:
     return float(roc_auc_score(y, proba))
 
 
-def battery(
-    real: pd.DataFrame,
-    syn: pd.DataFrame,
-    schema: Schema,
-    *,
-    seed: int,
-    folds: int,
-    sequence_folds: int,
-    sequence_steps: int,
-    sequence_patients: int,
-) -> dict[str, float]:
-    """Every member's AUC (``discriminator_auc.<member>``) and the strongest (``discriminator_auc``)."""
-    out = {"discriminator_auc.features": features_auc(real, syn, schema, seed=seed, folds=folds)}
-    r, s = sample_patients(real, sequence_patients, seed), sample_patients(syn, sequence_patients, seed + 1)
-    out["discriminator_auc.sequence"] = sequence_auc(r, s, schema, seed=seed, folds=sequence_folds, steps=sequence_steps)
+def battery(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, cfg: EvaluationConfig) -> dict[str, float]:
+    """Every member's AUC (``discriminator_auc.<member>``) and the strongest (``discriminator_auc``),
+    with the settings of `cfg` (seed, folds, the sequence member's folds, steps and patients)."""
+    out = {"discriminator_auc.features": features_auc(real, syn, schema, seed=cfg.seed, folds=cfg.discriminator_folds)}
+    r, s = sample_patients(real, cfg.sequence_patients, cfg.seed), sample_patients(syn, cfg.sequence_patients, cfg.seed + 1)
+    out["discriminator_auc.sequence"] = sequence_auc(
+        r, s, schema, seed=cfg.seed, folds=cfg.sequence_folds, steps=cfg.sequence_steps
+    )
     out["discriminator_auc"] = max(out.values())
     return out
 
 
 def discriminator_auc(real: pd.DataFrame, syn: pd.DataFrame, schema: Schema, *, seed: int = 0, folds: int = 5) -> float:
-    """The battery's strongest AUC with the evaluation's default settings (tidy frames)."""
-    from diffusion.config import EvaluationConfig
-
-    cfg = EvaluationConfig()
-    return battery(
-        real,
-        syn,
-        schema,
-        seed=seed,
-        folds=folds,
-        sequence_folds=cfg.sequence_folds,
-        sequence_steps=cfg.sequence_steps,
-        sequence_patients=cfg.sequence_patients,
-    )["discriminator_auc"]
+    """The battery's strongest AUC with the evaluation's default settings otherwise (tidy frames)."""
+    return battery(real, syn, schema, EvaluationConfig(seed=seed, discriminator_folds=folds))["discriminator_auc"]

@@ -108,7 +108,7 @@ def train_flow(
     }
     run = Run.start(f"healthgym-{sch.name}", run_name=f"train-{sch.name}", tags={k: v for k, v in tags.items() if v})
     work = _workdir("train")
-    step, kept = "setup", None
+    step, kept, model_dir = "setup", None, None
     try:
         run.params(cfg.flat())
         run.json(sch.to_dict(), "schema.json")
@@ -138,12 +138,14 @@ def train_flow(
             model, result = stages.train_model(train, sch, cfg, run, ckpt, df[sch.id], source)
             history = result.history
             step = "keeping the trained model"
-            kept = stages.keep_model(model, work / "trained", run)
+            model_dir = work / "trained"
+            kept = stages.keep_model(model, model_dir, run)
         step = "decoding calibration"
         if model.config.encoding.calibrate and "calibration" not in model.meta:
             model = stages.calibrate(model, run)
-            stages.keep_model(model, work / "calibrated", run)
-        model_dir = stages.save_model(model, work / "model")
+            model_dir = work / "calibrated"
+            stages.keep_model(model, model_dir, run)
+        model_dir = model_dir or stages.save_model(model, work / "model")  # the kept folder is the one registered
         step = "sampling"
         patients = cfg.sampling.patients or int(df[sch.id].nunique())
         synthetic = stages.sample(model, patients, cfg.pipeline.seed)

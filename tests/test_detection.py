@@ -20,16 +20,7 @@ CFG = EvaluationConfig()
 
 
 def _battery(holdout, other, schema):
-    return battery(
-        holdout,
-        other,
-        schema,
-        seed=0,
-        folds=CFG.discriminator_folds,
-        sequence_folds=CFG.sequence_folds,
-        sequence_steps=CFG.sequence_steps,
-        sequence_patients=CFG.sequence_patients,
-    )
+    return battery(holdout, other, schema, CFG)
 
 
 @pytest.fixture(scope="module")
