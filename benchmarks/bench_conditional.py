@@ -5,7 +5,7 @@
 
 The extract is split and one model trained as `healthgym train` does (default config). For each
 condition, as many synthetic patients as the real training subgroup are drawn with
-`diffusion.conditional.sample_where` and judged against the real holdout patients of the
+`diffusion.bundle.conditional.sample_where` and judged against the real holdout patients of the
 subgroup, exactly as a conditional release is (`healthgym release --where`); the floor puts the
 real training subgroup in their place. Printed per condition: real subgroup sizes, the
 discriminator AUC, the quality score, the mean lag-1 difference and the largest missing-rate
@@ -43,11 +43,11 @@ def main() -> None:
 
     from bench_decoding import _cohort
 
-    from diffusion.conditional import sample_where, select
+    from diffusion.bundle.conditional import sample_where, select
+    from diffusion.bundle.fit import fit
     from diffusion.config import Config
-    from diffusion.data import split_patients
-    from diffusion.fit import fit
-    from diffusion.schema import Schema
+    from diffusion.data.schema import Schema
+    from diffusion.data.split import split_patients
     from evaluation import evaluate
     from expectations.reading import read_extract
 

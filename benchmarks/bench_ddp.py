@@ -3,8 +3,8 @@
     python benchmarks/bench_ddp.py [--processes 1,2] [--steps 300] [--set section.key=value ...]
 
 Trains on the bundled PBC extract with the default config (memorisation checks and calibration
-off, so only the training loop is timed) once per process count: 1 runs `diffusion.fit.fit` in
-this process, N > 1 runs `diffusion.distributed.launch` (torchrun, gloo on CPU, NCCL on CUDA).
+off, so only the training loop is timed) once per process count: 1 runs `diffusion.bundle.fit.fit` in
+this process, N > 1 runs `tasks.torchrun.launch` (torchrun, gloo on CPU, NCCL on CUDA).
 Prints wall time (process start-up included), the training loop's steps per second and the last
 validation loss. The global batch is the same at every N, so the losses are comparable; the
 speed-up needs as many free cores or GPUs as processes. Run it on an idle machine.
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from diffusion.bundle.fit import fit
 from diffusion.config import Config
-from diffusion.data import split_patients
-from diffusion.distributed import launch
-from diffusion.fit import fit
-from diffusion.schema import Schema
+from diffusion.data.schema import Schema
+from diffusion.data.split import split_patients
+from tasks.torchrun import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA, SCHEMA = ROOT / "flows/data/pbcseq.csv", ROOT / "flows/data/pbc.yaml"

@@ -36,9 +36,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per sampler; the fastest counts")
     args = ap.parse_args()
 
+    from diffusion.bundle.fit import fit
     from diffusion.config import Config
-    from diffusion.fit import fit
-    from diffusion.schema import Schema
+    from diffusion.data.schema import Schema
     from evaluation import evaluate
 
     schema = Schema.load(ROOT / "flows/data/pbc.yaml")
@@ -51,7 +51,7 @@ def main() -> None:
         f"device: {device} ({torch.cuda.get_device_name() if device == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), torch {torch.__version__}"
     )
     if args.model:
-        from diffusion.bundle import HealthGymModel
+        from diffusion.bundle.folder import HealthGymModel
 
         model = HealthGymModel.load(args.model)
         print(

@@ -105,9 +105,9 @@ def _row(result, timing: dict[str, float]) -> dict:
 
 def _engine_model(spec: str, cohort: str, train, schema, minutes: float, seed: int, save: Path | None):
     """(model, timing) for an engine spec: trained here from a config, or loaded from a folder."""
-    from diffusion.bundle import HealthGymModel
+    from diffusion.bundle.fit import fit
+    from diffusion.bundle.folder import HealthGymModel
     from diffusion.config import Config
-    from diffusion.fit import fit
 
     if spec.startswith("folders:"):
         folder = Path(spec[len("folders:") :]) / cohort
@@ -124,8 +124,8 @@ def _engine_model(spec: str, cohort: str, train, schema, minutes: float, seed: i
 
 def judge(model, train, holdout, seed: int) -> dict[str, dict]:
     """Plain and calibrated decoding of one sampled set, each judged against the holdout."""
+    from diffusion.bundle.fit import calibrate_decoding
     from diffusion.encoding import Decoding
-    from diffusion.fit import calibrate_decoding
     from evaluation import evaluate
 
     n = int(train[model.schema.id].nunique())
@@ -156,8 +156,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from diffusion.config import Config
-    from diffusion.data import split_patients
-    from diffusion.schema import Schema
+    from diffusion.data.schema import Schema
+    from diffusion.data.split import split_patients
     from expectations.reading import read_extract
 
     engines = dict(e.split("=", 1) for e in (args.engine or ["today="]))

@@ -28,7 +28,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffusion.schema import Schema  # noqa: E402
+from diffusion.data.schema import Schema  # noqa: E402
 
 DATA = ROOT / "flows" / "data" / "pbcseq.csv"
 SCHEMA = ROOT / "flows" / "data" / "pbc.yaml"

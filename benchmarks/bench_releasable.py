@@ -47,10 +47,10 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
 
+    from diffusion.bundle.fit import fit
     from diffusion.config import Config
-    from diffusion.data import split_patients
-    from diffusion.fit import fit
-    from diffusion.schema import Schema
+    from diffusion.data.schema import Schema
+    from diffusion.data.split import split_patients
     from evaluation import evaluate
     from expectations.reading import read_extract
 

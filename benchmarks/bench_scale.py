@@ -91,12 +91,12 @@ def peak_gb() -> float:
 
 def run_case(patients: int, visits: int, columns: int, sample: int, overrides: list[str]) -> list[dict]:
     """Every step of one case in this process: [{"step", "seconds", "peak_gb", "note"}]."""
+    from diffusion.bundle.fit import fit
     from diffusion.config import Config
-    from diffusion.data import split_patients
+    from diffusion.data.schema import Schema
+    from diffusion.data.split import split_patients
     from diffusion.encoding import TrajectoryEncoder
-    from diffusion.fit import fit
-    from diffusion.protection import Protection
-    from diffusion.schema import Schema
+    from diffusion.privacy.protection import Protection
     from evaluation import evaluate
     from expectations import read_extract, validate_extract
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffusion.schema import Schema  # noqa: E402
+from diffusion.data.schema import Schema  # noqa: E402
 
 
 def make_schema(n_features: int = 18, min_patients: int = 10) -> Schema:

@@ -113,7 +113,7 @@ class TrainConfig:
     # early stopping: checks without a better admissible checkpoint before training stops (0: never)
     patience: int = 6
     # at each check, generated patients are compared with training and validation patients
-    # (diffusion.memorisation); a checkpoint whose generated patients lie nearer the training set
+    # (diffusion.training.memorisation); a checkpoint whose generated patients lie nearer the training set
     # in more than this share of cases is not admissible (0.5 is fair, 1 is copying; the signal
     # is noisy with few validation patients, so the margin is wide)
     max_train_dcr_share: float = 0.7
@@ -122,7 +122,7 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between resumable checkpoints
     validation_fraction: float = 0.1  # training patients held out for the validation loss and memorisation
     min_validation_patients: int = 20  # ... but at least this many (at most a quarter of the training patients)
-    # differentially private training (DP-SGD through Opacus, diffusion.dp): Poisson batches,
+    # differentially private training (DP-SGD through Opacus, diffusion.training.dp): Poisson batches,
     # per-patient gradients clipped to dp_max_grad_norm, Gaussian noise sized so the planned steps
     # spend at most (dp_epsilon, dp_delta); 0 delta: min(1e-5, 1/(10 n)). The guarantee covers the
     # network's weights: under DP the final EMA weights are kept (no choice of checkpoint by
@@ -136,7 +136,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU and under DP
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
-    # data-parallel training (PyTorch DDP, diffusion.distributed): this many processes on this
+    # data-parallel training (PyTorch DDP, flows.distributed): this many processes on this
     # node, launched by torchrun; batch_size stays the global batch, split between them, so the
     # plan (steps, learning rate) is the single-process one. 1: in this process.
     processes: int = 1

@@ -44,10 +44,10 @@ from pathlib import Path
 import pandas as pd
 
 from diffusion.config import ConfigError, EvaluationConfig
-from diffusion.data import split_patients
-from diffusion.dates import numeric_schema, to_numbers
+from diffusion.data.dates import numeric_schema, to_numbers
+from diffusion.data.schema import Schema
+from diffusion.data.split import split_patients
 from diffusion.errors import InputError
-from diffusion.schema import Schema
 from evaluation import detection, privacy, sdm, utility
 from evaluation import figures as F
 from evaluation import gates as G

@@ -19,7 +19,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from diffusion.schema import Schema
+from diffusion.data.schema import Schema
 from evaluation.data import PID
 
 Z95 = 1.959964

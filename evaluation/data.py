@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from diffusion.data.labels import as_binary, as_labels
+from diffusion.data.schema import Column, Schema
 from diffusion.errors import InputError
-from diffusion.labels import as_binary, as_labels
-from diffusion.schema import Column, Schema
 
 PID = "_pid"  # the patient code column of a tidy frame (0..n-1); the raw id is dropped
 POS = "_pos"  # visit index within the patient (0, 1, 2, ...)

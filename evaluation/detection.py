@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from diffusion.config import EvaluationConfig
-from diffusion.schema import Schema
+from diffusion.data.schema import Schema
 from evaluation.boosting import classifier
 from evaluation.data import align, sample_patients
 from evaluation.features import rich_features

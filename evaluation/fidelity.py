@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from diffusion.schema import Schema
+from diffusion.data.schema import Schema
 from evaluation.data import patient_static
 
 

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from diffusion.schema import Schema  # noqa: E402
+from diffusion.data.schema import Schema  # noqa: E402
 from evaluation.data import PID, POS, discrete_temporal, numeric_temporal  # noqa: E402
 from evaluation.fidelity import column_values, correlation_matrix  # noqa: E402
 from evaluation.temporal import trend_cycle as trend_cycle_matrices  # noqa: E402

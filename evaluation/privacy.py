@@ -39,7 +39,7 @@ import pandas as pd
 from scipy.stats import rankdata
 from sklearn.metrics import pairwise_distances
 
-from diffusion.schema import Schema
+from diffusion.data.schema import Schema
 from evaluation.data import PID, align, impute_scale, patient_features
 
 BOOTSTRAP = 200  # resamples behind each 95% interval

@@ -11,7 +11,7 @@ import html
 import math
 from pathlib import Path
 
-from diffusion.schema import Schema
+from diffusion.data.schema import Schema
 from evaluation.catalog import measure
 from evaluation.gates import DESCRIPTIONS
 

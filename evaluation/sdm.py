@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from diffusion.schema import Column, Schema
+from diffusion.data.schema import Column, Schema
 from evaluation.data import PID, numeric_temporal, patient_static
 
 log = logging.getLogger(__name__)

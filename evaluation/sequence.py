@@ -20,7 +20,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from diffusion.schema import Schema
+from diffusion.data.schema import Schema
 from evaluation.data import PID, POS
 
 

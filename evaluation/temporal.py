@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from diffusion import persistence
-from diffusion.schema import Schema
+from diffusion.data import lagstats
+from diffusion.data.schema import Schema
 from evaluation.data import PID, discrete_temporal, numeric_temporal
 from evaluation.fidelity import _ks, _tv, _upper_abs_diff
 
@@ -26,9 +26,9 @@ def _previous(df: pd.DataFrame, column: str) -> pd.Series:
 
 
 def lag1(df: pd.DataFrame, column: str, *, rank: bool = False) -> float:
-    """Lag-1 autocorrelation within patients (`diffusion.persistence`: Pearson, or Spearman with
+    """Lag-1 autocorrelation within patients (`diffusion.data.lagstats`: Pearson, or Spearman with
     `rank=True`, over consecutive visits where both values are recorded)."""
-    return persistence.lag1_long(df[column], df[PID], rank=rank)
+    return lagstats.lag1_long(df[column], df[PID], rank=rank)
 
 
 def transitions(df: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -40,7 +40,7 @@ def transitions(df: pd.DataFrame, column: str) -> pd.DataFrame:
 
 def _transition_stats(real: pd.DataFrame, syn: pd.DataFrame, column: str) -> tuple[float, float, float]:
     tr, ts = transitions(real, column), transitions(syn, column)
-    stay = [persistence.stay_long(f[column], f[PID]) for f in (real, syn)]
+    stay = [lagstats.stay_long(f[column], f[PID]) for f in (real, syn)]
     if tr.to_numpy().sum() == 0 or ts.to_numpy().sum() == 0:
         return stay[0], stay[1], float("nan")
     labels = tr.index.union(ts.index).union(tr.columns).union(ts.columns)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
 
-from diffusion.schema import Column, Schema
+from diffusion.data.schema import Column, Schema
 from evaluation.boosting import classifier, regressor
 from evaluation.data import PID, align, patient_features
 

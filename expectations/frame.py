@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from diffusion.dates import as_units
-from diffusion.labels import as_binary, as_labels
-from diffusion.schema import Schema
+from diffusion.data.dates import as_units
+from diffusion.data.labels import as_binary, as_labels
+from diffusion.data.schema import Schema
 from expectations.suite import derived
 
 

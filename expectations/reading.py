@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from diffusion.errors import InputError
-from diffusion.release import sha256
+from diffusion.hashing import sha256
 
 CSV_ENDINGS = (".csv", ".csv.gz")
 PARQUET_ENDINGS = (".parquet", ".pq")

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from diffusion.data.schema import Column, Schema
 from diffusion.errors import InputError
-from diffusion.schema import Column, Schema
 
 SEP = "::"  # derived column names: "<column>::<check>"
 SUITES_DIR = Path(__file__).parent / "suites"

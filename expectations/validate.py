@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from diffusion.data.schema import Schema
 from diffusion.errors import InputError
-from diffusion.schema import Schema
 from expectations.frame import gx_frame
 from expectations.suite import build_suite
 

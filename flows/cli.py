@@ -59,7 +59,7 @@ def _need_file(path: str, what: str) -> None:
 
 # ---- commands ----------------------------------------------------------------------------------
 def cmd_validate(args) -> int:
-    from diffusion.schema import Schema
+    from diffusion.data.schema import Schema
     from expectations.reading import fingerprint, read_extract
     from expectations.suite import load_extra_expectations
     from expectations.validate import validate_extract
@@ -87,7 +87,7 @@ def cmd_train(args) -> int:
 
     _need_file(args.data, "extract")
     _need_file(args.schema, "schema file")
-    from diffusion.schema import Schema
+    from diffusion.data.schema import Schema
 
     Schema.load(args.schema)  # fail fast, before Prefect starts
     cfg = _config(args)
@@ -144,8 +144,8 @@ def cmd_demo(args) -> int:
 def cmd_sample(args) -> int:
     import tempfile
 
-    from diffusion.bundle import HealthGymModel
-    from diffusion.conditional import parse_boost, sample_boosted, sample_where
+    from diffusion.bundle.conditional import parse_boost, sample_boosted, sample_where
+    from diffusion.bundle.folder import HealthGymModel
     from diffusion.errors import InputError
     from tasks.tracking import resolve_model_dir
 
@@ -208,7 +208,7 @@ def cmd_release(args) -> int:
 
 
 def cmd_schema_infer(args) -> int:
-    from diffusion.schema import infer_schema
+    from diffusion.data.inference import infer_schema
     from expectations.reading import read_extract
 
     df = read_extract(args.data)
@@ -219,7 +219,7 @@ def cmd_schema_infer(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    from diffusion.schema import Schema
+    from diffusion.data.schema import Schema
 
     _need_file(args.data, "extract")
     _need_file(args.schema, "schema file")

@@ -16,8 +16,8 @@ from prefect.runtime import flow_run
 
 import flows  # noqa: F401 - its warning filter is set before the flows below are decorated
 from diffusion.config import Config
+from diffusion.data.schema import Schema
 from diffusion.errors import InputError
-from diffusion.schema import Schema
 from tasks import stages
 from tasks.registry import link_release, register
 from tasks.tracking import Run, resolve_model_dir
@@ -232,7 +232,7 @@ def release_flow(
     work = _workdir("release")
     try:
         model_dir, info = resolve_model_dir(model, work / "download")
-        from diffusion.bundle import HealthGymModel
+        from diffusion.bundle.folder import HealthGymModel
 
         hg = HealthGymModel.load(model_dir)
         sch, cfg = hg.schema, hg.config

@@ -184,7 +184,7 @@ def serve(*, inbox: str, schema: str, name: str | None, cron: str, timezone: str
     from prefect import serve as prefect_serve
     from prefect.schedules import Cron
 
-    from diffusion.schema import Schema
+    from diffusion.data.schema import Schema
 
     sch = Schema.load(schema)
     Path(inbox).mkdir(parents=True, exist_ok=True)

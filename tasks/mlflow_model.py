@@ -18,7 +18,7 @@ import pandas as pd
 
 class HealthGymPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from diffusion.bundle import HealthGymModel
+        from diffusion.bundle.folder import HealthGymModel
 
         self.model = HealthGymModel.load(context.artifacts["model_dir"])
 
@@ -28,7 +28,7 @@ class HealthGymPyfunc(mlflow.pyfunc.PythonModel):
         seed = 0 if pd.isna(row.get("seed", 0)) else int(row.get("seed", 0))
         where = row.get("where")
         if isinstance(where, str) and where.strip():
-            from diffusion.conditional import sample_where
+            from diffusion.bundle.conditional import sample_where
 
             return sample_where(self.model, n, where, seed=seed)
         return self.model.sample(n, seed=seed)

@@ -10,12 +10,12 @@ import pandas as pd
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from diffusion.bundle import HealthGymModel
+from diffusion.bundle.fit import fit
+from diffusion.bundle.folder import HealthGymModel
+from diffusion.bundle.release import write_release
 from diffusion.config import Config
-from diffusion.data import split_patients
-from diffusion.fit import fit
-from diffusion.release import write_release
-from diffusion.schema import Schema
+from diffusion.data.schema import Schema
+from diffusion.data.split import split_patients
 from tasks import hg_task, prefect_artifact, retry_on_io
 from tasks.tracking import Run
 
@@ -130,7 +130,7 @@ def train_model(
     """Fit encoder + denoiser (decoding not yet calibrated: `calibrate`); training/validation losses
     stream to MLflow as they come.
     Synthetic ids will avoid `real_ids` (the whole extract's). With `train.processes` > 1 the
-    fit runs data-parallel under torchrun (`diffusion.distributed`), whose processes read the
+    fit runs data-parallel under torchrun (`flows.distributed`), whose processes read the
     extract themselves from `source` = (extract path, schema path, fingerprint); the losses
     reach MLflow when it ends."""
     logger = _logger()
@@ -157,7 +157,7 @@ def train_model(
                     run.metrics({"train.dcr_share": share}, step=payload["step"])
 
     if config.train.processes > 1:
-        from diffusion.distributed import launch
+        from tasks.torchrun import launch
 
         if source is None:
             raise ValueError("train.processes > 1 needs the extract's path, schema path and fingerprint")
@@ -237,8 +237,8 @@ def load_kept(uri: str, dest: Path) -> HealthGymModel:
 
 @hg_task(name="calibrate-decoding")
 def calibrate(model: HealthGymModel, run: Run | None) -> HealthGymModel:
-    """The decoding calibration (`diffusion.fit.calibrate_decoding`; a no-op when off or done), logged."""
-    from diffusion.fit import calibrate_decoding
+    """The decoding calibration (`diffusion.bundle.fit.calibrate_decoding`; a no-op when off or done), logged."""
+    from diffusion.bundle.fit import calibrate_decoding
 
     calibrate_decoding(model)
     if run is not None and model.meta.get("calibration"):  # thresholds, penalties and the aggregates they match
@@ -248,7 +248,7 @@ def calibrate(model: HealthGymModel, run: Run | None) -> HealthGymModel:
 
 @hg_task(name="sample-patients")
 def sample(model: HealthGymModel, patients: int, seed: int, where: str | None = None) -> pd.DataFrame:
-    """`patients` synthetic patients; with `where`, only patients meeting it (`diffusion.conditional`)."""
+    """`patients` synthetic patients; with `where`, only patients meeting it (`diffusion.bundle.conditional`)."""
     logger = _logger()
     logger.info(
         "Sampling %d synthetic patients (%s, %d steps, seed %d)%s.",
@@ -259,7 +259,7 @@ def sample(model: HealthGymModel, patients: int, seed: int, where: str | None = 
         f" meeting {where!r}" if where else "",
     )
     if where:
-        from diffusion.conditional import sample_where
+        from diffusion.bundle.conditional import sample_where
 
         out = sample_where(model, patients, where, seed=seed)
         logger.info("sampled %d/%d patients", patients, patients)
@@ -270,7 +270,7 @@ def sample(model: HealthGymModel, patients: int, seed: int, where: str | None = 
 @hg_task(name="select-subgroup")
 def subgroup(df: pd.DataFrame, model: HealthGymModel, where: str) -> pd.DataFrame:
     """The real patients meeting `where`: the yardstick of a conditional release."""
-    from diffusion.conditional import select
+    from diffusion.bundle.conditional import select
 
     out = select(df, model, where)
     _logger().info(
@@ -318,7 +318,7 @@ def evaluate(
 ):
     """Fidelity, privacy and utility report; metrics, report and figures go to MLflow.
 
-    The real frames pass through the model's value protection first (`diffusion.protection`),
+    The real frames pass through the model's value protection first (`diffusion.privacy.protection`),
     so the report shows no single patient's extreme."""
     from evaluation import evaluate as run_evaluation
 

@@ -24,7 +24,7 @@ def pbc() -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def pbc_schema():
-    from diffusion.schema import Schema
+    from diffusion.data.schema import Schema
 
     return Schema.load(DEMO_SCHEMA)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from diffusion.schema import Schema
+from diffusion.data.schema import Schema
 
 SCHEMA = {
     "name": "sim",

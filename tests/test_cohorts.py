@@ -38,7 +38,7 @@ def test_registry_describes_every_cohort():
 # One regular cohort without missing values, one irregular cohort with missing values.
 @pytest.mark.parametrize("name", ["epilepsy", "phenobarb"])
 def test_cohort_builds_and_validates(name, tmp_path):
-    from diffusion.schema import Schema
+    from diffusion.data.schema import Schema
     from expectations.reading import read_extract
     from expectations.validate import validate_extract
 
@@ -65,7 +65,7 @@ def test_cohort_builds_and_validates(name, tmp_path):
 
 
 def test_irregular_cohort_keeps_its_missing_values(tmp_path):
-    from diffusion.schema import Schema
+    from diffusion.data.schema import Schema
 
     csv_path, yaml_path = cohorts.build("phenobarb", tmp_path)
     schema = Schema.load(yaml_path)

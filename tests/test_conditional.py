@@ -1,13 +1,13 @@
-"""Conditional sampling and rebalancing (diffusion.conditional), and the subgroup coverage measure."""
+"""Conditional sampling and rebalancing (diffusion.bundle.conditional), and the subgroup coverage measure."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from simulated import population, schema
 
-from diffusion.conditional import ConditionError, parse, parse_boost, sample_boosted, sample_where
+from diffusion.bundle.conditional import ConditionError, parse, parse_boost, sample_boosted, sample_where
+from diffusion.bundle.fit import fit
 from diffusion.config import Config, EvaluationConfig
-from diffusion.fit import fit
 from evaluation import evaluate
 from evaluation.coverage import share_ratio
 
@@ -113,7 +113,7 @@ def test_the_python_api_fits_samples_a_subgroup_saves_and_loads(tmp_path):
     from test_dates import SCHEMA as CLINIC
     from test_dates import clinic
 
-    from diffusion.api import HealthGym
+    from flows.api import HealthGym
 
     real = clinic(80)
     hg = HealthGym(CLINIC, overrides=QUICK).fit(real, progress=False)

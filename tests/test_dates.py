@@ -1,4 +1,4 @@
-"""Dates in and out (diffusion.dates), synthetic ids (diffusion.ids), and a hospital-shaped
+"""Dates in and out (diffusion.data.dates), synthetic ids (diffusion.privacy.ids), and a hospital-shaped
 extract (text ids, ISO visit dates, a static birth date, a diagnosis code) end to end."""
 
 from pathlib import Path
@@ -9,9 +9,10 @@ import pytest
 import yaml
 from test_pipeline import FAST, healthgym
 
-from diffusion.dates import Dating, as_units, k_bins, numeric_schema, snap, to_dates, to_numbers
-from diffusion.ids import HIGH, IdScheme
-from diffusion.schema import Schema, SchemaError, infer_schema
+from diffusion.data.dates import Dating, as_units, k_bins, numeric_schema, snap, to_dates, to_numbers
+from diffusion.data.inference import infer_schema
+from diffusion.data.schema import Schema, SchemaError
+from diffusion.privacy.ids import HIGH, IdScheme
 from expectations import validate_extract
 
 SCHEMA = {

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from diffusion.config import EvaluationConfig
-from diffusion.schema import Schema
+from diffusion.data.schema import Schema
 from evaluation import evaluate
 from evaluation.data import tidy
 from evaluation.detection import discriminator_auc

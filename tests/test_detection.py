@@ -11,7 +11,7 @@ import pytest
 from defects import DEFECTS, SCHEMA, population
 
 from diffusion.config import EvaluationConfig
-from diffusion.schema import Schema
+from diffusion.data.schema import Schema
 from evaluation.data import tidy
 from evaluation.detection import battery
 

@@ -8,17 +8,17 @@ import pandas as pd
 import pytest
 import torch
 
-from diffusion.bundle import HealthGymModel
+from diffusion.bundle.folder import HealthGymModel
 from diffusion.config import Config
+from diffusion.data.lagstats import stay_grid
+from diffusion.data.schema import Schema
 from diffusion.encoding import TrajectoryEncoder
-from diffusion.encoding.labels import switching_decode as _switching_decode
 from diffusion.encoding.marginals import isolation as _isolation
 from diffusion.encoding.marginals import smooth as _smooth
-from diffusion.persistence import stay_grid
-from diffusion.sampling import respaced_steps, sample_loop
-from diffusion.schedule import GaussianDiffusion, make_betas
-from diffusion.schema import Schema
-from diffusion.unet import Unet1D, build_unet
+from diffusion.encoding.switching import switching_decode as _switching_decode
+from diffusion.model.sampler import respaced_steps, sample_loop
+from diffusion.model.schedule import GaussianDiffusion, make_betas
+from diffusion.model.unet import Unet1D, build_unet
 
 
 def mixed_cohort(seed: int = 0, n: int = 40, regular: bool = False) -> tuple[pd.DataFrame, Schema]:

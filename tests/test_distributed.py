@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import DEMO_DATA, DEMO_SCHEMA
 
+from diffusion.bundle.fit import fit
 from diffusion.config import Config, ConfigError
-from diffusion.data import split_patients
-from diffusion.distributed import launch
-from diffusion.fit import fit
-from diffusion.schema import Schema
+from diffusion.data.schema import Schema
+from diffusion.data.split import split_patients
+from tasks.torchrun import launch
 
 SMALL = [
     "train.max_steps=100",
@@ -50,7 +50,7 @@ def test_two_processes_train_like_one_and_save_a_folder_that_loads_the_same(tmp_
     assert model.net.state_dict().keys() == single.net.state_dict().keys()
 
     saved = model.save(tmp_path / "model")  # the folder round-trips like any other
-    from diffusion.bundle import HealthGymModel
+    from diffusion.bundle.folder import HealthGymModel
 
     a, b = HealthGymModel.load(saved).sample(30, seed=3), single.sample(30, seed=3)
     assert list(a.columns) == list(b.columns) and (a.dtypes == b.dtypes).all()

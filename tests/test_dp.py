@@ -1,4 +1,4 @@
-"""DP-SGD training (diffusion.dp): accounting, exact per-sample gradients, clipping, empty
+"""DP-SGD training (diffusion.training.dp): accounting, exact per-sample gradients, clipping, empty
 batches, learning under noise, and weights that load into the plain U-Net."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from diffusion.config import ModelConfig
-from diffusion.dp import DPTrainer, default_delta, plain_state_dict, poisson_indices
-from diffusion.schedule import GaussianDiffusion
-from diffusion.unet import build_unet
+from diffusion.model.schedule import GaussianDiffusion
+from diffusion.model.unet import build_unet
+from diffusion.training.dp import DPTrainer, default_delta, plain_state_dict, poisson_indices
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning"),  # Opacus' hooks on the input layers

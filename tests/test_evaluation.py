@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 from diffusion.config import EvaluationConfig, GateConfig
-from diffusion.labels import canonical_label
-from diffusion.schema import Schema
+from diffusion.data.labels import canonical_label
+from diffusion.data.schema import Schema
 from evaluation import EvaluationResult, GateResult, evaluate, evaluate_files, fidelity, temporal, validity
 from evaluation.data import patient_features, tidy
 from evaluation.gates import check

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from diffusion.data.schema import Schema, SchemaError
 from diffusion.errors import InputError
-from diffusion.schema import Schema, SchemaError
 from expectations import (
     ExtractValidationError,
     ValidationReport,
@@ -247,7 +247,7 @@ def test_several_problems_in_one_paragraph(small, schema) -> None:
     assert msg.startswith("Extract failed validation against suite 'pbc'")
 
 
-# ---- broken schemas (diffusion/schema.py checks them before any extract is read) ----------------
+# ---- broken schemas (diffusion/data/schema.py checks them before any extract is read) ----------------
 def _schema_error(tmp_path: Path, raw: dict, *words: str) -> None:
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump(raw))

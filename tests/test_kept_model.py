@@ -64,7 +64,7 @@ def test_every_step_after_training_fails_without_losing_the_model(tmp_path):
     import mlflow
     from mlflow import MlflowClient
 
-    from diffusion.bundle import HealthGymModel
+    from diffusion.bundle.folder import HealthGymModel
 
     mlflow.set_tracking_uri(env_db)
     client = MlflowClient()

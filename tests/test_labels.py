@@ -1,4 +1,4 @@
-"""One rule reads labels and booleans everywhere (`diffusion.labels`): tested on each spelling,
+"""One rule reads labels and booleans everywhere (`diffusion.data.labels`): tested on each spelling,
 and end to end through the schema, validation, the encoder and the evaluation."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from diffusion.data.labels import as_binary, as_labels, canonical_label
+from diffusion.data.schema import Schema
 from diffusion.encoding import TrajectoryEncoder
-from diffusion.labels import as_binary, as_labels, canonical_label
-from diffusion.schema import Schema
 from evaluation.data import tidy
 from expectations import validate_extract
 

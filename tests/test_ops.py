@@ -218,7 +218,8 @@ def test_a_worse_model_leaves_the_champion_and_a_better_one_takes_its_place(ops)
 def test_the_release_verifies_and_links_model_runs_extract_and_flow_runs(ops, tmp_path):
     import shutil
 
-    from diffusion.release import sha256, verify_release
+    from diffusion.bundle.release import verify_release
+    from diffusion.hashing import sha256
 
     cwd = ops["cwd"]
     rel = Path(ops["release"]["path"])
@@ -299,7 +300,7 @@ print("RESULT " + json.dumps({"rc_submit": rc_submit, "rc_again": rc_again, "fir
 
 @pytest.mark.slow
 def test_an_arriving_extract_retrains_once_and_a_broken_one_changes_nothing(tmp_path):
-    from diffusion.release import sha256
+    from diffusion.hashing import sha256
 
     data, schema = write_toy(tmp_path / "extracts")
     write_toy(tmp_path / "extracts", broken=True, name="broken.csv")
@@ -365,7 +366,7 @@ def test_submit_rejects_bad_input_with_exit_2(tmp_path):
 WRITER = """
 import sys
 import numpy as np, pandas as pd
-from diffusion.release import write_release
+from diffusion.bundle.release import write_release
 n = 3_000_000  # big enough that writing the CSV takes seconds
 df = pd.DataFrame({"pid": np.arange(n) // 10, "visit": np.arange(n) % 10, "v": np.random.default_rng(0).normal(size=n)})
 write_release(df, name="toy", manifest={"model_uri": "test"}, root=sys.argv[1])
@@ -376,7 +377,7 @@ print("FINISHED")
 def test_a_release_killed_mid_write_leaves_no_release_folder(tmp_path):
     import pandas as pd
 
-    from diffusion.release import verify_release, write_release
+    from diffusion.bundle.release import verify_release, write_release
 
     root = tmp_path / "releases"
     proc = subprocess.Popen(

@@ -188,7 +188,7 @@ def test_release_is_whole_verified_and_holds_no_real_rows(trained):
     cwd, _ = trained
     res = healthgym(cwd, "release", "--name", "pbc", "--patients", "60", "--seed", "3")
     assert res.returncode == 0, res.stderr[-3000:]
-    from diffusion.release import verify_release
+    from diffusion.bundle.release import verify_release
 
     releases = list((cwd / "releases" / "pbc").iterdir())
     assert len(releases) == 1

@@ -9,8 +9,8 @@ import pytest
 from simulated import SCHEMA, population
 from test_pipeline import FAST, healthgym
 
-from diffusion.protection import RARE, Protection, k_bounds
-from diffusion.schema import Schema
+from diffusion.data.schema import Schema
+from diffusion.privacy.protection import RARE, Protection, k_bounds
 
 PLANTED_VALUE = 987.654  # albumin of one planted patient: far beyond anyone else's
 PLANTED_LABEL = "Zeta"  # a stage that one patient alone has

@@ -200,7 +200,7 @@ def test_the_stack_trains_releases_and_stops(stack):
     nightly = [*prefect, "deployment", "run", "healthgym-release/nightly-release", "--param", "seed=2", "--param", "patients=40"]
     ran = subprocess.run([*nightly, "--watch", "--watch-timeout", "300"], env=served, capture_output=True, text=True, timeout=400)
     assert ran.returncode == 0 and "Completed" in ran.stdout, ran.stdout[-2000:] + ran.stderr[-2000:]
-    from diffusion.release import verify_release
+    from diffusion.bundle.release import verify_release
 
     released = sorted((stack["work"] / "releases" / "pbc").iterdir())
     assert len(released) == 2 and verify_release(released[-1]) == []
@@ -215,7 +215,7 @@ def test_two_submissions_at_once_train_once_while_another_cohort_trains(stack):
     cohort trains from the command line, data-parallel: each registry entry holds its own model."""
     import mlflow as mlflow_client
 
-    from diffusion.bundle import HealthGymModel
+    from diffusion.bundle.folder import HealthGymModel
     from expectations.reading import fingerprint
 
     env, exports = stack["env"], stack["exports"]

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
+from diffusion.bundle.fit import fit
 from diffusion.config import Config
-from diffusion.fit import fit
-from diffusion.schema import Schema
-from diffusion.training import CHECKPOINT
+from diffusion.data.schema import Schema
+from diffusion.training.checkpoint import CHECKPOINT
 
 
 def ar1_cohort(n: int = 256, length: int = 12, phi: float = 0.8, seed: int = 0) -> tuple[pd.DataFrame, Schema]:
@@ -169,7 +169,7 @@ def test_the_memorisation_probe_tells_copies_from_fresh_patients():
     """The probe's share is about 0.5 for generated patients drawn like fresh ones and near 1 for
     copies of training patients, so a signal that could not move would fail here."""
     from diffusion.encoding import Encoded
-    from diffusion.memorisation import MemorisationProbe
+    from diffusion.training.memorisation import MemorisationProbe
 
     rng = np.random.default_rng(0)
 
@@ -187,7 +187,7 @@ def test_the_memorisation_probe_tells_copies_from_fresh_patients():
 
 
 def test_the_plan_caps_passes_over_small_cohorts_and_the_same_seed_reproduces():
-    from diffusion.training import planned_steps
+    from diffusion.training.loop import planned_steps
 
     cfg = Config().with_overrides(["train.max_epochs=100", "train.batch_size=64"]).train
     assert planned_steps(cfg, 32) == 100 and planned_steps(cfg, 6400) == 10000

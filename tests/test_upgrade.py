@@ -1,4 +1,4 @@
-"""Model folders of older formats load through `diffusion.upgrade`, or are refused clearly."""
+"""Model folders of older formats load through `diffusion.bundle.upgrade`, or are refused clearly."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffusion.bundle import HealthGymModel
+from diffusion.bundle.folder import HealthGymModel
+from diffusion.bundle.upgrade import UpgradeError, upgrade_folder
 from diffusion.encoding import FORMAT
-from diffusion.upgrade import UpgradeError, upgrade_folder
 
 FIXTURES = Path(__file__).parent / "fixtures"
 V1 = FIXTURES / "model_v1"

@@ -6,7 +6,7 @@
 - `labels`: binary and categorical channels, decoded with a switching penalty over visits;
 - `marginals`: quantile maps, smoothing and spikes that give decoded numbers their real shape;
 - `state`: the typed fitted state and decoding parameters, and their JSON form;
-- `frames`, `fitting`: long frames in and out; fitting the state on the training patients;
+- `frames`, `fit_state`: long frames in and out; fitting the state on the training patients;
 - `calibration`: decoding parameters chosen on generated patients, a pure step;
 - `encoder`: `TrajectoryEncoder`, which composes them.
 """

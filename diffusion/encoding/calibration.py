@@ -25,7 +25,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from diffusion import persistence
+from diffusion.data import lagstats
 from diffusion.encoding.layout import GAP, T0
 from diffusion.encoding.marginals import has_neighbour, ks_to_knots, smooth, spike_levels, visit_mean
 from diffusion.encoding.numeric import marginal_knots
@@ -156,7 +156,7 @@ def _deviations(
         if "deviations" in steps:
             d = d.with_number(name, generated_deviation_quantiles=marginal_knots(smooth(raw, valid, phi)[keep]))
         current["dec"] = _values_map(enc, x, name, valid, keep, d, steps)[0]
-        return persistence.lag1_grid(decoded(), keep, rank=True)
+        return lagstats.lag1_grid(decoded(), keep, rank=True)
 
     sign = (
         1.0 if real[-1] - real[len(real) // 2] >= real[len(real) // 2] - real[0] else -1.0
@@ -170,7 +170,7 @@ def _deviations(
             if share > 0 and (keep & np.isnan(levels)).any():
                 d = d.with_number(name, spike_sign=sign, spike_share=share)
         current["dec"] = _values_map(enc, x, name, valid, keep, d, steps)[0]
-        return persistence.lag1_grid(enc.unscale(decoded(), name), keep)
+        return lagstats.lag1_grid(enc.unscale(decoded(), name), keep)
 
     rank_before = smoothed(0.0)
     if "smoothing" in steps and rank is not None and np.isfinite(rank_before) and rank_before < rank:
@@ -186,7 +186,7 @@ def _deviations(
         report.update(
             lag1_rank_real=rank,
             lag1_rank_before=rank_before,
-            lag1_rank_after=persistence.lag1_grid(decoded(), keep, rank=True),
+            lag1_rank_after=lagstats.lag1_grid(decoded(), keep, rank=True),
             smoothing=how.smoothing,
         )
     if spikes_apply:
@@ -194,7 +194,7 @@ def _deviations(
             lag1_real=pearson,
             lag1_before=pearson_before,
             spikes=how.spike_share,
-            lag1_after=persistence.lag1_grid(enc.unscale(decoded(), name), keep),
+            lag1_after=lagstats.lag1_grid(enc.unscale(decoded(), name), keep),
         )
     return current["dec"], report
 
@@ -211,7 +211,7 @@ def _persistence(enc: Any, x: np.ndarray, dec: Decoding) -> tuple[Decoding, dict
         recorded = enc.recorded(x, col, valid, dec)
 
         def stay(p: float) -> float:
-            return persistence.stay_grid(enc.temporal_codes(x, col, recorded, p), recorded)
+            return lagstats.stay_grid(enc.temporal_codes(x, col, recorded, p), recorded)
 
         before = stay(0.0)
         if not np.isfinite(before):  # no patient with two recorded visits in a row

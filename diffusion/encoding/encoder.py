@@ -12,10 +12,11 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from diffusion.encoding import fitting
+from diffusion.data.labels import as_binary, as_labels
+from diffusion.data.schema import Column, Schema
+from diffusion.encoding import fit_state
 from diffusion.encoding.calibration import STEPS, Report, Step, calibrate
 from diffusion.encoding.frames import gaps, prepare, restore_dtypes
-from diffusion.encoding.labels import switching_decode
 from diffusion.encoding.layout import (
     GAP,
     LENGTH,
@@ -33,8 +34,7 @@ from diffusion.encoding.levels import DeviationCoding, Deviations, patient_mean
 from diffusion.encoding.marginals import quantile_level, quantile_map, smooth, spike_levels, visit_mean
 from diffusion.encoding.numeric import NumberCodec
 from diffusion.encoding.state import Decoding, EncoderState
-from diffusion.labels import as_binary, as_labels
-from diffusion.schema import Column, Schema
+from diffusion.encoding.switching import switching_decode
 
 
 class TrajectoryEncoder:
@@ -60,7 +60,9 @@ class TrajectoryEncoder:
     # -- fitting ------------------------------------------------------------------------------------
     def fit(self, df: pd.DataFrame) -> "TrajectoryEncoder":
         df = prepare(df, self.schema, warn=True)
-        self.state = fitting.fit_state(self.schema, df, patient_levels=self.patient_levels, deviations=self.deviations, k=self.k)
+        self.state = fit_state.fit_state(
+            self.schema, df, patient_levels=self.patient_levels, deviations=self.deviations, k=self.k
+        )
         self.state.discrete_scale = self.discrete_scale if self.discrete_scale > 0 else self._matched_discrete_scale(df)
         self.decoding = Decoding()
         return self
@@ -125,8 +127,8 @@ class TrajectoryEncoder:
         ]
 
     def levels(self) -> list[str]:
-        """The numbers split into a patient level + a deviation (see `fitting.split_numbers`)."""
-        return fitting.split_numbers(self.schema, self.state.patient_levels)
+        """The numbers split into a patient level + a deviation (see `fit_state.split_numbers`)."""
+        return fit_state.split_numbers(self.schema, self.state.patient_levels)
 
     def numbers(self) -> list[str]:
         """Everything decoded through a codec: the first time (when it varies), the gap
@@ -157,80 +159,58 @@ class TrajectoryEncoder:
 
     # -- encode -------------------------------------------------------------------------------------
     def encode(self, df: pd.DataFrame) -> Encoded:
-        schema, state = self.schema, self.state
-        df = prepare(df, schema, warn=False)
-        L = state.length
-        df = df[df.groupby(schema.id, sort=False).cumcount() < L]
-        pid, _ = pd.factorize(df[schema.id], sort=False)
-        pos = df.groupby(schema.id, sort=False).cumcount().to_numpy()
-        n = int(pid.max()) + 1 if len(pid) else 0
-        lengths = np.bincount(pid, minlength=n)
-        first_rows = np.flatnonzero(pos == 0)
-        x = np.zeros((n, len(self.channels), L), dtype=np.float32)
-        mask = np.zeros_like(x)
-        static_cols = {c.name for c in schema.static_columns}
+        """A long frame as tensors [n, C, L] with their mask and each patient's visits (beyond the fitted length cut)."""
+        df = prepare(df, self.schema, warn=False)
+        df = df[df.groupby(self.schema.id, sort=False).cumcount() < self.state.length]
+        rows = _Rows(df, self.schema.id, len(self.channels), self.state.length)
         levels = set(self.levels())
-        ds = state.discrete_scale
-        rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-        def scaled(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            """Once per number: scaled values per row, presence, each patient's level."""
-            if name not in rows:
-                z, ok = fitting.scaled_rows(df, schema, name, self.codec(name))
-                rows[name] = (z, ok, patient_mean(z, ok, pid))
-            return rows[name]
-
-        def put(ch: int, values: np.ndarray, present: np.ndarray, static: bool) -> None:
-            """Write row values (temporal) or first-row values (static) into channel ch."""
-            values = np.where(present, values, 0.0)
-            if static:
-                x[:, ch, :] = values[first_rows][:, None]
-                mask[:, ch, :] = present[first_rows][:, None]
-            else:
-                x[pid, ch, pos] = values
-                mask[pid, ch, pos] = present
-
-        everywhere = np.ones(len(df), bool)
         for ch, (name, kind, colname) in enumerate(self.channels):
-            if kind == "valid":
-                x[:, ch, :], mask[:, ch, :] = np.where(np.arange(L)[None, :] < lengths[:, None], 1.0, -1.0), 1.0
-            elif kind == "length":
-                x[:, ch, :], mask[:, ch, :] = length_to_z(lengths, L)[:, None], 1.0
-            elif kind == "level":
-                _, ok, level = scaled(colname)
-                has = np.bincount(pid, weights=ok.astype(float), minlength=n) > 0
-                x[:, ch, :] = np.where(has, self.deviations_of(colname).level_channel(level), 0.0)[:, None]
-                mask[:, ch, :] = has[:, None]
-            elif kind in ("value", "gap") and colname in levels:  # a deviation from the patient's level
-                z, ok, level = scaled(colname)
-                dev = self.deviations_of(colname)
-                put(ch, dev.to_channel((z - level[pid]) / dev.scale), ok, static=False)
-            elif kind == "gap":
-                put(ch, self.codec(GAP).scale(np.maximum(gaps(df, schema), 1e-12)), pos > 0, static=False)
-            elif kind == "t0":
-                put(ch, self.codec(T0).scale(df[schema.time].to_numpy(dtype=np.float64)), everywhere, static=True)
+            if kind in ("valid", "length", "level", "gap", "t0") or (kind == "value" and colname in levels):
+                self._encode_structure(rows, ch, kind, colname, colname in levels)
             else:
-                col, series, static = schema.column(colname), df[colname], colname in static_cols
-                if kind == "missing":
-                    put(ch, np.where(series.isna().to_numpy(), 1.0, -1.0) * ds, everywhere, static)
-                elif col.numeric:
-                    codec = self.codec(colname)
-                    v = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
-                    ok = np.isfinite(v)
-                    put(ch, codec.scale(np.where(ok, v, codec.vmin)), ok, static)
-                elif col.type == "binary":
-                    b = as_binary(series).to_numpy()
-                    ok = ~np.isnan(b)
-                    put(ch, np.where(ok, 2.0 * np.nan_to_num(b) - 1.0, 0.0) * ds, ok, static)
-                else:
-                    labels = as_labels(series)
-                    put(
-                        ch,
-                        np.where(labels.to_numpy() == name.split("=", 1)[1], 1.0, -1.0) * ds,
-                        labels.notna().to_numpy(),
-                        static,
-                    )
-        return Encoded(x=x, mask=mask, lengths=lengths.astype(np.int64))
+                self._encode_column(rows, ch, name, kind, colname)
+        return Encoded(x=rows.x, mask=rows.mask, lengths=rows.lengths.astype(np.int64))
+
+    def _encode_structure(self, rows: "_Rows", ch: int, kind: str, colname: str, leveled: bool) -> None:
+        """Channels of the sequence itself: visits, length, levels, deviations from them, gaps, first time."""
+        schema, L = self.schema, self.state.length
+        if kind == "valid":
+            rows.fill(ch, np.where(np.arange(L)[None, :] < rows.lengths[:, None], 1.0, -1.0))
+        elif kind == "length":
+            rows.fill(ch, length_to_z(rows.lengths, L)[:, None])
+        elif kind == "level":
+            _, ok, level = rows.scaled(colname, lambda: fit_state.scaled_rows(rows.df, schema, colname, self.codec(colname)))
+            has = np.bincount(rows.pid, weights=ok.astype(float), minlength=rows.n) > 0
+            rows.x[:, ch, :] = np.where(has, self.deviations_of(colname).level_channel(level), 0.0)[:, None]
+            rows.mask[:, ch, :] = has[:, None]
+        elif leveled:  # a value or gap as a deviation from the patient's level
+            z, ok, level = rows.scaled(colname, lambda: fit_state.scaled_rows(rows.df, schema, colname, self.codec(colname)))
+            dev = self.deviations_of(colname)
+            rows.put(ch, dev.to_channel((z - level[rows.pid]) / dev.scale), ok, static=False)
+        elif kind == "gap":
+            rows.put(ch, self.codec(GAP).scale(np.maximum(gaps(rows.df, schema), 1e-12)), rows.pos > 0, static=False)
+        else:  # t0
+            t0 = self.codec(T0).scale(rows.df[schema.time].to_numpy(dtype=np.float64))
+            rows.put(ch, t0, np.ones(len(rows.df), bool), static=True)
+
+    def _encode_column(self, rows: "_Rows", ch: int, name: str, kind: str, colname: str) -> None:
+        """A column's channel: its missingness, its scaled number, its binary value or one category's indicator."""
+        col, series = self.schema.column(colname), rows.df[colname]
+        static, ds = col.static, self.state.discrete_scale
+        if kind == "missing":
+            rows.put(ch, np.where(series.isna().to_numpy(), 1.0, -1.0) * ds, np.ones(len(series), bool), static)
+        elif col.numeric:
+            codec = self.codec(colname)
+            v = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+            ok = np.isfinite(v)
+            rows.put(ch, codec.scale(np.where(ok, v, codec.vmin)), ok, static)
+        elif col.type == "binary":
+            b = as_binary(series).to_numpy()
+            ok = ~np.isnan(b)
+            rows.put(ch, np.where(ok, 2.0 * np.nan_to_num(b) - 1.0, 0.0) * ds, ok, static)
+        else:
+            labels = as_labels(series)
+            rows.put(ch, np.where(labels.to_numpy() == name.split("=", 1)[1], 1.0, -1.0) * ds, labels.notna().to_numpy(), static)
 
     # -- decode pieces (calibration evaluates candidate decodings through them) ----------------------
     def valid(self, x: np.ndarray) -> np.ndarray:
@@ -383,8 +363,44 @@ class TrajectoryEncoder:
 
     @classmethod
     def from_state(cls, schema: Schema, raw: dict) -> "TrajectoryEncoder":
-        """An encoder from `state_dict` output of the current format (older: `diffusion.upgrade`)."""
+        """An encoder from `state_dict` output of the current format (older: `diffusion.bundle.upgrade`)."""
         state, decoding = EncoderState.from_dict(raw)
         enc = cls(schema, patient_levels=state.patient_levels, discrete_scale=state.discrete_scale)
         enc.state, enc.decoding = state, decoding
         return enc
+
+
+class _Rows:
+    """A long frame's rows placed in the [n, C, L] tensors being encoded (patient, visit position)."""
+
+    def __init__(self, df: pd.DataFrame, id_col: str, channels: int, length: int):
+        self.df = df
+        self.pid, _ = pd.factorize(df[id_col], sort=False)
+        self.pos = df.groupby(id_col, sort=False).cumcount().to_numpy()
+        self.n = int(self.pid.max()) + 1 if len(self.pid) else 0
+        self.lengths = np.bincount(self.pid, minlength=self.n)
+        self.first_rows = np.flatnonzero(self.pos == 0)
+        self.x = np.zeros((self.n, channels, length), dtype=np.float32)
+        self.mask = np.zeros_like(self.x)
+        self._scaled: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def scaled(self, name: str, compute) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Once per number: scaled values per row, presence, each patient's level (`compute()` gives the first two)."""
+        if name not in self._scaled:
+            z, ok = compute()
+            self._scaled[name] = (z, ok, patient_mean(z, ok, self.pid))
+        return self._scaled[name]
+
+    def fill(self, ch: int, values: np.ndarray) -> None:
+        """Channel ch from per-patient values ([n, 1] or [n, L]), present everywhere."""
+        self.x[:, ch, :], self.mask[:, ch, :] = values, 1.0
+
+    def put(self, ch: int, values: np.ndarray, present: np.ndarray, static: bool) -> None:
+        """Write row values (temporal) or first-row values (static) into channel ch."""
+        values = np.where(present, values, 0.0)
+        if static:
+            self.x[:, ch, :] = values[self.first_rows][:, None]
+            self.mask[:, ch, :] = present[self.first_rows][:, None]
+        else:
+            self.x[self.pid, ch, self.pos] = values
+            self.mask[self.pid, ch, self.pos] = present

@@ -8,9 +8,9 @@ import logging
 import numpy as np
 import pandas as pd
 
+from diffusion.data.schema import Schema
 from diffusion.encoding.state import EncoderState
 from diffusion.errors import InputError
-from diffusion.schema import Schema
 
 log = logging.getLogger(__name__)
 

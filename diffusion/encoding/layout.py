@@ -8,7 +8,7 @@
 - per numeric column: one value channel; a temporal one with patient levels is the visit's
   deviation plus a static ``<name>__level`` channel (`diffusion.encoding.levels`).
 - per binary column one channel, per categorical one channel per category ``<name>=<label>``
-  (`diffusion.encoding.labels`); per nullable column a ``<name>__missing`` channel.
+  (`diffusion.encoding.switching`); per nullable column a ``<name>__missing`` channel.
 
 Static columns are broadcast over every time step; the loss mask is 1 where a channel carries
 information (validity and static channels everywhere, temporal ones at recorded visits).
@@ -21,7 +21,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from diffusion.schema import Schema
+from diffusion.data.schema import Schema
 
 VALID = "__valid__"
 LENGTH = "__length__"

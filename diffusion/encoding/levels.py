@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import stats
 
 from diffusion.encoding.numeric import marginal_knots
-from diffusion.protection import k_bounds
+from diffusion.privacy.protection import k_bounds
 
 DeviationCoding = Literal["linear", "quantile"]
 NORMAL_99 = float(stats.norm.ppf(0.995))  # a quantile-coded deviation at the 99th |percentile| is ~1, as a linear one

@@ -4,7 +4,7 @@ the decimals the extract records it at, its bounds, and the percentiles of its s
 `NumberCodec.fit` reads the observed values of one column (or the gaps, or the first times);
 `scale` maps values to [-1, 1], `unscale` maps back, rounded to the recorded precision and kept
 inside the bounds. A codec is frozen, plain JSON through `to_dict` / `from_dict`; its bounds are
-those `diffusion.protection` left (never one patient's extreme value).
+those `diffusion.privacy.protection` left (never one patient's extreme value).
 """
 
 from __future__ import annotations

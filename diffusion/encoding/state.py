@@ -5,7 +5,7 @@ its codec (numbers), deviations (temporal numbers with patient levels), label sp
 rate and persistence aggregates; the time codecs; the layout sizes. `Decoding` holds what
 calibration chooses on generated patients (`diffusion.encoding.calibration`); the identity
 `Decoding()` decodes plainly. Both are aggregates of many patients only. `to_dict` writes the
-current model-folder format (`FORMAT`); older folders are converted by `diffusion.upgrade`.
+current model-folder format (`FORMAT`); older folders are converted by `diffusion.bundle.upgrade`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from diffusion.encoding.levels import Deviations
 from diffusion.encoding.numeric import NumberCodec
 
-FORMAT = 2  # encoder.json's layout; `diffusion.upgrade` converts older ones
+FORMAT = 2  # encoder.json's layout; `diffusion.bundle.upgrade` converts older ones
 
 
 def _codec(raw: dict[str, Any] | None) -> NumberCodec | None:
@@ -38,7 +38,7 @@ class ColumnState:
     number: NumberCodec | None = None
     deviations: Deviations | None = None  # temporal numbers with patient levels
     labels: dict[str, Any] | None = None  # label -> the extract's spelling (binary and categorical)
-    lag1_rank: float | None = None  # temporal numbers (`diffusion.persistence`)
+    lag1_rank: float | None = None  # temporal numbers (`diffusion.data.lagstats`)
     lag1: float | None = None
     stay: float | None = None  # temporal labels
 
@@ -170,7 +170,7 @@ class EncoderState:
     def from_dict(cls, raw: dict[str, Any]) -> tuple["EncoderState", Decoding]:
         if raw.get("format") != FORMAT:
             raise ValueError(
-                f"encoder state of format {raw.get('format')!r}, expected {FORMAT}: convert it with diffusion.upgrade"
+                f"encoder state of format {raw.get('format')!r}, expected {FORMAT}: convert it with diffusion.bundle.upgrade"
             )
         state = cls(
             int(raw["length"]),

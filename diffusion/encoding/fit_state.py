@@ -10,15 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from diffusion import persistence
+from diffusion.data import lagstats
+from diffusion.data.labels import as_binary, as_labels
+from diffusion.data.schema import Schema
 from diffusion.encoding.frames import gaps
-from diffusion.encoding.labels import representatives
 from diffusion.encoding.layout import GAP, pooled_counts
 from diffusion.encoding.levels import DeviationCoding, Deviations
 from diffusion.encoding.numeric import NumberCodec, marginal_knots
 from diffusion.encoding.state import ColumnState, EncoderState, TimeState
-from diffusion.labels import as_binary, as_labels
-from diffusion.schema import Schema
+from diffusion.encoding.switching import representatives
 
 
 def scaled_rows(df: pd.DataFrame, schema: Schema, name: str, codec: NumberCodec) -> tuple[np.ndarray, np.ndarray]:
@@ -45,11 +45,11 @@ def _column(schema: Schema, name: str, df: pd.DataFrame, first: pd.DataFrame) ->
     else:
         entry.labels = representatives(series, as_labels(series))
     if not col.static and col.numeric:
-        entry.lag1_rank = persistence.lag1_long(df[name], df[schema.id], rank=True)
-        entry.lag1 = persistence.lag1_long(df[name], df[schema.id])  # Pearson: extreme visits weigh in
+        entry.lag1_rank = lagstats.lag1_long(df[name], df[schema.id], rank=True)
+        entry.lag1 = lagstats.lag1_long(df[name], df[schema.id])  # Pearson: extreme visits weigh in
     elif not col.static:
         labels = as_binary(df[name]) if col.type == "binary" else as_labels(df[name])
-        entry.stay = persistence.stay_long(labels, df[schema.id])
+        entry.stay = lagstats.stay_long(labels, df[schema.id])
     for key in ("lag1_rank", "lag1", "stay"):  # NaN (too few pairs) is stored as unknown
         if getattr(entry, key) is not None and not np.isfinite(getattr(entry, key)):
             setattr(entry, key, None)

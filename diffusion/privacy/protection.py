@@ -23,9 +23,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from diffusion.data.labels import as_binary, as_labels
+from diffusion.data.schema import Column, Schema
 from diffusion.errors import InputError
-from diffusion.labels import as_binary, as_labels
-from diffusion.schema import Column, Schema
 
 RARE = "_RARE_"
 

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from diffusion.data.labels import as_binary, as_labels, canonical_label
 from diffusion.errors import InputError
-from diffusion.labels import as_binary, as_labels, canonical_label
 
 if TYPE_CHECKING:
-    from diffusion.bundle import HealthGymModel
+    from diffusion.bundle.folder import HealthGymModel
 
 MIN_ACCEPTANCE = 1e-3  # below this share of generated patients meeting a condition, sampling stops
 PILOT = 256  # patients drawn to estimate a subgroup's share before boosting

@@ -10,17 +10,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from diffusion.bundle import HealthGymModel
+from diffusion.bundle.folder import HealthGymModel
 from diffusion.config import Config, auto_width
-from diffusion.dates import Dating, has_dates, numeric_schema, to_numbers
+from diffusion.data.dates import Dating, has_dates, numeric_schema, to_numbers
+from diffusion.data.schema import Schema
 from diffusion.encoding import Encoded, TrajectoryEncoder
-from diffusion.ids import IdScheme
-from diffusion.memorisation import MemorisationProbe
-from diffusion.protection import Protection
-from diffusion.schedule import GaussianDiffusion
-from diffusion.schema import Schema
-from diffusion.training import TrainResult, train, world
-from diffusion.unet import build_unet
+from diffusion.model.schedule import GaussianDiffusion
+from diffusion.model.unet import build_unet
+from diffusion.privacy.ids import IdScheme
+from diffusion.privacy.protection import Protection
+from diffusion.training.loop import TrainResult, train
+from diffusion.training.memorisation import MemorisationProbe
+from diffusion.training.parallel import world
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,13 @@ def fit(
     real_ids: pd.Series | None = None,
     calibrate: bool = True,
 ) -> tuple[HealthGymModel, TrainResult]:
-    """Protect `df` (the training patients only; `diffusion.protection`), fit the encoder on it
+    """Protect `df` (the training patients only; `diffusion.privacy.protection`), fit the encoder on it
     and train the denoiser, watching memorisation; then, unless `calibrate` is false,
     `calibrate_decoding` (when configured).
     Synthetic ids will never equal any of `real_ids` (default: the training patients' ids)."""
     torch.manual_seed(config.pipeline.seed)
     raw, dated = df, schema
-    df, schema = to_numbers(df, schema), numeric_schema(schema)  # the engine sees numbers (diffusion.dates)
+    df, schema = to_numbers(df, schema), numeric_schema(schema)  # the engine sees numbers (diffusion.data.dates)
     protection = Protection.fit(df, schema, config.privacy.k, config.privacy.rare)
     schema = protection.schema(schema)
     df = protection.apply(df, schema, seed=config.pipeline.seed)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from diffusion.schema import Column, Schema
+from diffusion.data.schema import Column, Schema
 
 UNITS: dict[str, pd.Timedelta] = {
     "second": pd.Timedelta(seconds=1),

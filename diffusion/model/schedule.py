@@ -11,6 +11,8 @@ import math
 import numpy as np
 import torch
 
+from diffusion.config import DiffusionConfig
+
 
 def make_betas(schedule: str, steps: int) -> np.ndarray:
     """Linear (Ho et al.) or cosine (Nichol & Dhariwal) betas, float64, shape [steps]."""
@@ -25,13 +27,20 @@ def make_betas(schedule: str, steps: int) -> np.ndarray:
     raise ValueError(f"unknown beta schedule {schedule!r} (cosine or linear)")
 
 
+DEFAULT = DiffusionConfig()  # the one declaration of each default (`diffusion.config`)
 SELF_COND_BOUND = 5.0  # the x0 estimate a self-conditioned network is shown is cut to this range
 
 
 class GaussianDiffusion:
     """DDPM forward process; the network predicts the noise ("eps") or the velocity ("v")."""
 
-    def __init__(self, steps: int = 1000, schedule: str = "cosine", x0_weight: float = 0.1, prediction: str = "eps"):
+    def __init__(
+        self,
+        steps: int = DEFAULT.steps,
+        schedule: str = DEFAULT.schedule,
+        x0_weight: float = DEFAULT.x0_weight,
+        prediction: str = DEFAULT.prediction,
+    ):
         if prediction not in ("eps", "v"):
             raise ValueError(f"unknown prediction {prediction!r} (eps or v)")
         self.steps = steps
@@ -42,7 +51,7 @@ class GaussianDiffusion:
         self.alphas_cumprod = np.cumprod(1.0 - self.betas)  # float64, [steps]
 
     @classmethod
-    def from_config(cls, cfg) -> "GaussianDiffusion":
+    def from_config(cls, cfg: DiffusionConfig) -> "GaussianDiffusion":
         return cls(steps=cfg.steps, schedule=cfg.schedule, x0_weight=cfg.x0_weight, prediction=cfg.prediction)
 
     def abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

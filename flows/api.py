@@ -1,6 +1,6 @@
 """The Python API for notebooks, in the style of SDV: fit on a DataFrame, sample, save, load.
 
-    from diffusion.api import HealthGym
+    from flows.api import HealthGym
     hg = HealthGym("my.yaml", overrides={"train.max_minutes": 10}).fit(df)
     syn = hg.sample(500, where="sex == 'f' and age > 60")
     hg.save("models/my-cohort");  hg = HealthGym.load("models/my-cohort")
@@ -17,11 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from diffusion.bundle import HealthGymModel
-from diffusion.conditional import sample_boosted, sample_where
+from diffusion.bundle.conditional import sample_boosted, sample_where
+from diffusion.bundle.folder import HealthGymModel
 from diffusion.config import Config
+from diffusion.data.schema import Schema
 from diffusion.errors import InputError
-from diffusion.schema import Schema
 
 
 class HealthGym:
@@ -39,7 +39,7 @@ class HealthGym:
 
     def fit(self, df: pd.DataFrame, *, validate: bool = True, progress: bool = True) -> "HealthGym":
         """Validate `df` (long format, one row per visit) and train on all of its patients."""
-        from diffusion.fit import fit
+        from diffusion.bundle.fit import fit
 
         if validate:
             from expectations import validate_extract

@@ -25,17 +25,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from diffusion.bundle.upgrade import read_folder
 from diffusion.config import Config
-from diffusion.dates import Dating
+from diffusion.data.dates import Dating
+from diffusion.data.schema import Schema
 from diffusion.encoding import FORMAT, TrajectoryEncoder
 from diffusion.errors import InputError
-from diffusion.ids import IdScheme
-from diffusion.protection import Protection
-from diffusion.sampling import sample_loop
-from diffusion.schedule import GaussianDiffusion
-from diffusion.schema import Schema
-from diffusion.unet import build_unet
-from diffusion.upgrade import read_folder
+from diffusion.model.sampler import sample_loop
+from diffusion.model.schedule import GaussianDiffusion
+from diffusion.model.unet import build_unet
+from diffusion.privacy.ids import IdScheme
+from diffusion.privacy.protection import Protection
 
 FILES = ("config.json", "schema.yaml", "encoder.json", "weights.pt", "meta.json")
 
@@ -78,7 +78,7 @@ class HealthGymModel:
         fixed: dict[int, float] | None = None,
     ) -> np.ndarray:
         """n encoded patients [n, channels, time], in batches of sampling.batch_size; `fixed`
-        channels (index -> value) are inpainted at that value (`diffusion.conditional`)."""
+        channels (index -> value) are inpainted at that value (`diffusion.bundle.conditional`)."""
         s = self.config.sampling
         gen = torch.Generator().manual_seed(seed)
         lengths = self.encoder.draw_lengths(n, np.random.default_rng(seed))
@@ -141,7 +141,7 @@ class HealthGymModel:
         finish: bool = True,
     ) -> pd.DataFrame:
         """n synthetic patients in the extract's own long format, through the model's value
-        protection (`diffusion.protection`), then (unless `finish` is false) `finish`ed: dates
+        protection (`diffusion.privacy.protection`), then (unless `finish` is false) `finish`ed: dates
         and ids as released. `fixed`: inpainted channels (see `sample_tensor`)."""
         if n < 1:
             raise InputError(f"The number of patients to sample must be at least 1, got {n}.")
@@ -150,8 +150,8 @@ class HealthGymModel:
         return self.finish(out) if finish else out
 
     def finish(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Decoded patients as released: dates written back (`diffusion.dates`) and ids that never
-        equal a real one (`diffusion.ids`), where the folder records them; rows kept in order."""
+        """Decoded patients as released: dates written back (`diffusion.data.dates`) and ids that never
+        equal a real one (`diffusion.privacy.ids`), where the folder records them; rows kept in order."""
         if self.meta.get("dating"):
             frame = Dating.from_dict(self.meta["dating"]).apply(frame, self.schema)
         if self.meta.get("ids"):
@@ -160,7 +160,7 @@ class HealthGymModel:
 
     def numbers(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A frame in the extract's format as the engine's numbers: dates as numbers, coarsened as
-        releases are (`diffusion.dates`); as it is for a schema without dates."""
+        releases are (`diffusion.data.dates`); as it is for a schema without dates."""
         raw = self.meta.get("dating")
         return Dating.from_dict(raw).numbers(frame, self.schema) if raw else frame
 
@@ -179,7 +179,7 @@ class HealthGymModel:
 
     def protect(self, frame: pd.DataFrame, *, seed: int) -> pd.DataFrame:
         """A long frame (sampled, or real patients to judge against) through the model's value
-        protection (`diffusion.protection`); as it is for a folder saved without one."""
+        protection (`diffusion.privacy.protection`); as it is for a folder saved without one."""
         raw = self.meta.get("protection")
         return Protection.from_dict(raw).apply(frame, self.schema, seed=seed) if raw else frame
 

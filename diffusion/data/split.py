@@ -21,3 +21,12 @@ def split_patients(
     held = set(rng.permutation(ids)[:n_hold].tolist())
     is_held = df[id_col].isin(held)
     return df[~is_held].reset_index(drop=True), df[is_held].reset_index(drop=True)
+
+
+def split_validation(n: int, fraction: float, seed: int, minimum: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Patient indices for training and for validation (seeded, disjoint): `fraction` of the
+    patients, at least `minimum`, at most a quarter; none below 10 patients."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    n_val = min(max(int(round(n * fraction)), minimum), n // 4) if n >= 10 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])

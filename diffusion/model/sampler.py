@@ -1,0 +1,118 @@
+"""Reverse process: DDPM ancestral and DDIM sampling over an evenly respaced step subsequence.
+
+`sample_loop(model, diffusion, shape, ...)` is the whole loop: model(x, t) -> x0 estimate (from
+the predicted eps or v) -> clip to [-1, 1] -> project static channels -> step. A self-conditioned
+network also gets the previous step's x0 estimate. Noise comes from a CPU torch.Generator,
+so a seed gives the same patients on CPU and GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from diffusion.config import SamplingConfig
+from diffusion.model.schedule import SELF_COND_BOUND, GaussianDiffusion
+
+DEFAULT = SamplingConfig()  # the one declaration of each default (`diffusion.config`)
+
+
+def respaced_steps(total: int, steps: int) -> list[int]:
+    """`steps` timesteps from total-1 down to 0, evenly spaced (all of them if steps >= total)."""
+    steps = max(1, min(steps, total))
+    return sorted({int(round(v)) for v in np.linspace(0, total - 1, steps)}, reverse=True)
+
+
+@torch.no_grad()
+def sample_loop(
+    model: torch.nn.Module,
+    diffusion: GaussianDiffusion,
+    shape: tuple[int, int, int],
+    *,
+    method: str = DEFAULT.method,
+    steps: int = DEFAULT.steps,
+    eta: float = DEFAULT.eta,
+    generator: torch.Generator | None = None,
+    static_channels: list[int] | None = None,
+    device: torch.device | str = "cpu",
+    clip: bool | list[float] = True,
+    known: tuple[list[int], torch.Tensor] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Denoise pure noise of `shape` [B, C, L] into x0 samples (float32, on CPU).
+
+    `known=(channels, values [B, k, L])` fixes those channels (inpainting): their x0 is the
+    given value and x_t is re-noised from it at every step, so the rest is generated
+    conditionally on them (used for the number of visits, drawn from the real distribution).
+    `clip`: True clips x0 estimates to [-1, 1]; a list gives each channel its own bound.
+    """
+    if method not in ("ddim", "ddpm"):
+        raise ValueError(f"unknown sampling method {method!r} (ddim or ddpm)")
+    device = torch.device(device)
+    gen = generator or torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen).to(device)
+    abar = diffusion.alphas_cumprod
+    seq = respaced_steps(diffusion.steps, steps)
+    project = _Projection(shape[1], clip, static_channels, known, device)
+    self_condition = bool(getattr(model, "self_condition", False))
+    x_self = torch.zeros(shape, device=device) if self_condition else None
+    for i, t in enumerate(seq):
+        t_prev = seq[i + 1] if i + 1 < len(seq) else -1
+        a_t, a_prev = float(abar[t]), float(abar[t_prev]) if t_prev >= 0 else 1.0
+        tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
+        out = model(x, tt, x_self) if self_condition else model(x, tt)
+        x0 = project(diffusion.x0_and_eps(out.float(), x, a_t)[0])
+        if self_condition:
+            x_self = x0.clamp(-SELF_COND_BOUND, SELF_COND_BOUND)
+        x = x0 if t_prev < 0 else _transition(method, x, x0, a_t, a_prev, eta, gen)
+        if t_prev >= 0:
+            project.renoise(x, a_prev, gen)
+        if progress is not None:
+            progress(i + 1, len(seq))
+    return x.float().cpu()
+
+
+class _Projection:
+    """What every x0 estimate is held to: channel bounds, static channels constant over time,
+    known channels at their given values (and re-noised from them in x_t)."""
+
+    def __init__(self, channels: int, clip, static_channels, known, device: torch.device):
+        self.bounds = None
+        if clip is not False:
+            per_channel = [1.0] * channels if clip is True else list(clip)
+            self.bounds = torch.tensor(per_channel, dtype=torch.float32, device=device).view(1, -1, 1)
+        self.static = torch.as_tensor(static_channels, device=device) if static_channels else None
+        self.known = (torch.as_tensor(known[0], device=device), known[1].to(device)) if known is not None else None
+        self.device = device
+
+    def __call__(self, x0: torch.Tensor) -> torch.Tensor:
+        if self.bounds is not None:
+            x0 = torch.maximum(torch.minimum(x0, self.bounds), -self.bounds)
+        if self.static is not None:
+            x0[:, self.static, :] = x0[:, self.static, :].mean(dim=-1, keepdim=True)
+        if self.known is not None:
+            x0[:, self.known[0], :] = self.known[1]
+        return x0
+
+    def renoise(self, x: torch.Tensor, a_prev: float, gen: torch.Generator) -> None:
+        """Known channels of x_prev drawn from q(x_prev | their x0), in place."""
+        if self.known is not None:
+            k_idx, k_val = self.known
+            noise = torch.randn(k_val.shape, generator=gen).to(self.device)
+            x[:, k_idx, :] = a_prev**0.5 * k_val + (1 - a_prev) ** 0.5 * noise
+
+
+def _transition(method: str, x: torch.Tensor, x0: torch.Tensor, a_t: float, a_prev: float, eta: float, gen) -> torch.Tensor:
+    """x_prev from x_t and the x0 estimate: DDIM (eta scales its noise) or DDPM ancestral."""
+    eps = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
+    if method == "ddim":
+        sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
+        out = a_prev**0.5 * x0 + max(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps
+        return out + sigma * torch.randn(x.shape, generator=gen).to(x.device) if sigma > 0 else out
+    # ancestral: the posterior q(x_prev | x_t, x0) of the (respaced) chain
+    beta = 1 - a_t / a_prev
+    mean = (a_prev**0.5 * beta / (1 - a_t)) * x0 + ((1 - beta) ** 0.5 * (1 - a_prev) / (1 - a_t)) * x
+    var = beta * (1 - a_prev) / (1 - a_t)
+    return mean + var**0.5 * torch.randn(x.shape, generator=gen).to(x.device)
