@@ -59,12 +59,8 @@ def fit(
     `calibrate_decoding` (when configured).
     Synthetic ids will never equal any of `real_ids` (default: the training patients' ids)."""
     torch.manual_seed(config.pipeline.seed)
-    raw, dated = df, schema
-    df, schema = to_numbers(df, schema), numeric_schema(schema)  # the engine sees numbers (diffusion.data.dates)
-    protection = Protection.fit(df, schema, config.privacy.k, config.privacy.rare)
-    schema = protection.schema(schema)
-    df = protection.apply(df, schema, seed=config.pipeline.seed)
-    dating = Dating.fit(raw, df, dated, config.privacy.k) if has_dates(dated) else None
+    raw = df
+    df, schema, protection, dating = _protected(df, schema, config)
     enc = config.encoding
     encoder = TrajectoryEncoder(
         schema,
@@ -104,6 +100,18 @@ def fit(
     if calibrate and world()[0] == 0:  # under DDP the other ranks' models are not kept
         calibrate_decoding(model)
     return model, result
+
+
+def _protected(df: pd.DataFrame, schema: Schema, config: Config) -> tuple[pd.DataFrame, Schema, Protection, Dating | None]:
+    """(the frame the engine sees, its schema, the value protection, the date coarsening or None):
+    dates as numbers (`diffusion.data.dates`), values protected (`diffusion.privacy.protection`)."""
+    raw, dated = df, schema
+    df, schema = to_numbers(df, schema), numeric_schema(schema)
+    protection = Protection.fit(df, schema, config.privacy.k, config.privacy.rare)
+    schema = protection.schema(schema)
+    df = protection.apply(df, schema, seed=config.pipeline.seed)
+    dating = Dating.fit(raw, df, dated, config.privacy.k) if has_dates(dated) else None
+    return df, schema, protection, dating
 
 
 def calibrate_decoding(model: HealthGymModel) -> HealthGymModel:

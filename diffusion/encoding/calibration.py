@@ -138,65 +138,68 @@ def _marginals(enc: Any, x: np.ndarray, dec: Decoding, steps: tuple[Step, ...]) 
 def _deviations(
     enc: Any, x: np.ndarray, name: str, valid: np.ndarray, keep: np.ndarray, dec: Decoding, steps: tuple[Step, ...]
 ) -> tuple[Decoding, dict[str, float]]:
-    """Smoothing, the deviations' map and spikes of one split number (see the module docstring)."""
+    """Smoothing, the deviations' map and spikes of one split number (see the module docstring).
+    Every candidate is a new frozen Decoding; the bisections compare candidates, nothing is mutated."""
     entry = None if name == GAP else enc.state.columns[name]
     rank = None if entry is None else entry.lag1_rank
     pearson = None if entry is None else entry.lag1
-    real = enc.deviations_of(name).quantiles
     raw = enc.raw_deviation(x, name)
-    report = {"deviation_ks_before": ks_to_knots(raw[keep], real)}
-    current = {"dec": dec.with_number(name, smoothing=0.0, spike_sign=None, spike_share=0.0)}
+    report = {"deviation_ks_before": ks_to_knots(raw[keep], enc.deviations_of(name).quantiles)}
+    base = dec.with_number(name, smoothing=0.0, spike_sign=None, spike_share=0.0)
 
-    def decoded() -> np.ndarray:
-        return enc.decoded_z(x, name, valid, current["dec"])
-
-    def smoothed(phi: float) -> float:
-        """Smooth by phi, map onto the real deviations; the rank lag-1 after."""
-        d = current["dec"].with_number(name, smoothing=phi)
+    def smoothed(phi: float) -> Decoding:
+        """Smoothed by phi, the deviations mapped onto the real ones."""
+        d = base.with_number(name, smoothing=phi)
         if "deviations" in steps:
             d = d.with_number(name, generated_deviation_quantiles=marginal_knots(smooth(raw, valid, phi)[keep]))
-        current["dec"] = _values_map(enc, x, name, valid, keep, d, steps)[0]
-        return lagstats.lag1_grid(decoded(), keep, rank=True)
+        return _values_map(enc, x, name, valid, keep, d, steps)[0]
 
+    def rank_lag1(d: Decoding) -> float:
+        return lagstats.lag1_grid(enc.decoded_z(x, name, valid, d), keep, rank=True)
+
+    def pearson_lag1(d: Decoding) -> float:
+        return lagstats.lag1_grid(enc.unscale(enc.decoded_z(x, name, valid, d), name), keep)
+
+    dec = smoothed(0.0)
+    rank_before = rank_lag1(dec)
+    if "smoothing" in steps and rank is not None and np.isfinite(rank_before) and rank_before < rank:
+        dec = smoothed(smallest(lambda p: rank_lag1(smoothed(p)) >= rank, MAX_SMOOTHING, 12, f"{name} smoothing"))
+    spiking: dict = {}
+    if "spikes" in steps and "values" in steps and pearson is not None:
+        dec, spiking = _spikes(enc, x, name, valid, keep, dec, steps, raw, pearson, pearson_lag1)
+    if rank is not None:
+        after = dict(lag1_rank_after=rank_lag1(dec), smoothing=dec.number(name).smoothing)
+        report.update(lag1_rank_real=rank, lag1_rank_before=rank_before, **after)
+    report.update(spiking)
+    return dec, report
+
+
+def _spikes(enc, x, name, valid, keep, dec: Decoding, steps, raw, pearson: float, pearson_lag1) -> tuple[Decoding, dict]:
+    """The smallest share of the most departing recorded visits made spikes at which the Pearson
+    lag-1 falls to the real one (none when it is not above it)."""
+    real = enc.deviations_of(name).quantiles
     sign = (
         1.0 if real[-1] - real[len(real) // 2] >= real[len(real) // 2] - real[0] else -1.0
     )  # the side real deviations reach furthest
+    start = dec
 
-    def spiked(q: float) -> float:
-        """The share q of recorded visits that depart most made spikes; the Pearson lag-1 after."""
-        d = current["dec"].with_number(name, spike_sign=None, spike_share=0.0)
+    def spiked(q: float) -> Decoding:
+        d = start.with_number(name, spike_sign=None, spike_share=0.0)
         if q > 0:
             levels, share = spike_levels(raw, valid, keep, sign, q)
             if share > 0 and (keep & np.isnan(levels)).any():
                 d = d.with_number(name, spike_sign=sign, spike_share=share)
-        current["dec"] = _values_map(enc, x, name, valid, keep, d, steps)[0]
-        return lagstats.lag1_grid(enc.unscale(decoded(), name), keep)
+        return _values_map(enc, x, name, valid, keep, d, steps)[0]
 
-    rank_before = smoothed(0.0)
-    if "smoothing" in steps and rank is not None and np.isfinite(rank_before) and rank_before < rank:
-        smoothed(smallest(lambda p: smoothed(p) >= rank, MAX_SMOOTHING, 12, f"{name} smoothing"))
-    spikes_apply = "spikes" in steps and "values" in steps and pearson is not None
-    if spikes_apply:
-        pearson_before = spiked(0.0)
-        candidates = keep & has_neighbour(valid)  # a patient's only visit departs from nothing
-        if np.isfinite(pearson_before) and pearson_before > pearson and candidates.sum() * 2 > keep.sum():
-            spiked(smallest(lambda q: spiked(q) <= pearson, MAX_SPIKES, 12, f"{name} spike share"))
-    how = current["dec"].number(name)
-    if rank is not None:
-        report.update(
-            lag1_rank_real=rank,
-            lag1_rank_before=rank_before,
-            lag1_rank_after=lagstats.lag1_grid(decoded(), keep, rank=True),
-            smoothing=how.smoothing,
-        )
-    if spikes_apply:
-        report.update(
-            lag1_real=pearson,
-            lag1_before=pearson_before,
-            spikes=how.spike_share,
-            lag1_after=lagstats.lag1_grid(enc.unscale(decoded(), name), keep),
-        )
-    return current["dec"], report
+    dec = spiked(0.0)
+    pearson_before = pearson_lag1(dec)
+    candidates = keep & has_neighbour(valid)  # a patient's only visit departs from nothing
+    if np.isfinite(pearson_before) and pearson_before > pearson and candidates.sum() * 2 > keep.sum():
+        dec = spiked(smallest(lambda q: pearson_lag1(spiked(q)) <= pearson, MAX_SPIKES, 12, f"{name} spike share"))
+    report = dict(
+        lag1_real=pearson, lag1_before=pearson_before, spikes=dec.number(name).spike_share, lag1_after=pearson_lag1(dec)
+    )
+    return dec, report
 
 
 def _persistence(enc: Any, x: np.ndarray, dec: Decoding) -> tuple[Decoding, dict]:
