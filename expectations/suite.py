@@ -38,14 +38,47 @@ def _exp(type_: str, kwargs: dict, column: str, check: str, description: str, no
     return out
 
 
+def _true_on(column: str, check: str, description: str, notes: str) -> dict:
+    """The derived column `<column>::<check>` must be True on every row."""
+    return _exp(
+        "expect_column_values_to_be_in_set",
+        {"column": derived(column, check), "value_set": [True]},
+        column,
+        check,
+        description,
+        notes,
+    )
+
+
 def build_suite(schema: Schema) -> dict:
     """The GX 1.x suite (as JSON-able dict) that the schema implies."""
+    exps = _table_expectations(schema)
+    for c in schema.columns:
+        exps.extend(_column_expectations(c))
+    return {
+        "name": schema.name,
+        "expectations": exps,
+        "meta": {
+            "generated_from": "schema",
+            "schema": schema.name,
+            "id": schema.id,
+            "time": schema.time,
+            "max_length": schema.max_length,
+            "note": (
+                f"Derived columns are named '<column>{SEP}<check>'. Tighten by editing kwargs; add hand-written "
+                f"expectations in '<schema>{EXTRA_SUFFIX}' beside the schema file."
+            ),
+        },
+    }
+
+
+def _table_expectations(schema: Schema) -> list[dict]:
+    """Every column present, rows, ids and times present, times numbers (or dates) increasing per patient."""
     idc, tc = schema.id, schema.time
-    exps: list[dict] = []
-    for col in [idc, tc, *schema.column_names]:
-        exps.append(
-            _exp("expect_column_to_exist", {"column": col}, col, "present", "required by the schema but missing from the extract")
-        )
+    exps = [
+        _exp("expect_column_to_exist", {"column": col}, col, "present", "required by the schema but missing from the extract")
+        for col in [idc, tc, *schema.column_names]
+    ]
     exps.append(_exp("expect_table_row_count_to_be_between", {"min_value": 1}, "table", "rows", "at least one row"))
     exps.append(
         _exp(
@@ -58,18 +91,17 @@ def build_suite(schema: Schema) -> dict:
         )
     )
     exps.append(_exp("expect_column_values_to_not_be_null", {"column": tc}, tc, "not_null", "the time must never be missing"))
+    dates = schema.time_unit is not None
     exps.append(
-        _exp(
-            "expect_column_values_to_be_in_set",
-            {"column": derived(tc, "is_number"), "value_set": [True]},
+        _true_on(
             tc,
             "is_number",
-            "time values must be finite numbers (no text, no infinity)"
-            if schema.time_unit is None
-            else "time values must be dates or datetimes (ISO 8601, such as 2024-03-01 or 2024-03-01T08:30)",
-            notes=f"Derived: True where `{tc}` is missing or a finite number."
-            if schema.time_unit is None
-            else f"Derived: True where `{tc}` is missing or reads as an ISO 8601 date.",
+            "time values must be dates or datetimes (ISO 8601, such as 2024-03-01 or 2024-03-01T08:30)"
+            if dates
+            else "time values must be finite numbers (no text, no infinity)",
+            f"Derived: True where `{tc}` is missing or reads as an ISO 8601 date."
+            if dates
+            else f"Derived: True where `{tc}` is missing or a finite number.",
         )
     )
     exps.append(
@@ -83,13 +115,11 @@ def build_suite(schema: Schema) -> dict:
         )
     )
     exps.append(
-        _exp(
-            "expect_column_values_to_be_in_set",
-            {"column": derived(tc, "increasing"), "value_set": [True]},
+        _true_on(
             tc,
             "increasing",
             "times must be strictly increasing within each patient (no repeated time)",
-            notes=f"Derived: rows sorted by ({idc}, {tc}); False where a patient's time does not exceed the previous one.",
+            f"Derived: rows sorted by ({idc}, {tc}); False where a patient's time does not exceed the previous one.",
         )
     )
     exps.append(
@@ -101,26 +131,11 @@ def build_suite(schema: Schema) -> dict:
             f"at least {schema.min_patients} patients",
         )
     )
-    for c in schema.columns:
-        exps.extend(_column_expectations(c, idc))
-    return {
-        "name": schema.name,
-        "expectations": exps,
-        "meta": {
-            "generated_from": "schema",
-            "schema": schema.name,
-            "id": idc,
-            "time": tc,
-            "max_length": schema.max_length,
-            "note": (
-                f"Derived columns are named '<column>{SEP}<check>'. Tighten by editing kwargs; add hand-written "
-                f"expectations in '<schema>{EXTRA_SUFFIX}' beside the schema file."
-            ),
-        },
-    }
+    return exps
 
 
-def _column_expectations(c: Column, idc: str) -> list[dict]:
+def _column_expectations(c: Column) -> list[dict]:
+    """A column's missing rate, its type's values (numbers and bounds, dates, categories, 0/1) and staticness."""
     out: list[dict] = []
     rate = c.allowed_missing
     if rate <= 0:
@@ -128,69 +143,17 @@ def _column_expectations(c: Column, idc: str) -> list[dict]:
             _exp("expect_column_values_to_not_be_null", {"column": c.name}, c.name, "missing", "no missing values (not nullable)")
         )
     elif rate < 1:
-        out.append(
-            _exp(
-                "expect_column_values_to_not_be_null",
-                {"column": c.name, "mostly": round(1.0 - rate, 10)},
-                c.name,
-                "missing",
-                f"at most {rate:.0%} missing values",
-            )
-        )
+        kw = {"column": c.name, "mostly": round(1.0 - rate, 10)}
+        out.append(_exp("expect_column_values_to_not_be_null", kw, c.name, "missing", f"at most {rate:.0%} missing values"))
     if c.numeric:
-        out.append(
-            _exp(
-                "expect_column_values_to_be_in_set",
-                {"column": derived(c.name, "is_number"), "value_set": [True]},
-                c.name,
-                "is_number",
-                "values must be finite numbers (no text, no infinity)",
-                notes=f"Derived: True where `{c.name}` is missing or a finite number.",
-            )
-        )
-        if c.type == "integer":
-            out.append(
-                _exp(
-                    "expect_column_values_to_be_in_set",
-                    {"column": derived(c.name, "is_integer"), "value_set": [True]},
-                    c.name,
-                    "is_integer",
-                    "values must be whole numbers",
-                    notes=f"Derived: True where `{c.name}` is missing, not a number, or a whole number.",
-                )
-            )
-        if c.min is not None or c.max is not None:
-            kw: dict[str, Any] = {"column": derived(c.name, "number")}
-            if c.min is not None:
-                kw["min_value"] = c.min
-            if c.max is not None:
-                kw["max_value"] = c.max
-            bounds = (
-                f"within [{_fmt(c.min)}, {_fmt(c.max)}]"
-                if c.min is not None and c.max is not None
-                else f"at least {_fmt(c.min)}"
-                if c.min is not None
-                else f"at most {_fmt(c.max)}"
-            )
-            out.append(
-                _exp(
-                    "expect_column_values_to_be_between",
-                    kw,
-                    c.name,
-                    "bounds",
-                    f"values must be {bounds}",
-                    notes=f"Derived: `{c.name}` as a number (text and infinity left out: checked on their own).",
-                )
-            )
+        out.extend(_number_expectations(c))
     elif c.type == "date":
         out.append(
-            _exp(
-                "expect_column_values_to_be_in_set",
-                {"column": derived(c.name, "is_date"), "value_set": [True]},
+            _true_on(
                 c.name,
                 "is_date",
                 "values must be dates (ISO 8601, such as 1961-07-14)",
-                notes=f"Derived: True where `{c.name}` is missing or reads as an ISO 8601 date.",
+                f"Derived: True where `{c.name}` is missing or reads as an ISO 8601 date.",
             )
         )
     elif c.type == "categorical":
@@ -217,15 +180,48 @@ def _column_expectations(c: Column, idc: str) -> list[dict]:
         )
     if c.static:
         out.append(
-            _exp(
-                "expect_column_values_to_be_in_set",
-                {"column": derived(c.name, "static"), "value_set": [True]},
+            _true_on(
                 c.name,
                 "static",
                 "a static column must keep one value per patient",
-                notes=f"Derived: False on every row of a patient whose `{c.name}` takes more than one value.",
+                f"Derived: False on every row of a patient whose `{c.name}` takes more than one value.",
             )
         )
+    return out
+
+
+def _number_expectations(c: Column) -> list[dict]:
+    """Finite numbers, whole ones for integers, within the declared bounds."""
+    out = [
+        _true_on(
+            c.name,
+            "is_number",
+            "values must be finite numbers (no text, no infinity)",
+            f"Derived: True where `{c.name}` is missing or a finite number.",
+        )
+    ]
+    if c.type == "integer":
+        out.append(
+            _true_on(
+                c.name,
+                "is_integer",
+                "values must be whole numbers",
+                f"Derived: True where `{c.name}` is missing, not a number, or a whole number.",
+            )
+        )
+    if c.min is None and c.max is None:
+        return out
+    kw: dict[str, Any] = {"column": derived(c.name, "number")}
+    if c.min is not None:
+        kw["min_value"] = c.min
+    if c.max is not None:
+        kw["max_value"] = c.max
+    if c.min is not None and c.max is not None:
+        bounds = f"within [{_fmt(c.min)}, {_fmt(c.max)}]"
+    else:
+        bounds = f"at least {_fmt(c.min)}" if c.min is not None else f"at most {_fmt(c.max)}"
+    notes = f"Derived: `{c.name}` as a number (text and infinity left out: checked on their own)."
+    out.append(_exp("expect_column_values_to_be_between", kw, c.name, "bounds", f"values must be {bounds}", notes=notes))
     return out
 
 

@@ -171,25 +171,8 @@ def validate_extract(
     Returns a ValidationReport; call `.raise_for_failures()` to turn a failure into an
     ExtractValidationError. With `docs_dir`, GX Data Docs are written there (index.html).
     """
-    if not isinstance(df, pd.DataFrame):
-        raise InputError(f"validate_extract needs a pandas DataFrame, got {type(df).__name__}.")
-    if not all(isinstance(c, str) for c in df.columns):
-        df = df.rename(columns=str)
-    if not df.index.equals(pd.RangeIndex(len(df))):
-        df = df.reset_index(drop=True)  # derived columns are aligned by position
-    suite_json = build_suite(schema)
-    schema_exps = suite_json["expectations"]
-    extras = []
-    for e in extra_expectations or []:
-        e = copy.deepcopy(e)
-        kw = dict(e.get("kwargs") or {})
-        kw.pop("result_format", None)
-        e["kwargs"] = kw
-        meta = dict(e.get("meta") or {})
-        meta.setdefault("source", "hand-written")
-        e["meta"] = meta
-        extras.append(e)
-
+    df = _as_frame(df)
+    extras = _hand_written(extra_expectations)
     present = set(map(str, df.columns))
     known = {schema.id, schema.time, *schema.column_names}
     extra_cols = {c for e in extras for c in _referenced_columns(e)} - known
@@ -200,29 +183,87 @@ def validate_extract(
         report_warnings.append(
             f"{len(ignored)} column(s) of the extract are not in schema '{schema.name}' and are ignored: {shown}."
         )
-
     frame, facts = gx_frame(df, schema, extra_cols)
     if facts.get("too_long"):
         report_warnings.append(
             f"{facts['too_long']} patient(s) have more than max_length={schema.max_length} visits; "
             f"their trajectories will be cut to the first {schema.max_length}."
         )
+    to_run, pre_failures = _runnable(build_suite(schema)["expectations"], extras, frame, known)
+    failures, passed = _failures(to_run, _run_gx(frame, schema, to_run, docs_dir))
+    failures.extend(pre_failures)
+    evaluated = len(to_run) + len(pre_failures)
+    summary = {
+        "suite": schema.name,
+        "evaluated": evaluated,
+        "passed": passed,
+        "failed": evaluated - passed,
+        "success_percent": round(100.0 * passed / evaluated, 2) if evaluated else 100.0,
+        "rows": len(df),
+        "patients": facts.get("patients"),
+        "warnings": len(report_warnings),
+    }
+    index = Path(docs_dir) / "index.html" if docs_dir is not None else None
+    report = ValidationReport(
+        success=not failures,
+        failures=failures,
+        warnings=report_warnings,
+        summary=summary,
+        profile=_profile(df, schema, facts, known, len(ignored)),
+        docs_path=index if index is not None and index.exists() else None,
+        suite_name=schema.name,
+    )
+    for w in report_warnings:
+        log.warning(w)
+    return report
 
-    # Expectations on a column that is absent: the column's own expect_column_to_exist reports it.
-    pre_failures: list[Failure] = []
+
+def _as_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with string column names and a positional index (derived columns are aligned by position)."""
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(f"validate_extract needs a pandas DataFrame, got {type(df).__name__}.")
+    if not all(isinstance(c, str) for c in df.columns):
+        df = df.rename(columns=str)
+    if not df.index.equals(pd.RangeIndex(len(df))):
+        df = df.reset_index(drop=True)
+    return df
+
+
+def _hand_written(extra_expectations: list[dict] | None) -> list[dict]:
+    """Copies of the hand-written expectations, marked so, without a result_format of their own."""
+    extras = []
+    for e in extra_expectations or []:
+        e = copy.deepcopy(e)
+        kw = dict(e.get("kwargs") or {})
+        kw.pop("result_format", None)
+        e["kwargs"] = kw
+        meta = dict(e.get("meta") or {})
+        meta.setdefault("source", "hand-written")
+        e["meta"] = meta
+        extras.append(e)
+    return extras
+
+
+def _runnable(
+    schema_exps: list[dict], extras: list[dict], frame: pd.DataFrame, known: set[str]
+) -> tuple[list[dict], list[Failure]]:
+    """(expectations to run, failures found before running): an expectation on an absent column is
+    left to that column's own expect_column_to_exist, or fails at once if hand-written on an unknown one."""
     to_run: list[dict] = []
+    pre_failures: list[Failure] = []
     for e in schema_exps + extras:
-        refs = _referenced_columns(e)
-        absent = [c for c in refs if c not in frame.columns]
+        absent = [c for c in _referenced_columns(e) if c not in frame.columns]
         if e["type"] == "expect_column_to_exist" or not absent:
             to_run.append(e)
         elif e in extras and any(c not in known for c in absent):
             pre_failures.append(
                 Failure(", ".join(absent), e["type"], f"{_describe_extra(e)}: the column is not in the extract", None)
             )
+    return to_run, pre_failures
 
-    results = _run_gx(frame, schema, to_run, docs_dir)
 
+def _failures(to_run: list[dict], results: list[dict]) -> tuple[list[Failure], int]:
+    """(the failed expectations described for a person, how many passed)."""
     failures: list[Failure] = []
     passed = 0
     for exp, res in zip(to_run, results):
@@ -239,49 +280,26 @@ def validate_extract(
         elif exp["type"] in _COUNT_OBSERVED and isinstance(res.get("observed_value"), (int, np.integer)):
             desc += f", found {int(res['observed_value'])}"
         failures.append(Failure(str(column), exp["type"], desc, None if count is None else int(count)))
-    failures.extend(pre_failures)
+    return failures, passed
 
+
+def _profile(df: pd.DataFrame, schema: Schema, facts: dict, known: set[str], ignored: int) -> dict:
+    """Aggregates of the extract (counts and missing rates per column): no patient's value."""
+    present = set(map(str, df.columns))
     n = len(df)
     missing_rates = {}
     for col in [schema.id, schema.time, *schema.column_names]:
         if col in present:
             missing_rates[col] = round(float(df[col].isna().mean()), 6) if n else 0.0
-    profile = {
+    return {
         "rows": n,
         "patients": facts.get("patients"),
         "columns": len(df.columns),
         "schema_columns_present": sum(1 for c in known if c in present),
-        "ignored_columns": len(ignored),
+        "ignored_columns": ignored,
         "patients_over_max_length": facts.get("too_long", 0),
         "missing_rates": missing_rates,
     }
-    evaluated = len(to_run) + len(pre_failures)
-    summary = {
-        "suite": schema.name,
-        "evaluated": evaluated,
-        "passed": passed,
-        "failed": evaluated - passed,
-        "success_percent": round(100.0 * passed / evaluated, 2) if evaluated else 100.0,
-        "rows": n,
-        "patients": facts.get("patients"),
-        "warnings": len(report_warnings),
-    }
-    docs_path = None
-    if docs_dir is not None:
-        index = Path(docs_dir) / "index.html"
-        docs_path = index if index.exists() else None
-    report = ValidationReport(
-        success=not failures,
-        failures=failures,
-        warnings=report_warnings,
-        summary=summary,
-        profile=profile,
-        docs_path=docs_path,
-        suite_name=schema.name,
-    )
-    for w in report_warnings:
-        log.warning(w)
-    return report
 
 
 def _run_gx(frame: pd.DataFrame, schema: Schema, expectations: list[dict], docs_dir: str | Path | None) -> list[dict]:
@@ -296,26 +314,9 @@ def _run_gx_quietly(frame: pd.DataFrame, schema: Schema, expectations: list[dict
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     _quiet_gx()
-    gx_exps = []
-    for e in expectations:
-        try:
-            cfg = ExpectationConfiguration(
-                type=e["type"],
-                kwargs=dict(e.get("kwargs") or {}),
-                meta=e.get("meta"),
-                notes=e.get("notes"),
-                description=e.get("description"),
-            )
-            gx_exps.append(cfg.to_domain_obj())
-        except Exception as exc:  # unknown type, bad kwargs: only hand-written ones can get here
-            raise InputError(
-                f"Expectation {e.get('type')!r} on {', '.join(_referenced_columns(e)) or 'the table'} is not a valid "
-                f"Great Expectations {gx.__version__} expectation ({type(exc).__name__})."
-            ) from None
-
+    gx_exps = [_gx_expectation(e) for e in expectations]
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     source = context.data_sources.add_pandas(name="extract")
@@ -345,28 +346,47 @@ def _run_gx_quietly(frame: pd.DataFrame, schema: Schema, expectations: list[dict
     run = checkpoint.run(batch_parameters={"dataframe": frame})
     (vres,) = list(run.run_results.values())
     by_id = {r.expectation_config.id: r for r in vres.results}
-    out = []
-    for exp_obj in suite.expectations:
-        r = by_id.get(exp_obj.id)
-        if r is None:
-            out.append({"success": False, "exception": "not evaluated"})
-            continue
-        info = r.exception_info or {}
-        raised = (
-            bool(info.get("raised_exception"))
-            if isinstance(info, dict) and "raised_exception" in info
-            else any(isinstance(v, dict) and v.get("raised_exception") for v in (info.values() if isinstance(info, dict) else []))
+    return [_outcome(by_id.get(exp_obj.id)) for exp_obj in suite.expectations]
+
+
+def _gx_expectation(e: dict):
+    """The GX expectation object of one expectation dict; InputError for one GX cannot build."""
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    try:
+        cfg = ExpectationConfiguration(
+            type=e["type"],
+            kwargs=dict(e.get("kwargs") or {}),
+            meta=e.get("meta"),
+            notes=e.get("notes"),
+            description=e.get("description"),
         )
-        result = r.result or {}
-        out.append(
-            {
-                "success": bool(r.success),
-                "unexpected_count": result.get("unexpected_count"),
-                "observed_value": result.get("observed_value"),
-                "exception": _exception_kind(info) if raised else None,
-            }
-        )
-    return out
+        return cfg.to_domain_obj()
+    except Exception as exc:  # unknown type, bad kwargs: only hand-written ones can get here
+        raise InputError(
+            f"Expectation {e.get('type')!r} on {', '.join(_referenced_columns(e)) or 'the table'} is not a valid "
+            f"Great Expectations {gx.__version__} expectation ({type(exc).__name__})."
+        ) from None
+
+
+def _outcome(r) -> dict:
+    """One GX result as {success, unexpected_count, observed_value, exception kind or None}."""
+    if r is None:
+        return {"success": False, "exception": "not evaluated"}
+    info = r.exception_info or {}
+    raised = (
+        bool(info.get("raised_exception"))
+        if isinstance(info, dict) and "raised_exception" in info
+        else any(isinstance(v, dict) and v.get("raised_exception") for v in (info.values() if isinstance(info, dict) else []))
+    )
+    result = r.result or {}
+    return {
+        "success": bool(r.success),
+        "unexpected_count": result.get("unexpected_count"),
+        "observed_value": result.get("observed_value"),
+        "exception": _exception_kind(info) if raised else None,
+    }
 
 
 def _exception_kind(info: dict) -> str:
