@@ -245,16 +245,7 @@ def evaluate(
     cfg = config or EvaluationConfig()
     _check_config(cfg)
     started = time.monotonic()
-    r = tidy(real, schema, what="real data")
-    s = tidy(synthetic, schema, what="synthetic data")
-    h = tidy(holdout, schema, what="holdout data") if holdout is not None else None
-    if h is not None and n_patients(h) < 2:
-        log.warning("The holdout has fewer than 2 patients; privacy and utility are skipped.")
-        h = None
-    if n_patients(r) < 2 or n_patients(s) < 2:
-        raise InputError("Evaluation needs at least 2 real training patients and 2 synthetic patients.")
-
-    calibration: dict[str, float] = {}
+    r, s, h = _tidied(real, synthetic, holdout, schema)
     unmeasured, floor_unmeasured = Unmeasured(), Unmeasured()
     metrics = unmeasured.run("validity", validity, s, schema, synthetic)  # every synthetic patient, in the frame's own row order
     every_real = [r] if h is None else [r, h]
@@ -266,23 +257,12 @@ def evaluate(
         "real_visits": len(r),
         "synthetic_patients": n_patients(s),
         "synthetic_visits": len(s),
-        "holdout_patients": n_patients(h) if h is not None else 0,
-        "holdout_visits": len(h) if h is not None else 0,
     }
+    counts.update(holdout_patients=n_patients(h) if h is not None else 0, holdout_visits=len(h) if h is not None else 0)
     # the distribution measures read at most max_patients patients of each set (seeded draws)
     r, s = sample_patients(r, cfg.max_patients, cfg.seed), sample_patients(s, cfg.max_patients, cfg.seed + 1)
     h = sample_patients(h, cfg.max_patients, cfg.seed + 2) if h is not None else None
-    if h is None:
-        metrics.update(fidelity(r, s, schema, cfg, unmeasured))
-    else:
-        # synthetic and training patients judged against the same unseen patients, at the same size
-        metrics.update(fidelity(h, sample_patients(s, n_patients(r), cfg.seed), schema, cfg, unmeasured))
-        metrics.update(unmeasured.run("utility", utility.utility, r, s, h, schema, seed=cfg.seed))
-        metrics.update(risk(r, s, h, schema, cfg, unmeasured))
-        calibration = fidelity(h, r, schema, cfg, floor_unmeasured)
-        if n_patients(h) >= 4:
-            rest, half = split_patients(h, PID, 0.5, cfg.seed)
-            calibration.update(risk(r, half, rest, schema, cfg, floor_unmeasured))
+    calibration = _measure(r, s, h, schema, cfg, metrics, unmeasured, floor_unmeasured)
     metrics, calibration = _finite(metrics), _finite(calibration)
     gate_results = G.check(metrics, cfg.gates, has_holdout=h is not None, floor=calibration, why=unmeasured.why)
     result = EvaluationResult(
@@ -295,35 +275,70 @@ def evaluate(
         floor_unmeasured=floor_unmeasured.to_dict(),
     )
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        fig_dir = out_dir / "figures"
+        fig_dir = Path(out_dir) / "figures"
         fig_dir.mkdir(parents=True, exist_ok=True)
         result.figures = make_figures(r, s, h, schema, cfg, metrics, calibration, loss_history, fig_dir)
     result.seconds = time.monotonic() - started
     if out_dir is not None:
-        from evaluation.report import write_report
-
-        result.metrics_path = out_dir / "metrics.json"
-        result.metrics_path.write_text(
-            json.dumps(
-                {
-                    "schema": schema.name,
-                    "passed": result.passed,
-                    "counts": counts,
-                    "gates": [g.to_dict() for g in gate_results],
-                    "metrics": metrics,
-                    "calibration": calibration,
-                    "not_measurable": result.unmeasured,
-                    "floor_not_measurable": result.floor_unmeasured,
-                    "config": _plain(cfg),
-                    "seconds": round(result.seconds, 2),
-                    "provenance": provenance or {},
-                },
-                indent=2,
-            )
-        )
-        result.report_path = write_report(result, schema, out_dir / "report.html", counts=counts, provenance=provenance)
+        _write(result, schema, cfg, Path(out_dir), counts, provenance)
     return result
+
+
+def _tidied(real, synthetic, holdout, schema: Schema) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """The three frames tidied (`evaluation.data.tidy`); a holdout under 2 patients is dropped (with a warning)."""
+    r = tidy(real, schema, what="real data")
+    s = tidy(synthetic, schema, what="synthetic data")
+    h = tidy(holdout, schema, what="holdout data") if holdout is not None else None
+    if h is not None and n_patients(h) < 2:
+        log.warning("The holdout has fewer than 2 patients; privacy and utility are skipped.")
+        h = None
+    if n_patients(r) < 2 or n_patients(s) < 2:
+        raise InputError("Evaluation needs at least 2 real training patients and 2 synthetic patients.")
+    return r, s, h
+
+
+def _measure(
+    r, s, h, schema: Schema, cfg: EvaluationConfig, metrics: dict, unmeasured: Unmeasured, floor_unmeasured: Unmeasured
+) -> dict:
+    """Fidelity, utility and privacy of `s` into `metrics`; returns the real-vs-real floor of the same measures."""
+    if h is None:
+        metrics.update(fidelity(r, s, schema, cfg, unmeasured))
+        return {}
+    # synthetic and training patients judged against the same unseen patients, at the same size
+    metrics.update(fidelity(h, sample_patients(s, n_patients(r), cfg.seed), schema, cfg, unmeasured))
+    metrics.update(unmeasured.run("utility", utility.utility, r, s, h, schema, seed=cfg.seed))
+    metrics.update(risk(r, s, h, schema, cfg, unmeasured))
+    calibration = fidelity(h, r, schema, cfg, floor_unmeasured)
+    if n_patients(h) >= 4:
+        rest, half = split_patients(h, PID, 0.5, cfg.seed)
+        calibration.update(risk(r, half, rest, schema, cfg, floor_unmeasured))
+    return calibration
+
+
+def _write(result: EvaluationResult, schema: Schema, cfg: EvaluationConfig, out_dir: Path, counts: dict, provenance) -> None:
+    """metrics.json and report.html in `out_dir` (aggregates only)."""
+    from evaluation.report import write_report
+
+    result.metrics_path = out_dir / "metrics.json"
+    result.metrics_path.write_text(
+        json.dumps(
+            {
+                "schema": schema.name,
+                "passed": result.passed,
+                "counts": counts,
+                "gates": [g.to_dict() for g in result.gates],
+                "metrics": result.metrics,
+                "calibration": result.calibration,
+                "not_measurable": result.unmeasured,
+                "floor_not_measurable": result.floor_unmeasured,
+                "config": _plain(cfg),
+                "seconds": round(result.seconds, 2),
+                "provenance": provenance or {},
+            },
+            indent=2,
+        )
+    )
+    result.report_path = write_report(result, schema, out_dir / "report.html", counts=counts, provenance=provenance)
 
 
 def _plain(cfg: EvaluationConfig) -> dict:
