@@ -12,39 +12,9 @@ import math
 from pathlib import Path
 
 from diffusion.data.schema import Schema
-from evaluation.catalog import measure
+from evaluation.catalog import HEADLINE, measure
 from evaluation.gates import DESCRIPTIONS
 
-HEADLINE = [
-    "fidelity.quality_score",
-    "fidelity.marginal_score",
-    "fidelity.correlation_abs_diff",
-    "temporal.lag1_abs_diff.mean",
-    "temporal.transition_tvd.mean",
-    "temporal.trend_corr_abs_diff",
-    "temporal.cycle_corr_abs_diff",
-    "temporal.length_tvd",
-    "temporal.gap_ks",
-    "missing.rate_abs_diff.max",
-    "coverage.outside",
-    "coverage.min_ratio",
-    "coverage.max_ratio",
-    "discriminator_auc",
-    "discriminator_auc.features",
-    "discriminator_auc.sequence",
-    "utility.trtr.auc",
-    "utility.tstr.auc",
-    "utility.trtr.r2",
-    "utility.tstr.r2",
-    "privacy.dcr_share",
-    "privacy.mia_auc",
-    "privacy.near_copy_share",
-    "privacy.exact_copy_excess",
-    "privacy.exact_copies",
-    "privacy.sdmetrics.dcr_overfitting_protection",
-    "privacy.sdmetrics.dcr_baseline_protection",
-    "privacy.sdmetrics.disclosure_protection",
-]
 BETTER = {"lower": "lower", "higher": "higher", "half": "0.5 fair, higher = nearer training", "reference": "reference"}
 
 SECTIONS = [

@@ -29,7 +29,7 @@ from prefect import flow, get_run_logger
 import flows  # noqa: F401 - its warning filter is set before the flows below are decorated
 from diffusion.errors import InputError
 from flows.pipeline import STATE_DIR, release_flow, train_flow
-from tasks.stages import _logger
+from tasks import task_logger
 
 EXTRACT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 SUBMISSION_SUFFIX = ".submitted.json"
@@ -86,11 +86,11 @@ def new_extracts(inbox: str | Path) -> list[Arrival]:
                 path = Path(sub["path"])
                 fp = fingerprint(path) if sub["fingerprint"] not in seen else sub["fingerprint"]
             except (OSError, ValueError, KeyError, InputError) as exc:
-                _logger().error("Submission %s cannot be used (%s); it is dropped.", record.name, exc)
+                task_logger().error("Submission %s cannot be used (%s); it is dropped.", record.name, exc)
                 record.unlink(missing_ok=True)
                 continue
             if fp != sub["fingerprint"]:
-                _logger().warning(
+                task_logger().warning(
                     "%s changed since it was submitted; training on its current content (sha256 %s).", path, fp[:12]
                 )
                 seen.setdefault(sub["fingerprint"], str(path))

@@ -5,7 +5,7 @@ import logging
 from functools import partial
 from typing import Any, Callable
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 # Every task of the pipeline: no result persistence, no caching (a training never re-runs
@@ -43,3 +43,11 @@ def prefect_artifact(create: Callable[..., Any], **kwargs: Any) -> Any:
             "Prefect artifact %r not written: %s: %s", kwargs.get("key", create.__name__), type(exc).__name__, exc
         )
         return None
+
+
+def task_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a flow; the `healthgym` logger outside one (tests call tasks via .fn)."""
+    try:
+        return get_run_logger()
+    except Exception:
+        return logging.getLogger("healthgym")

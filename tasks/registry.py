@@ -10,9 +10,9 @@ import pandas as pd
 from mlflow import MlflowClient
 from prefect.artifacts import create_markdown_artifact
 
+from evaluation.catalog import KEY_MEASURES
 from evaluation.champion import decide
-from tasks import hg_task, prefect_artifact, retry_on_io
-from tasks.stages import _logger
+from tasks import hg_task, prefect_artifact, retry_on_io, task_logger
 from tasks.tracking import CHAMPION, Run, champion_version, tracking_uri
 
 PIP_REQUIREMENTS = ["torch==2.13.0", "pandas==2.3.3", "numpy==2.4.6", "scipy", "pyyaml", "pyarrow"]
@@ -48,7 +48,7 @@ def register(
     A run that already registered a version (an earlier attempt of a retried flow run) keeps
     that version: the tags and the champion decision are written again, no version is added."""
     tracking_uri()
-    logger = _logger()
+    logger = task_logger()
     client = MlflowClient()
     query = f"name='{name}' and run_id='{run.id}'"
     versions = client.search_model_versions(query)
@@ -58,34 +58,11 @@ def register(
         _log_model(model_dir, name, run)
         versions = client.search_model_versions(query)
     mv = max(versions, key=lambda v: int(v.version))
-    for k in (
-        "discriminator_auc",
-        "discriminator_auc.features",
-        "discriminator_auc.sequence",
-        "fidelity.quality_score",
-        "privacy.dcr_share",
-        "privacy.mia_auc",
-        "privacy.near_copy_share",
-        primary,
-    ):
-        if k in metrics:
-            client.set_model_version_tag(name, mv.version, k, f"{metrics[k]:.4f}")
-    client.set_model_version_tag(name, mv.version, "gates_passed", str(passed))
-    client.set_model_version_tag(name, mv.version, "primary_metric", primary)
-    for k, v in (links or {}).items():
-        if v:
-            client.set_model_version_tag(name, mv.version, k, str(v))
-    current = champion_version(name)
-    value = metrics.get(primary)
-    incumbent = None if current is None else (current.version, client.get_run(current.run_id).data.metrics.get(primary))
-    promoted, decision = decide(value, passed, primary, incumbent)
-    if current is not None and current.version == mv.version:  # an earlier attempt promoted it
-        promoted, decision = True, mv.tags.get("decision") or decision
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, mv.version)
-    client.set_model_version_tag(name, mv.version, "decision", decision)
+    _tag_version(client, name, mv.version, metrics, passed, primary, links)
+    promoted, decision = _champion_decision(client, name, mv, metrics.get(primary), passed, primary)
     run.tags({"model.name": name, "model.version": mv.version, "model.decision": decision, "model.promoted": promoted})
     logger.info("Registered %s v%s; %s.", name, mv.version, decision)
+    value = metrics.get(primary)
     prefect_artifact(
         create_markdown_artifact,
         key="model-decision",
@@ -99,6 +76,31 @@ def register(
         "promoted": promoted,
         "decision": decision,
     }
+
+
+def _tag_version(client, name: str, version: str, metrics: dict, passed: bool, primary: str, links: dict | None) -> None:
+    """The key measures, the gates' verdict, the primary metric and the links as tags of the version."""
+    for k in (*KEY_MEASURES, primary):
+        if k in metrics:
+            client.set_model_version_tag(name, version, k, f"{metrics[k]:.4f}")
+    client.set_model_version_tag(name, version, "gates_passed", str(passed))
+    client.set_model_version_tag(name, version, "primary_metric", primary)
+    for k, v in (links or {}).items():
+        if v:
+            client.set_model_version_tag(name, version, k, str(v))
+
+
+def _champion_decision(client, name: str, mv, value: float | None, passed: bool, primary: str) -> tuple[bool, str]:
+    """(promoted, decision): the version becomes champion when it passed and beats the incumbent."""
+    current = champion_version(name)
+    incumbent = None if current is None else (current.version, client.get_run(current.run_id).data.metrics.get(primary))
+    promoted, decision = decide(value, passed, primary, incumbent)
+    if current is not None and current.version == mv.version:  # an earlier attempt promoted it
+        promoted, decision = True, mv.tags.get("decision") or decision
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, mv.version)
+    client.set_model_version_tag(name, mv.version, "decision", decision)
+    return promoted, decision
 
 
 def _log_model(model_dir: Path, name: str, run: Run) -> None:

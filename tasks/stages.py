@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
-from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
 from diffusion.bundle.fit import fit
@@ -16,15 +14,8 @@ from diffusion.bundle.release import write_release
 from diffusion.config import Config
 from diffusion.data.schema import Schema
 from diffusion.data.split import split_patients
-from tasks import hg_task, prefect_artifact, retry_on_io
+from tasks import hg_task, prefect_artifact, retry_on_io, task_logger
 from tasks.tracking import Run
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except Exception:  # called outside a flow (tests via .fn)
-        return logging.getLogger("healthgym")
 
 
 @hg_task(name="read-extract", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_io)
@@ -35,7 +26,7 @@ def read_extract(path: str) -> tuple[pd.DataFrame, str]:
 
     df = read(path)
     fp = fingerprint(path)
-    _logger().info("Read extract: %d rows, %d columns, sha256 %s.", len(df), df.shape[1], fp[:12])
+    task_logger().info("Read extract: %d rows, %d columns, sha256 %s.", len(df), df.shape[1], fp[:12])
     return df, fp
 
 
@@ -56,7 +47,7 @@ def validate_extract(
 
     extra = load_extra_expectations(Path(schema_path)) if schema_path else []
     report = validate(df, schema, docs_dir=docs_dir, extra_expectations=extra)
-    logger = _logger()
+    logger = task_logger()
     for w in report.warnings:
         logger.warning(w)
     if run is not None:
@@ -88,7 +79,7 @@ def split(df: pd.DataFrame, schema: Schema, config: Config) -> tuple[pd.DataFram
     train, holdout = split_patients(
         df, schema.id, config.pipeline.holdout_fraction, config.pipeline.seed, config.pipeline.min_holdout_patients
     )
-    _logger().info("Split patients: %d train, %d holdout.", train[schema.id].nunique(), holdout[schema.id].nunique())
+    task_logger().info("Split patients: %d train, %d holdout.", train[schema.id].nunique(), holdout[schema.id].nunique())
     return train, holdout
 
 
@@ -133,8 +124,28 @@ def train_model(
     fit runs data-parallel under torchrun (`flows.distributed`), whose processes read the
     extract themselves from `source` = (extract path, schema path, fingerprint); the losses
     reach MLflow when it ends."""
-    logger = _logger()
+    logger = task_logger()
     progress = _Progress(config.train.max_steps)
+    callback = _training_callback(logger, progress, run)
+    if config.train.processes > 1:
+        from tasks.torchrun import launch
+
+        if source is None:
+            raise ValueError("train.processes > 1 needs the extract's path, schema path and fingerprint")
+        logger.info("Training data-parallel: %d processes (torchrun, %s).", config.train.processes, config.train.backend)
+        model, result = launch(source[0], source[1], config, checkpoints=workdir, fingerprint=source[2])
+        for entry in result.history:
+            callback("eval", entry)
+    else:
+        model, result = fit(train, schema, config, workdir=workdir, callback=callback, real_ids=real_ids, calibrate=False)
+    progress.done(result.steps, result.stopped_by)
+    if run is not None:
+        _log_training(run, model, result)
+    return model, result
+
+
+def _training_callback(logger, progress: "_Progress", run: Run | None) -> Callable[[str, dict[str, Any]], None]:
+    """The training loop's callback: progress lines, and losses and memorisation shares as MLflow metrics."""
 
     def callback(event: str, payload: dict[str, Any]) -> None:
         if event in ("step", "eval"):
@@ -156,50 +167,37 @@ def train_model(
                 if share is not None:
                     run.metrics({"train.dcr_share": share}, step=payload["step"])
 
-    if config.train.processes > 1:
-        from tasks.torchrun import launch
+    return callback
 
-        if source is None:
-            raise ValueError("train.processes > 1 needs the extract's path, schema path and fingerprint")
-        logger.info("Training data-parallel: %d processes (torchrun, %s).", config.train.processes, config.train.backend)
-        model, result = launch(source[0], source[1], config, checkpoints=workdir, fingerprint=source[2])
-        for entry in result.history:
-            callback("eval", entry)
-    else:
-        model, result = fit(train, schema, config, workdir=workdir, callback=callback, real_ids=real_ids, calibrate=False)
-    progress.done(result.steps, result.stopped_by)
-    if run is not None:
+
+def _log_training(run: Run, model: HealthGymModel, result) -> None:
+    """The training's summary as run metrics and tags; the value protection and the loss history as JSON."""
+    run.metrics(
+        {
+            "train.steps": result.steps,
+            "train.seconds": result.seconds,
+            "train.best_val_loss": result.best_val_loss,
+            "train.best_step": result.best_step,
+            "train.planned_steps": result.planned_steps,
+            "train.processes": result.processes,
+            "train.resumed_from": result.resumed_from,
+        }
+    )
+    if result.best_dcr_share is not None:
+        run.metrics({"train.best_dcr_share": result.best_dcr_share})
+    if result.dp_epsilon is not None:
         run.metrics(
             {
-                "train.steps": result.steps,
-                "train.seconds": result.seconds,
-                "train.best_val_loss": result.best_val_loss,
-                "train.best_step": result.best_step,
-                "train.planned_steps": result.planned_steps,
-                "train.processes": result.processes,
-                "train.resumed_from": result.resumed_from,
+                "train.dp_epsilon_spent": result.dp_epsilon,
+                "train.dp_delta": result.dp_delta,
+                "train.dp_noise_multiplier": result.dp_noise_multiplier,
             }
         )
-        if result.best_dcr_share is not None:
-            run.metrics({"train.best_dcr_share": result.best_dcr_share})
-        if result.dp_epsilon is not None:
-            run.metrics(
-                {
-                    "train.dp_epsilon_spent": result.dp_epsilon,
-                    "train.dp_delta": result.dp_delta,
-                    "train.dp_noise_multiplier": result.dp_noise_multiplier,
-                }
-            )
-        run.tags(
-            {
-                "train.stopped_by": result.stopped_by,
-                "train.device": result.device,
-                "train.memorisation_admissible": result.admissible,
-            }
-        )
-        run.json(model.meta.get("protection") or {}, "training/value_protection.json")
-        run.json(result.history, "training/loss_history.json")
-    return model, result
+    run.tags(
+        {"train.stopped_by": result.stopped_by, "train.device": result.device, "train.memorisation_admissible": result.admissible}
+    )
+    run.json(model.meta.get("protection") or {}, "training/value_protection.json")
+    run.json(result.history, "training/loss_history.json")
 
 
 KEPT_TAG = "healthgym.model_folder"  # the run's tag naming its kept model folder (a runs:/ URI)
@@ -220,7 +218,7 @@ def keep_model(model: HealthGymModel, folder: Path, run: Run) -> str:
     run.artifact(folder, KEPT_PATH)
     uri = f"runs:/{run.id}/{KEPT_PATH}"
     run.tags({KEPT_TAG: uri})
-    _logger().info("Trained model kept in the MLflow run: %s", uri)
+    task_logger().info("Trained model kept in the MLflow run: %s", uri)
     return uri
 
 
@@ -231,7 +229,7 @@ def load_kept(uri: str, dest: Path) -> HealthGymModel:
 
     folder, _ = resolve_model_dir(uri, dest)
     model = HealthGymModel.load(folder)
-    _logger().info("Continuing from the kept model %s (training is not repeated).", uri)
+    task_logger().info("Continuing from the kept model %s (training is not repeated).", uri)
     return model
 
 
@@ -249,7 +247,7 @@ def calibrate(model: HealthGymModel, run: Run | None) -> HealthGymModel:
 @hg_task(name="sample-patients")
 def sample(model: HealthGymModel, patients: int, seed: int, where: str | None = None) -> pd.DataFrame:
     """`patients` synthetic patients; with `where`, only patients meeting it (`diffusion.bundle.conditional`)."""
-    logger = _logger()
+    logger = task_logger()
     logger.info(
         "Sampling %d synthetic patients (%s, %d steps, seed %d)%s.",
         patients,
@@ -273,7 +271,7 @@ def subgroup(df: pd.DataFrame, model: HealthGymModel, where: str) -> pd.DataFram
     from diffusion.bundle.conditional import select
 
     out = select(df, model, where)
-    _logger().info(
+    task_logger().info(
         "Real patients meeting the condition: %d of %d.", out[model.schema.id].nunique(), df[model.schema.id].nunique()
     )
     return out
@@ -351,11 +349,11 @@ def evaluate(
         for g in result.gates
     ]
     prefect_artifact(create_table_artifact, key="headline-metrics", table=rows, description="Release gates: value vs threshold")
-    _logger().info(
+    task_logger().info(
         "Evaluation %s: %s", "passed" if result.passed else "FAILED", "; ".join(f"{r['measure']}={r['value']}" for r in rows)
     )
     if result.privacy_note():
-        _logger().info(result.privacy_note())
+        task_logger().info(result.privacy_note())
     return result
 
 
@@ -370,7 +368,7 @@ def publish(
     """Write the release folder; `record(path)` (the MLflow links) runs before it is moved into
     place, so a tracking server that fails there leaves no release."""
     path = write_release(synthetic, name=schema.name, manifest=manifest, report_dir=report_dir, before_commit=record)
-    _logger().info("Release written: %s", path)
+    task_logger().info("Release written: %s", path)
     prefect_artifact(
         create_markdown_artifact,
         key="release",
