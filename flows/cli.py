@@ -255,14 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def config_flags(sp):
-        sp.add_argument(
-            "--config", help="YAML/JSON config file (sections model, diffusion, train, sampling, evaluation, pipeline)"
-        )
-        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config value, e.g. diffusion.steps=200")
+    _pipeline_commands(sub)
+    _model_commands(sub)
+    _service_commands(sub)
+    return p
 
+
+def _config_flags(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--config", help="YAML/JSON config file (sections model, diffusion, train, sampling, evaluation, pipeline)")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config value, e.g. diffusion.steps=200")
+
+
+def _pipeline_commands(sub) -> None:
+    """demo, validate, train."""
     d = sub.add_parser("demo", help="the whole pipeline on the bundled PBC cohort")
-    config_flags(d)
+    _config_flags(d)
     d.add_argument("--max-minutes", type=float, default=None, help="training budget in minutes")
     d.set_defaults(func=cmd_demo)
 
@@ -275,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="validate, train, sample, evaluate, log and register")
     t.add_argument("data")
     t.add_argument("--schema", required=True)
-    config_flags(t)
+    _config_flags(t)
     t.add_argument("--max-minutes", type=float, default=None)
     t.add_argument("--release", action="store_true", help="also release the evaluated sample when it passes every gate")
     t.add_argument(
@@ -286,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.set_defaults(func=cmd_train)
 
+
+def _model_commands(sub) -> None:
+    """sample, evaluate, release."""
     s = sub.add_parser("sample", help="synthetic patients from a model")
     s.add_argument(
         "--model",
@@ -311,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--schema", required=True)
     e.add_argument("--holdout")
     e.add_argument("--out", required=True)
-    config_flags(e)
+    _config_flags(e)
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("release", help="one release, as the nightly schedule makes it")
@@ -322,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--where", default=None, help="a subgroup release: only patients meeting this condition on static columns")
     r.set_defaults(func=cmd_release)
 
+
+def _service_commands(sub) -> None:
+    """serve, submit, schema infer."""
     sv = sub.add_parser("serve", help="run the nightly release schedule and retraining on new extracts")
     sv.add_argument("--inbox", default="inbox", help="folder watched for new extracts")
     sv.add_argument("--schema", default=str(DEMO_SCHEMA))
@@ -334,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("data")
     sb.add_argument("--schema", default=str(DEMO_SCHEMA), help="schema of the extract (default: the bundled PBC schema)")
     sb.add_argument("--inbox", default="inbox", help="the inbox folder that `healthgym serve` watches (default: inbox)")
-    config_flags(sb)  # the retraining's config travels in the submission record (default: the watcher's)
+    _config_flags(sb)  # the retraining's config travels in the submission record (default: the watcher's)
     sb.set_defaults(func=cmd_submit)
 
     sc = sub.add_parser("schema", help="schema tools")
@@ -345,7 +358,6 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--time", required=True)
     inf.add_argument("--name", default=None)
     inf.set_defaults(func=cmd_schema_infer)
-    return p
 
 
 def _no_tracebacks_in_logs() -> None:

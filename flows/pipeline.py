@@ -7,6 +7,7 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,89 @@ def train_flow(
     sch = Schema.load(schema)
     cfg = Config.from_dict(config)
     data_path = str(Path(data).resolve())
+    run = Run.start(f"healthgym-{sch.name}", run_name=f"train-{sch.name}", tags=_train_tags(data_path, schema))
+    work = _workdir("train")
+    at = _Step()
+    try:
+        _log_inputs(run, sch, cfg)
+        df, fp = stages.read_extract(data_path)
+        run.tags({"extract.fingerprint": fp})
+        run.params({"extract.fingerprint": fp})
+        stages.validate_extract(df, sch, run, work / "data_docs", schema, fp, data_path)
+        train, holdout = stages.split(df, sch, cfg)
+        run.params({"split.train_patients": train[sch.id].nunique(), "split.holdout_patients": holdout[sch.id].nunique()})
+        ckpt = _checkpoints(sch, cfg, fp)
+        run = _run_to_finish(run, from_model, fp)
+        source = (data_path, str(Path(schema).resolve()), fp)  # what data-parallel processes read themselves
+        model, history = _trained(
+            at, from_model or run.tag(stages.KEPT_TAG), train, df[sch.id], sch, cfg, run, ckpt, source, work
+        )
+        at.name, patients = "sampling", cfg.sampling.patients or int(df[sch.id].nunique())
+        synthetic = stages.sample(model, patients, cfg.pipeline.seed)
+        at.name, report_dir = "evaluation", work / "report"
+        evaluation = stages.evaluate(train, synthetic, model, holdout, history, report_dir, run)
+        at.name = "registration"
+        links = {"extract.fingerprint": fp, "training_run_id": run.id, "prefect.flow_run_id": _flow_run_id()}
+        reg = register(
+            at.folder, sch.name, run, evaluation.metrics, evaluation.passed, cfg.evaluation.primary_metric, links=links
+        )
+        out = {
+            "run_id": run.id,
+            "model_uri": reg["uri"],
+            "promoted": reg["promoted"],
+            "decision": reg["decision"],
+            "release": None,
+        }
+        out.update(passed=evaluation.passed, metrics=evaluation.metrics, privacy_note=evaluation.privacy_note())
+        out.update(gates=evaluation.failed_gates_message())
+        if release:
+            at.name = "release"
+            out["release"] = _release_trained(synthetic, sch, evaluation, reg, run, cfg, patients, fp, model, report_dir)
+        shutil.rmtree(ckpt, ignore_errors=True)  # finished: the next training starts fresh
+        run.end("FINISHED")
+        return out
+    except BaseException as exc:
+        run.end("FAILED")
+        if at.kept and isinstance(exc, Exception) and not isinstance(exc, GateError):
+            raise ModelKeptError(at.name, exc, run.id, at.kept, data, schema, release) from exc
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _log_inputs(run: Run, sch: Schema, cfg: Config) -> None:
+    """The configuration as parameters; the schema and the configuration as JSON artifacts."""
+    run.params(cfg.flat())
+    run.json(sch.to_dict(), "schema.json")
+    run.json(cfg.to_dict(), "config.json")
+
+
+def _checkpoints(sch: Schema, cfg: Config, fp: str) -> Path:
+    """The training's checkpoint folder, keyed by extract + config, so a killed run resumes where it stopped."""
+    key = hashlib.sha256((fp + json.dumps(cfg.to_dict(), sort_keys=True)).encode()).hexdigest()[:16]
+    return STATE_DIR / "checkpoints" / f"{sch.name}-{key}"
+
+
+def _run_to_finish(run: Run, from_model: str | None, fp: str) -> Run:
+    """The run this training finishes: the kept model's own run when `from_model` names one
+    (the new run is then ended KILLED), else `run`."""
+    kept_run = _kept_from(from_model, fp) if from_model else None
+    if kept_run is None:
+        return run
+    run.end("KILLED")
+    return kept_run
+
+
+@dataclass
+class _Step:
+    """Where the train flow is (for the kept-model error), the kept model's URI and the folder to register."""
+
+    name: str = "setup"
+    kept: str | None = None
+    folder: Path | None = None
+
+
+def _train_tags(data_path: str, schema: str) -> dict[str, str]:
     tags = {
         "healthgym.kind": "train",
         "prefect.flow_run_id": _flow_run_id(),
@@ -106,86 +190,31 @@ def train_flow(
         "healthgym.extract_path": data_path,
         "healthgym.schema_path": str(Path(schema).resolve()),
     }
-    run = Run.start(f"healthgym-{sch.name}", run_name=f"train-{sch.name}", tags={k: v for k, v in tags.items() if v})
-    work = _workdir("train")
-    step, kept, model_dir = "setup", None, None
-    try:
-        run.params(cfg.flat())
-        run.json(sch.to_dict(), "schema.json")
-        run.json(cfg.to_dict(), "config.json")
-        df, fp = stages.read_extract(data_path)
-        run.tags({"extract.fingerprint": fp})
-        run.params({"extract.fingerprint": fp})
-        stages.validate_extract(df, sch, run, work / "data_docs", schema, fp, data_path)
-        train, holdout = stages.split(df, sch, cfg)
-        run.params({"split.train_patients": train[sch.id].nunique(), "split.holdout_patients": holdout[sch.id].nunique()})
-        # checkpoints are keyed by extract + config, so a killed run resumes where it stopped
-        key = hashlib.sha256((fp + json.dumps(cfg.to_dict(), sort_keys=True)).encode()).hexdigest()[:16]
-        ckpt = STATE_DIR / "checkpoints" / f"{sch.name}-{key}"
-        if from_model:
-            kept_run = _kept_from(from_model, fp)
-            if kept_run is not None:  # the kept model's own run is finished, not this new one
-                run.end("KILLED")
-                run = kept_run
-        kept = from_model or run.tag(stages.KEPT_TAG)
-        if kept:
-            step = "loading the kept model"
-            model = stages.load_kept(kept, work / "kept")
-            history = (model.meta.get("training") or {}).get("history")
-        else:
-            step = "training"
-            source = (data_path, str(Path(schema).resolve()), fp)  # what data-parallel processes read themselves
-            model, result = stages.train_model(train, sch, cfg, run, ckpt, df[sch.id], source)
-            history = result.history
-            step = "keeping the trained model"
-            model_dir = work / "trained"
-            kept = stages.keep_model(model, model_dir, run)
-        step = "decoding calibration"
-        if model.config.encoding.calibrate and "calibration" not in model.meta:
-            model = stages.calibrate(model, run)
-            model_dir = work / "calibrated"
-            stages.keep_model(model, model_dir, run)
-        model_dir = model_dir or stages.save_model(model, work / "model")  # the kept folder is the one registered
-        step = "sampling"
-        patients = cfg.sampling.patients or int(df[sch.id].nunique())
-        synthetic = stages.sample(model, patients, cfg.pipeline.seed)
-        step = "evaluation"
-        report_dir = work / "report"
-        evaluation = stages.evaluate(train, synthetic, model, holdout, history, report_dir, run)
-        step = "registration"
-        reg = register(
-            model_dir,
-            sch.name,
-            run,
-            evaluation.metrics,
-            evaluation.passed,
-            cfg.evaluation.primary_metric,
-            links={"extract.fingerprint": fp, "training_run_id": run.id, "prefect.flow_run_id": _flow_run_id()},
-        )
-        out: dict[str, Any] = {
-            "run_id": run.id,
-            "model_uri": reg["uri"],
-            "promoted": reg["promoted"],
-            "decision": reg["decision"],
-            "passed": evaluation.passed,
-            "metrics": evaluation.metrics,
-            "release": None,
-            "privacy_note": evaluation.privacy_note(),
-            "gates": evaluation.failed_gates_message(),
-        }
-        if release:
-            step = "release"
-            out["release"] = _release_trained(synthetic, sch, evaluation, reg, run, cfg, patients, fp, model, report_dir)
-        shutil.rmtree(ckpt, ignore_errors=True)  # finished: the next training starts fresh
-        run.end("FINISHED")
-        return out
-    except BaseException as exc:
-        run.end("FAILED")
-        if kept and isinstance(exc, Exception) and not isinstance(exc, GateError):
-            raise ModelKeptError(step, exc, run.id, kept, data, schema, release) from exc
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return {k: v for k, v in tags.items() if v}
+
+
+def _trained(at: _Step, kept: str | None, train, real_ids, sch: Schema, cfg: Config, run: Run, ckpt: Path, source, work: Path):
+    """(the calibrated model, its loss history): the kept model when there is one, else trained and
+    kept at once; calibrated (and kept again) when configured. `at` records the step and the folders."""
+    at.kept = kept
+    if kept:
+        at.name = "loading the kept model"
+        model = stages.load_kept(kept, work / "kept")
+        history = (model.meta.get("training") or {}).get("history")
+    else:
+        at.name = "training"
+        model, result = stages.train_model(train, sch, cfg, run, ckpt, real_ids, source)
+        history = result.history
+        at.name = "keeping the trained model"
+        at.folder = work / "trained"
+        at.kept = stages.keep_model(model, at.folder, run)
+    at.name = "decoding calibration"
+    if model.config.encoding.calibrate and "calibration" not in model.meta:
+        model = stages.calibrate(model, run)
+        at.folder = work / "calibrated"
+        stages.keep_model(model, at.folder, run)
+    at.folder = at.folder or stages.save_model(model, work / "model")  # the kept folder is the one registered
+    return model, history
 
 
 def _release_trained(synthetic, sch: Schema, evaluation, reg, run: Run, cfg: Config, patients: int, fp: str, model, report_dir):
@@ -237,36 +266,17 @@ def release_flow(
         hg = HealthGymModel.load(model_dir)
         sch, cfg = hg.schema, hg.config
         train_run = MlflowClient().get_run(info["run_id"]) if info.get("run_id") else None
-        extract_path = train_run.data.tags.get("healthgym.extract_path") if train_run else None
-        expected_fp = train_run.data.tags.get("extract.fingerprint") if train_run else None
+        train_tags = train_run.data.tags if train_run else {}
+        extract_path, expected_fp = train_tags.get("healthgym.extract_path"), train_tags.get("extract.fingerprint")
         if not extract_path or not Path(extract_path).exists():
             raise InputError(
                 f"The extract model {model} was trained on is not available ({extract_path}); a release is "
                 "evaluated against the real holdout patients, so it needs that extract."
             )
         seed = int(seed if seed is not None else int(time.time()) % 2**31)
-        train_tags = train_run.data.tags if train_run else {}
-        run = Run.start(
-            f"healthgym-{sch.name}",
-            run_name=f"release-{sch.name}",
-            tags={
-                "healthgym.kind": "release",
-                "prefect.flow_run_id": _flow_run_id(),
-                "model.uri": model,
-                "model.name": info.get("model_name", sch.name),
-                "model.version": info.get("model_version", ""),
-                "training_run_id": info.get("run_id", ""),
-                "training.prefect_flow_run_id": train_tags.get("prefect.flow_run_id", ""),
-                "healthgym.extract_path": extract_path,
-            },
-        )
+        run = Run.start(f"healthgym-{sch.name}", run_name=f"release-{sch.name}", tags=_release_tags(model, sch, info, train_tags))
         try:
-            df, fp = stages.read_extract(extract_path)
-            if expected_fp and fp != expected_fp:
-                raise InputError(
-                    f"The extract at {extract_path} changed since model {model} was trained "
-                    f"(fingerprint {fp[:12]} vs {expected_fp[:12]}); retrain before releasing."
-                )
+            df, fp = _unchanged_extract(extract_path, expected_fp, model)
             run.tags({"extract.fingerprint": fp})
             train, holdout = stages.split(df, sch, cfg)
             if where:
@@ -278,38 +288,65 @@ def release_flow(
             evaluation = stages.evaluate(train, synthetic, hg, holdout, history, report_dir, run)
             if not evaluation.passed:
                 raise GateError(evaluation.failed_gates_message())
-            manifest = {
-                "model_uri": model,
-                "model_name": info.get("model_name", sch.name),
-                "model_version": str(info.get("model_version", "")),
-                "training_run_id": info.get("run_id"),
-                "release_run_id": run.id,
-                "seed": seed,
-                "patients": n,
-                "extract_fingerprint": fp,
-                "gates_passed": True,
-                "flow_run_id": _flow_run_id(),
-                "condition": where,
-                **stages.privacy_manifest(hg),
-            }
-
-            def record(path: str) -> None:  # MLflow knows of the release before it appears
-                run.tags({"release.path": path})
-                link_release(
-                    info, {"release.path": path, "release.run_id": run.id, "release.prefect_flow_run_id": _flow_run_id()}
-                )
-
-            path = stages.publish(synthetic, sch, manifest, report_dir, record)
+            manifest = _release_manifest(model, sch, info, run, seed, n, fp, where, hg)
+            path = stages.publish(synthetic, sch, manifest, report_dir, _recorder(run, info))
             run.end("FINISHED")
-            return {
-                "release": path,
-                "run_id": run.id,
-                "model_uri": model,
-                "metrics": evaluation.metrics,
-                "privacy_note": evaluation.privacy_note(),
-            }
+            out = {"release": path, "run_id": run.id, "model_uri": model, "metrics": evaluation.metrics}
+            return {**out, "privacy_note": evaluation.privacy_note()}
         except BaseException:
             run.end("FAILED")
             raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _unchanged_extract(extract_path: str, expected_fp: str | None, model: str):
+    """(the extract, its fingerprint); InputError when it changed since the model was trained."""
+    df, fp = stages.read_extract(extract_path)
+    if expected_fp and fp != expected_fp:
+        raise InputError(
+            f"The extract at {extract_path} changed since model {model} was trained "
+            f"(fingerprint {fp[:12]} vs {expected_fp[:12]}); retrain before releasing."
+        )
+    return df, fp
+
+
+def _recorder(run: Run, info: dict):
+    """The publish callback: MLflow knows of the release before it appears."""
+
+    def record(path: str) -> None:
+        run.tags({"release.path": path})
+        link_release(info, {"release.path": path, "release.run_id": run.id, "release.prefect_flow_run_id": _flow_run_id()})
+
+    return record
+
+
+def _release_tags(model: str, sch: Schema, info: dict, train_tags: dict) -> dict[str, str]:
+    return {
+        "healthgym.kind": "release",
+        "prefect.flow_run_id": _flow_run_id(),
+        "model.uri": model,
+        "model.name": info.get("model_name", sch.name),
+        "model.version": info.get("model_version", ""),
+        "training_run_id": info.get("run_id", ""),
+        "training.prefect_flow_run_id": train_tags.get("prefect.flow_run_id", ""),
+        "healthgym.extract_path": train_tags.get("healthgym.extract_path"),
+    }
+
+
+def _release_manifest(model: str, sch: Schema, info: dict, run: Run, seed: int, n: int, fp: str, where: str | None, hg) -> dict:
+    """What the release folder's manifest records: where the data came from, never a patient's value."""
+    return {
+        "model_uri": model,
+        "model_name": info.get("model_name", sch.name),
+        "model_version": str(info.get("model_version", "")),
+        "training_run_id": info.get("run_id"),
+        "release_run_id": run.id,
+        "seed": seed,
+        "patients": n,
+        "extract_fingerprint": fp,
+        "gates_passed": True,
+        "flow_run_id": _flow_run_id(),
+        "condition": where,
+        **stages.privacy_manifest(hg),
+    }
