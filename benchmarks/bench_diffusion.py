@@ -55,14 +55,14 @@ def main() -> None:
 
         model = HealthGymModel.load(args.model)
         print(
-            f"model: {args.model} ({model.meta['parameters']:,} parameters, {len(model.encoder.channels)} channels x {model.encoder.length} steps)"
+            f"model: {args.model} ({model.meta.parameters:,} parameters, {len(model.encoder.channels)} channels x {model.encoder.length} steps)"
         )
     else:
         model, result = fit(df, schema, cfg, progress=False)
         rate = result.steps / result.seconds
         print(
             f"training: {result.steps} steps in {result.seconds:.1f} s = {rate:.1f} steps/s "
-            f"(batch {cfg.train.batch_size}, {model.meta['parameters']:,} parameters, {len(model.encoder.channels)} channels x {model.encoder.length} steps)"
+            f"(batch {cfg.train.batch_size}, {model.meta.parameters:,} parameters, {len(model.encoder.channels)} channels x {model.encoder.length} steps)"
         )
     model.device = torch.device(device)
     model.net.to(device)

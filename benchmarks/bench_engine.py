@@ -23,6 +23,7 @@ per cohort and engine) land there.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -112,8 +113,8 @@ def _engine_model(spec: str, cohort: str, train, schema, minutes: float, seed: i
     if spec.startswith("folders:"):
         folder = Path(spec[len("folders:") :]) / cohort
         model = HealthGymModel.load(folder)
-        t = model.meta.get("training") or {}
-        return model, {"steps_s": t.get("steps", 0) / max(t.get("seconds", 1e-9), 1e-9), "train_min": t.get("seconds", 0) / 60}
+        t = model.meta.training
+        return model, {"steps_s": t.steps / max(t.seconds, 1e-9), "train_min": t.seconds / 60}
     cfg = Config.load(spec) if spec else Config()
     cfg = cfg.with_overrides([f"train.max_minutes={minutes}", f"pipeline.seed={seed}"])
     model, result = fit(train, schema, cfg, progress=False, calibrate=False)
@@ -134,7 +135,7 @@ def judge(model, train, holdout, seed: int) -> dict[str, dict]:
     sample_s = n / (time.perf_counter() - t0)
     rows = {}
     model.encoder.decoding = Decoding()
-    model.meta.pop("calibration", None)
+    model.meta = dataclasses.replace(model.meta, calibration=None)
     for way in ("plain", "calibrated"):
         if way == "calibrated":
             calibrate_decoding(model)

@@ -79,7 +79,7 @@ class HealthGym:
     def load(cls, folder: str | Path) -> "HealthGym":
         model = HealthGymModel.load(folder)
         hg = cls(model.schema, model.config)
-        hg.model, hg.training = model, dict(model.meta.get("training") or {})
+        hg.model, hg.training = model, model.meta.training.summary() if model.meta.training else {}
         return hg
 
     def _fitted(self) -> HealthGymModel:

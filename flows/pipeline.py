@@ -200,7 +200,7 @@ def _trained(at: _Step, kept: str | None, train, real_ids, sch: Schema, cfg: Con
     if kept:
         at.name = "loading the kept model"
         model = stages.load_kept(kept, work / "kept")
-        history = (model.meta.get("training") or {}).get("history")
+        history = model.meta.history
     else:
         at.name = "training"
         model, result = stages.train_model(train, sch, cfg, run, ckpt, real_ids, source)
@@ -209,7 +209,7 @@ def _trained(at: _Step, kept: str | None, train, real_ids, sch: Schema, cfg: Con
         at.folder = work / "trained"
         at.kept = stages.keep_model(model, at.folder, run)
     at.name = "decoding calibration"
-    if model.config.encoding.calibrate and "calibration" not in model.meta:
+    if model.config.encoding.calibrate and model.meta.calibration is None:
         model = stages.calibrate(model, run)
         at.folder = work / "calibrated"
         stages.keep_model(model, at.folder, run)
@@ -284,7 +284,7 @@ def release_flow(
             n = patients or cfg.sampling.patients or int(train[sch.id].nunique() + holdout[sch.id].nunique())
             synthetic = stages.sample(hg, n, seed, where)
             report_dir = work / "report"
-            history = (hg.meta.get("training") or {}).get("history")  # saved with the model (TrainResult.summary)
+            history = hg.meta.history  # saved with the model
             evaluation = stages.evaluate(train, synthetic, hg, holdout, history, report_dir, run)
             if not evaluation.passed:
                 raise GateError(evaluation.failed_gates_message())

@@ -14,6 +14,7 @@ from diffusion.bundle.release import write_release
 from diffusion.config import Config
 from diffusion.data.schema import Schema
 from diffusion.data.split import split_patients
+from diffusion.training.loop import TrainResult
 from tasks import hg_task, prefect_artifact, retry_on_io, task_logger
 from tasks.tracking import Run
 
@@ -196,7 +197,7 @@ def _log_training(run: Run, model: HealthGymModel, result) -> None:
     run.tags(
         {"train.stopped_by": result.stopped_by, "train.device": result.device, "train.memorisation_admissible": result.admissible}
     )
-    run.json(model.meta.get("protection") or {}, "training/value_protection.json")
+    run.json(model.meta.protection or {}, "training/value_protection.json")
     run.json(result.history, "training/loss_history.json")
 
 
@@ -239,8 +240,8 @@ def calibrate(model: HealthGymModel, run: Run | None) -> HealthGymModel:
     from diffusion.bundle.fit import calibrate_decoding
 
     calibrate_decoding(model)
-    if run is not None and model.meta.get("calibration"):  # thresholds, penalties and the aggregates they match
-        run.json(model.meta["calibration"], "training/decoding_calibration.json")
+    if run is not None and model.meta.calibration:  # thresholds, penalties and the aggregates they match
+        run.json(model.meta.calibration, "training/decoding_calibration.json")
     return model
 
 
@@ -279,26 +280,26 @@ def subgroup(df: pd.DataFrame, model: HealthGymModel, where: str) -> pd.DataFram
 
 def provenance(model: HealthGymModel) -> dict[str, str]:
     """What the report and the release manifest say of how the model was trained."""
-    t = model.meta.get("training") or {}
-    out = {"training": f"{t.get('steps')} steps, stopped by {t.get('stopped_by')}, kept step {t.get('best_step')}"}
-    if t.get("best_dcr_share") is not None:
-        out["memorisation signal of the kept checkpoint"] = f"{t['best_dcr_share']:.3f} (0.5 fair)"
-    if t.get("dp_epsilon") is not None:
-        out["differential privacy (DP-SGD, network weights)"] = f"epsilon {t['dp_epsilon']:.3f}, delta {t['dp_delta']:.2g}"
+    t = model.meta.training or TrainResult()
+    out = {"training": f"{t.steps} steps, stopped by {t.stopped_by}, kept step {t.best_step}"}
+    if t.best_dcr_share is not None:
+        out["memorisation signal of the kept checkpoint"] = f"{t.best_dcr_share:.3f} (0.5 fair)"
+    if t.dp_epsilon is not None:
+        out["differential privacy (DP-SGD, network weights)"] = f"epsilon {t.dp_epsilon:.3f}, delta {t.dp_delta:.2g}"
     else:
         out["differential privacy"] = "none (train.dp is off)"
-    if model.meta.get("protection"):
-        out["value protection"] = f"k = {model.meta['protection']['k']}, rare labels: {model.meta['protection']['rare_mode']}"
+    if model.meta.protection:
+        out["value protection"] = f"k = {model.meta.protection['k']}, rare labels: {model.meta.protection['rare_mode']}"
     return out
 
 
 def privacy_manifest(model: HealthGymModel) -> dict[str, Any]:
     """The release manifest's privacy fields: the DP budget (null without DP) and the value protection."""
-    t = model.meta.get("training") or {}
-    p = model.meta.get("protection") or {}
+    t = model.meta.training or TrainResult()
+    p = model.meta.protection or {}
     return {
-        "dp_epsilon": t.get("dp_epsilon"),
-        "dp_delta": t.get("dp_delta"),
+        "dp_epsilon": t.dp_epsilon,
+        "dp_delta": t.dp_delta,
         "value_protection": {"k": p.get("k"), "rare_labels": p.get("rare_mode")} if p else None,
         "synthetic_ids": model.id_scheme,
     }

@@ -45,7 +45,7 @@ def test_two_processes_train_like_one_and_save_a_folder_that_loads_the_same(tmp_
     # the same global batch: the same loss, within the noise of other batches (a network trained
     # without its self-conditioning input, say, ends well above it)
     assert abs(losses[-1] - one.history[-1]["val_loss"]) < 0.05 * one.history[-1]["val_loss"], (losses, one.history)
-    assert model.meta["patients"] == single.meta["patients"] and model.encoder.channel_names == single.encoder.channel_names
+    assert model.meta.patients == single.meta.patients and model.encoder.channel_names == single.encoder.channel_names
     assert dataclasses.replace(model.config.train, processes=1) == single.config.train
     assert model.net.state_dict().keys() == single.net.state_dict().keys()
 

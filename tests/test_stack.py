@@ -287,8 +287,8 @@ def test_two_submissions_at_once_train_once_while_another_cohort_trains(stack):
         assert dataset["name"] == name
         folder = Path(mlflow_client.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(cohort / name)))
         model = HealthGymModel.load(next(folder.rglob("encoder.json")).parent)
-        assert model.schema.name == name and model.meta["training"]["steps"] == 40
-        assert model.meta["training"]["processes"] == processes
+        assert model.schema.name == name and model.meta.training.steps == 40
+        assert model.meta.training.processes == processes
 
 
 LONGER = ["train.max_steps=60", "train.checkpoint_every=10", "train.eval_every=30"]

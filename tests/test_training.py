@@ -114,7 +114,7 @@ def test_time_budget_stops_training_and_keeps_the_best_checkpoint():
     assert result.best_val_loss == min(vals)
     assert result.best_step == result.history[int(np.argmin(vals))]["step"]
     # a cohort of numbers only (no missing values, no categories) still gets its decoding calibrated
-    assert set(model.meta["calibration"]["marginals"]) == {"v"}
+    assert set(model.meta.calibration["marginals"]) == {"v"}
     assert model.encoder.decoding.number("v").generated_quantiles is not None
 
 

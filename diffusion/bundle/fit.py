@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from diffusion.bundle.folder import HealthGymModel
+from diffusion.bundle.meta import ModelMeta
 from diffusion.config import Config, auto_width
 from diffusion.data.dates import Dating, has_dates, numeric_schema, to_numbers
 from diffusion.data.schema import Schema
@@ -88,14 +89,14 @@ def fit(
     )
     net.load_state_dict(state)
     net = net.to("cpu").eval()
-    meta = {
-        "training": result.summary(),
-        "patients": len(data),
-        "parameters": sum(p.numel() for p in net.parameters()),
-        "protection": protection.to_dict(),
-        "ids": IdScheme.fit(raw[schema.id] if real_ids is None else real_ids).to_dict(),
-        **({"dating": dating.to_dict()} if dating is not None else {}),
-    }
+    meta = ModelMeta(
+        training=result,
+        patients=len(data),
+        parameters=sum(p.numel() for p in net.parameters()),
+        protection=protection.to_dict(),
+        ids=IdScheme.fit(raw[schema.id] if real_ids is None else real_ids).to_dict(),
+        dating=dating.to_dict() if dating is not None else None,
+    )
     model = HealthGymModel(config=config, schema=schema, encoder=encoder, net=net, meta=meta)
     if calibrate and world()[0] == 0:  # under DDP the other ranks' models are not kept
         calibrate_decoding(model)
@@ -118,16 +119,16 @@ def calibrate_decoding(model: HealthGymModel) -> HealthGymModel:
     """Calibrate the model's decoding in place (`encoding.calibrate`; skipped when off or done):
     the post-hoc step that runs after training, so a trained network can be kept before it."""
     enc = model.config.encoding
-    if not enc.calibrate or "calibration" in model.meta:
+    if not enc.calibrate or model.meta.calibration is not None:
         return model
-    n = min(enc.calibration_patients, 8 * int(model.meta["patients"]))
+    n = min(enc.calibration_patients, 8 * model.meta.patients)
     log.info("Calibrating decoding on %d generated patients.", n)
     report = model.calibrate(
         n,
         seed=model.config.pipeline.seed + 1,
         progress=lambda done, total: log.info("Calibration sample: %d/%d patients.", done, total),
     )
-    model.meta["calibration"] = report
+    model.meta = model.meta.with_calibration(report)
     for what, key in (("missing rate", "missing"), ("consecutive visits with the same category", "persistence")):
         if report.get(key):
             log.info(

@@ -19,12 +19,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
+from diffusion.bundle.meta import ModelMeta
 from diffusion.bundle.upgrade import read_folder
 from diffusion.config import Config
 from diffusion.data.dates import Dating
@@ -58,7 +59,7 @@ class HealthGymModel:
     schema: Schema
     encoder: TrajectoryEncoder
     net: torch.nn.Module
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: ModelMeta = field(default_factory=ModelMeta)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -152,16 +153,16 @@ class HealthGymModel:
     def finish(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Decoded patients as released: dates written back (`diffusion.data.dates`) and ids that never
         equal a real one (`diffusion.privacy.ids`), where the folder records them; rows kept in order."""
-        if self.meta.get("dating"):
-            frame = Dating.from_dict(self.meta["dating"]).apply(frame, self.schema)
-        if self.meta.get("ids"):
-            frame = IdScheme.from_dict(self.meta["ids"]).apply(frame, self.schema.id)
+        if self.meta.dating:
+            frame = Dating.from_dict(self.meta.dating).apply(frame, self.schema)
+        if self.meta.ids:
+            frame = IdScheme.from_dict(self.meta.ids).apply(frame, self.schema.id)
         return frame
 
     def numbers(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A frame in the extract's format as the engine's numbers: dates as numbers, coarsened as
         releases are (`diffusion.data.dates`); as it is for a schema without dates."""
-        raw = self.meta.get("dating")
+        raw = self.meta.dating
         return Dating.from_dict(raw).numbers(frame, self.schema) if raw else frame
 
     def judged(
@@ -175,12 +176,12 @@ class HealthGymModel:
     @property
     def id_scheme(self) -> str | None:
         """How this model's synthetic ids avoid the real ones, in words (None: not recorded)."""
-        return IdScheme.from_dict(self.meta["ids"]).describe() if self.meta.get("ids") else None
+        return IdScheme.from_dict(self.meta.ids).describe() if self.meta.ids else None
 
     def protect(self, frame: pd.DataFrame, *, seed: int) -> pd.DataFrame:
         """A long frame (sampled, or real patients to judge against) through the model's value
         protection (`diffusion.privacy.protection`); as it is for a folder saved without one."""
-        raw = self.meta.get("protection")
+        raw = self.meta.protection
         return Protection.from_dict(raw).apply(frame, self.schema, seed=seed) if raw else frame
 
     # -- persistence -------------------------------------------------------------------------
@@ -197,7 +198,7 @@ class HealthGymModel:
             (tmp / "encoder.json").write_text(json.dumps(self.encoder.state_dict(), indent=1))
             weights = {k: v.detach().to("cpu").contiguous() for k, v in self.net.state_dict().items()}
             torch.save(weights, tmp / "weights.pt")
-            meta = dict(self.meta)
+            meta = self.meta.to_dict()
             meta.update({"channels": self.encoder.channel_names, "length": self.encoder.length, "versions": versions()})
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
             tmp.rename(folder)
@@ -215,7 +216,7 @@ class HealthGymModel:
         config, encoder_state = read_folder(folder)  # older formats converted (or refused) here only
         schema = Schema.load(folder / "schema.yaml")
         encoder = TrajectoryEncoder.from_state(schema, encoder_state)
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = ModelMeta.from_dict(json.loads((folder / "meta.json").read_text()))
         net = build_unet(len(encoder.channels), config.model)
         state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)  # no arbitrary pickle
         net.load_state_dict(state)
