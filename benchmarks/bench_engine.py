@@ -1,7 +1,7 @@
 """The engine's yardstick: every benchmark cohort, judged by the detector battery, one table.
 
     python benchmarks/bench_engine.py [--cohorts all|pbc,cgd,...] [--minutes 10] [--seed 0]
-        [--engine NAME=CONFIG.yaml | NAME=folders:DIR | NAME=] ... [--save DIR] [--out DIR]
+        [--engine NAME=CONFIG.yaml | NAME=folders:DIR | NAME=][|KEY=VALUE;...] ... [--save DIR] [--out DIR]
 
 Cohorts: the bundled PBC, every cohort of benchmarks/cohorts.py (public data) and the simulated
 long and large cohorts of benchmarks/simulated.py. For each cohort and engine the extract is
@@ -12,7 +12,9 @@ pipeline's post-hoc decoding). Each is judged against the holdout as the pipelin
 
 An engine is a config (`NAME=path.yaml`, or `NAME=` for the defaults) trained in this run, or
 `NAME=folders:DIR`: model folders saved by an earlier run (`--save DIR` writes
-DIR/<cohort>/), e.g. by another commit, so two engines are compared in one table. Printed per
+DIR/<cohort>/), e.g. by another commit, so two engines are compared in one table. Config
+overrides follow a `|` (`NAME=folders:DIR|sampling.method=dpmpp2m;sampling.steps=20`: the same
+weights with another sampler). Printed per
 cohort, engine and decoding: the battery's real-vs-real floor, its AUC and each member's, the
 mean stay-rate and lag-1 differences, MIA and DCR share with their 95% intervals, training
 steps/s and minutes, sampling patients/s, and whether the pipeline would release it (or the
@@ -110,13 +112,16 @@ def _engine_model(spec: str, cohort: str, train, schema, minutes: float, seed: i
     from diffusion.bundle.folder import HealthGymModel
     from diffusion.config import Config
 
+    spec, _, extra = spec.partition("|")
+    overrides = [o for o in extra.split(";") if o]
     if spec.startswith("folders:"):
         folder = Path(spec[len("folders:") :]) / cohort
         model = HealthGymModel.load(folder)
+        model.config = model.config.with_overrides(overrides)  # e.g. another sampler for the same weights
         t = model.meta.training
         return model, {"steps_s": t.steps / max(t.seconds, 1e-9), "train_min": t.seconds / 60}
     cfg = Config.load(spec) if spec else Config()
-    cfg = cfg.with_overrides([f"train.max_minutes={minutes}", f"pipeline.seed={seed}"])
+    cfg = cfg.with_overrides([*overrides, f"train.max_minutes={minutes}", f"pipeline.seed={seed}"])
     model, result = fit(train, schema, cfg, progress=False, calibrate=False)
     if save is not None:
         model.save(save / cohort)

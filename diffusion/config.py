@@ -146,7 +146,7 @@ class TrainConfig:
 
 @dataclass
 class SamplingConfig:
-    method: Literal["ddim", "ddpm"] = "ddim"
+    method: Literal["ddim", "ddpm", "dpmpp2m"] = "ddim"  # dpmpp2m: DPM-Solver++(2M), deterministic, few steps
     steps: int = 100  # sampling steps (ddpm uses the full chain when steps >= diffusion.steps)
     # DDIM stochasticity: 0 is deterministic DDIM, 1 is ancestral (DDPM) noise on the respaced
     # chain, whose fresh noise corrects the denoiser's own errors as it goes
