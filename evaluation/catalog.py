@@ -242,7 +242,9 @@ def gate_metric(m: Measure) -> str:
 def better(candidate: float, incumbent: float, name: str) -> bool:
     """Whether `candidate` is strictly better than `incumbent` on the metric `name`."""
     m = measure(name)
-    how = m.better if m is not None else "lower"
+    if m is None:
+        raise ValueError(f"{name!r} is not a measure of the catalog (evaluation.catalog.MEASURES): no direction to compare by")
+    how = m.better
     if how == "half":
         return abs(candidate - 0.5) < abs(incumbent - 0.5)
     return candidate > incumbent if how == "higher" else candidate < incumbent

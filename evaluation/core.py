@@ -51,6 +51,7 @@ from diffusion.errors import InputError
 from evaluation import detection, privacy, sdm, utility
 from evaluation import figures as F
 from evaluation import gates as G
+from evaluation.catalog import measure
 from evaluation.coverage import coverage
 from evaluation.data import PID, n_patients, sample_patients, tidy
 from evaluation.fidelity import correlations, marginals, missingness
@@ -81,12 +82,14 @@ class EvaluationResult:
         """One paragraph naming each failing measure, its value and its threshold."""
         return G.failed_message(self.gates)
 
-    def privacy_note(self, target: float = 0.55) -> str:
+    def privacy_note(self) -> str:
         """One paragraph: DCR share and MIA AUC with their intervals, and what they can and cannot
-        show at this holdout's size ("" without privacy measures)."""
+        show at this holdout's size, against their gates' thresholds ("" without privacy measures)."""
         m = self.metrics
         if "privacy.dcr_share" not in m or "privacy.mia_auc" not in m:
             return ""
+        limits = {g.name.removesuffix(".ci_low"): g.threshold for g in self.gates}
+        target = min(limits.get("privacy.dcr_share", 0.5), limits.get("privacy.mia_auc", 0.5))
         parts = [
             f"{label} {m[k]:.3f} (95% interval {m[k + '.ci_low']:.3f}-{m[k + '.ci_high']:.3f})"
             for label, k in (("DCR share", "privacy.dcr_share"), ("membership-inference AUC", "privacy.mia_auc"))
@@ -107,8 +110,11 @@ def _finite(d: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in d.items() if v is not None and math.isfinite(float(v))}
 
 
-def _check_config(cfg: EvaluationConfig) -> None:
+def check_config(cfg: EvaluationConfig) -> None:
+    """ConfigError naming every evaluation setting out of its range, and a primary metric the catalog does not know."""
     problems = []
+    if measure(cfg.primary_metric) is None:
+        problems.append(f"evaluation.primary_metric {cfg.primary_metric!r} is not a measure of evaluation.catalog")
     if cfg.discriminator_folds < 2 or cfg.sequence_folds < 2:
         problems.append("evaluation.discriminator_folds and evaluation.sequence_folds must be at least 2")
     if cfg.sequence_steps < 1 or cfg.sequence_patients < 2:
@@ -243,7 +249,7 @@ def evaluate(
     ``figures/*.png`` there. Seeded by `config.seed`: the same inputs give the same metrics.
     """
     cfg = config or EvaluationConfig()
-    _check_config(cfg)
+    check_config(cfg)
     started = time.monotonic()
     r, s, h = _tidied(real, synthetic, holdout, schema)
     unmeasured, floor_unmeasured = Unmeasured(), Unmeasured()

@@ -19,6 +19,7 @@ import flows  # noqa: F401 - its warning filter is set before the flows below ar
 from diffusion.config import Config
 from diffusion.data.schema import Schema
 from diffusion.errors import InputError
+from evaluation.core import check_config
 from tasks import stages
 from tasks.registry import link_release, register
 from tasks.tracking import Run, resolve_model_dir
@@ -97,9 +98,8 @@ def train_flow(
     can fail after training runs; a later failure raises `ModelKeptError`, which says how to
     finish. `from_model` (the kept folder's runs:/ URI, or a model folder) skips training; a
     retried flow run whose earlier attempt kept its model does the same."""
-    sch = Schema.load(schema)
-    cfg = Config.from_dict(config)
-    data_path = str(Path(data).resolve())
+    sch, cfg, data_path = Schema.load(schema), Config.from_dict(config), str(Path(data).resolve())
+    check_config(cfg.evaluation)  # before anything trains
     run = Run.start(f"healthgym-{sch.name}", run_name=f"train-{sch.name}", tags=_train_tags(data_path, schema))
     work = _workdir("train")
     at = _Step()

@@ -32,3 +32,18 @@ def test_a_missing_primary_metric_blocks_and_a_champion_without_one_is_replaced(
     promoted, why = decide(None, True, "discriminator_auc", ("1", 0.7))
     assert not promoted and "missing" in why
     assert decide(0.9, True, "discriminator_auc", ("1", None))[0]
+
+
+def test_a_primary_metric_the_catalog_does_not_know_is_refused_before_anything_trains():
+    import dataclasses
+
+    import pytest
+
+    from diffusion.config import ConfigError, EvaluationConfig
+    from evaluation.core import check_config
+
+    with pytest.raises(ValueError, match="not a measure of the catalog"):
+        better(0.1, 0.2, "no.such.measure")  # no silent "lower is better"
+    with pytest.raises(ConfigError, match="primary_metric 'no.such.measure'"):
+        check_config(dataclasses.replace(EvaluationConfig(), primary_metric="no.such.measure"))
+    check_config(EvaluationConfig())  # the default is known
