@@ -47,3 +47,14 @@ def test_a_primary_metric_the_catalog_does_not_know_is_refused_before_anything_t
     with pytest.raises(ConfigError, match="primary_metric 'no.such.measure'"):
         check_config(dataclasses.replace(EvaluationConfig(), primary_metric="no.such.measure"))
     check_config(EvaluationConfig())  # the default is known
+
+
+def test_the_plumbing_settings_name_real_gates():
+    import dataclasses
+
+    from plumbing import OPEN_GATES
+
+    from diffusion.config import GateConfig
+
+    fields = {f.name for f in dataclasses.fields(GateConfig)}
+    assert {k.removeprefix("evaluation.gates.") for k in OPEN_GATES} <= fields

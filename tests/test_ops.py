@@ -19,52 +19,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from plumbing import OPEN_GATES, flags
 from test_pipeline import ROOT, healthgym, registered_versions
 
 TOY = [
-    "--set",
-    "train.threads=1",
-    "--set",
-    "model.base_channels=16",
-    "--set",
-    "model.time_embed_dim=16",
-    "--set",
-    "diffusion.steps=50",
-    "--set",
-    "sampling.steps=10",
-    "--set",
-    "train.eval_every=50",
-    "--set",
-    "train.warmup_steps=20",
-    "--set",
-    "train.learning_rate=0.003",
-    "--set",
-    "train.batch_size=64",
-    # every gate passes, so the decisions below are about the primary measure alone
-    "--set",
-    "evaluation.gates.max_discriminator_auc=1.0",
-    "--set",
-    "evaluation.gates.min_quality_score=0.0",
-    "--set",
-    "evaluation.gates.max_mia_auc=1.0",
-    "--set",
-    "evaluation.gates.max_dcr_share=1.0",
-    "--set",
-    "evaluation.gates.max_near_copy_share=1.0",
-    "--set",
-    "train.memorisation_patients=32",
-    "--set",
-    "evaluation.gates.max_lag1_abs_diff=2.0",
-    "--set",
-    "evaluation.gates.max_missing_rate_diff=1.0",
-    # the decisions need models far apart: undecoded network output (calibrated decoding alone turns
-    # even a 1-step network's noise into a passable AR(1) here), judged on a holdout of half the patients
-    "--set",
-    "encoding.calibrate=false",
-    "--set",
-    "pipeline.holdout_fraction=0.5",
-    "--set",
-    "evaluation.sequence_steps=20",  # the decisions read the battery; its sequence member need not be long here
+    *flags(
+        {
+            "train.threads": "1",
+            "model.base_channels": "16",
+            "model.time_embed_dim": "16",
+            "diffusion.steps": "50",
+            "sampling.steps": "10",
+            "train.eval_every": "50",
+            "train.warmup_steps": "20",
+            "train.learning_rate": "0.003",
+            "train.batch_size": "64",
+            "train.memorisation_patients": "32",
+            # the decisions need models far apart: undecoded network output (calibrated decoding alone turns
+            # even a 1-step network's noise into a passable AR(1) here), judged on a holdout of half the patients
+            "encoding.calibrate": "false",
+            "pipeline.holdout_fraction": "0.5",
+            "evaluation.sequence_steps": "20",  # the decisions read the battery; its sequence member need not be long here
+        }
+    ),
+    *flags(OPEN_GATES),  # every gate passes, so the decisions below are about the primary measure alone
 ]
 STEPS = {"first": 150, "worse": 1, "better": 300}  # as in TRAIN_THREE
 

@@ -10,46 +10,27 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from plumbing import OPEN_GATES, flags
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DATA = ROOT / "flows" / "data" / "pbcseq.csv"
 DEMO_SCHEMA = ROOT / "flows" / "data" / "pbc.yaml"
 
 FAST = [
-    "--set",
-    "train.max_steps=40",
-    "--set",
-    "train.eval_every=20",
-    "--set",
-    "diffusion.steps=50",
-    "--set",
-    "sampling.steps=5",
-    "--set",
-    "model.base_channels=16",
-    "--set",
-    "model.time_embed_dim=16",
-    # an untrained model cannot pass the fidelity gates; these runs test the plumbing
-    "--set",
-    "evaluation.gates.max_discriminator_auc=1.0",
-    "--set",
-    "evaluation.gates.min_quality_score=0.0",
-    "--set",
-    "evaluation.gates.max_mia_auc=1.0",
-    "--set",
-    "evaluation.gates.max_dcr_share=1.0",
-    "--set",
-    "evaluation.gates.max_near_copy_share=1.0",
-    "--set",
-    "train.memorisation_patients=32",
-    "--set",
-    "evaluation.gates.max_lag1_abs_diff=2.0",
-    "--set",
-    "evaluation.gates.max_missing_rate_diff=1.0",
-    "--set",
-    "evaluation.gates.max_coverage_outside=1000",
-    # the plumbing does not judge the detector: the sequence member trains a few steps only
-    "--set",
-    "evaluation.sequence_steps=20",
+    *flags(
+        {
+            "train.max_steps": "40",
+            "train.eval_every": "20",
+            "diffusion.steps": "50",
+            "sampling.steps": "5",
+            "model.base_channels": "16",
+            "model.time_embed_dim": "16",
+            "train.memorisation_patients": "32",
+            # the plumbing does not judge the detector: the sequence member trains a few steps only
+            "evaluation.sequence_steps": "20",
+        }
+    ),
+    *flags(OPEN_GATES),  # an untrained model cannot pass the fidelity gates; these runs test the plumbing
 ]
 
 
