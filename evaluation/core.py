@@ -255,11 +255,10 @@ def evaluate(
     unmeasured, floor_unmeasured = Unmeasured(), Unmeasured()
     metrics = unmeasured.run("validity", validity, s, schema, synthetic)  # every synthetic patient, in the frame's own row order
     every_real = [r] if h is None else [r, h]
-    band, share = cfg.coverage_band, cfg.coverage_min_share
-    metrics.update(unmeasured.run("coverage", coverage, every_real, s, schema, band=band, min_share=share))
-    counts = {"real_patients": n_patients(r), "real_visits": len(r), "synthetic_patients": n_patients(s)}
-    counts.update(synthetic_visits=len(s), holdout_patients=n_patients(h) if h is not None else 0)
-    counts.update(holdout_visits=len(h) if h is not None else 0)
+    metrics.update(
+        unmeasured.run("coverage", coverage, every_real, s, schema, band=cfg.coverage_band, min_share=cfg.coverage_min_share)
+    )
+    counts = _counts(r, s, h)
     # the distribution measures read at most max_patients patients of each set (seeded draws)
     r, s = sample_patients(r, cfg.max_patients, cfg.seed), sample_patients(s, cfg.max_patients, cfg.seed + 1)
     h = sample_patients(h, cfg.max_patients, cfg.seed + 2) if h is not None else None
@@ -283,6 +282,18 @@ def evaluate(
     if out_dir is not None:
         _write(result, schema, cfg, Path(out_dir), counts, provenance)
     return result
+
+
+def _counts(r: pd.DataFrame, s: pd.DataFrame, h: pd.DataFrame | None) -> dict[str, int]:
+    """Patients and visits of each set, before any draw (the report's and metrics.json's counts)."""
+    return {
+        "real_patients": n_patients(r),
+        "real_visits": len(r),
+        "synthetic_patients": n_patients(s),
+        "synthetic_visits": len(s),
+        "holdout_patients": n_patients(h) if h is not None else 0,
+        "holdout_visits": len(h) if h is not None else 0,
+    }
 
 
 def _tidied(real, synthetic, holdout, schema: Schema) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:

@@ -117,24 +117,18 @@ def train_flow(
         model, history = _trained(
             at, from_model or run.tag(stages.KEPT_TAG), train, df[sch.id], sch, cfg, run, ckpt, source, work
         )
-        at.name, patients = "sampling", cfg.sampling.patients or int(df[sch.id].nunique())
+        at.name = "sampling"
+        patients = cfg.sampling.patients or int(df[sch.id].nunique())
         synthetic = stages.sample(model, patients, cfg.pipeline.seed)
-        at.name, report_dir = "evaluation", work / "report"
+        at.name = "evaluation"
+        report_dir = work / "report"
         evaluation = stages.evaluate(train, synthetic, model, holdout, history, report_dir, run)
         at.name = "registration"
         links = {"extract.fingerprint": fp, "training_run_id": run.id, "prefect.flow_run_id": _flow_run_id()}
         reg = register(
             at.folder, sch.name, run, evaluation.metrics, evaluation.passed, cfg.evaluation.primary_metric, links=links
         )
-        out = {
-            "run_id": run.id,
-            "model_uri": reg["uri"],
-            "promoted": reg["promoted"],
-            "decision": reg["decision"],
-            "release": None,
-        }
-        out.update(passed=evaluation.passed, metrics=evaluation.metrics, privacy_note=evaluation.privacy_note())
-        out.update(gates=evaluation.failed_gates_message())
+        out = _trained_outcome(run, reg, evaluation)
         if release:
             at.name = "release"
             out["release"] = _release_trained(synthetic, sch, evaluation, reg, run, cfg, patients, fp, model, report_dir)
@@ -148,6 +142,21 @@ def train_flow(
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _trained_outcome(run: Run, reg: dict[str, Any], evaluation) -> dict[str, Any]:
+    """What `train_flow` returns (its release filled in when it makes one)."""
+    return {
+        "run_id": run.id,
+        "model_uri": reg["uri"],
+        "promoted": reg["promoted"],
+        "decision": reg["decision"],
+        "passed": evaluation.passed,
+        "metrics": evaluation.metrics,
+        "release": None,
+        "privacy_note": evaluation.privacy_note(),
+        "gates": evaluation.failed_gates_message(),
+    }
 
 
 def _log_inputs(run: Run, sch: Schema, cfg: Config) -> None:

@@ -179,12 +179,12 @@ class TrajectoryEncoder:
         elif kind == "length":
             rows.fill(ch, length_to_z(rows.lengths, L)[:, None])
         elif kind == "level":
-            _, ok, level = rows.scaled(colname, lambda: fit_state.scaled_rows(rows.df, schema, colname, self.codec(colname)))
+            _, ok, level = rows.scaled(schema, colname, self.codec(colname))
             has = np.bincount(rows.pid, weights=ok.astype(float), minlength=rows.n) > 0
             rows.x[:, ch, :] = np.where(has, self.deviations_of(colname).level_channel(level), 0.0)[:, None]
             rows.mask[:, ch, :] = has[:, None]
         elif leveled:  # a value or gap as a deviation from the patient's level
-            z, ok, level = rows.scaled(colname, lambda: fit_state.scaled_rows(rows.df, schema, colname, self.codec(colname)))
+            z, ok, level = rows.scaled(schema, colname, self.codec(colname))
             dev = self.deviations_of(colname)
             rows.put(ch, dev.to_channel((z - level[rows.pid]) / dev.scale), ok, static=False)
         elif kind == "gap":
@@ -384,10 +384,10 @@ class _Rows:
         self.mask = np.zeros_like(self.x)
         self._scaled: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def scaled(self, name: str, compute) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Once per number: scaled values per row, presence, each patient's level (`compute()` gives the first two)."""
+    def scaled(self, schema: Schema, name: str, codec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Once per number: scaled values per row, presence, each patient's level."""
         if name not in self._scaled:
-            z, ok = compute()
+            z, ok = fit_state.scaled_rows(self.df, schema, name, codec)
             self._scaled[name] = (z, ok, patient_mean(z, ok, self.pid))
         return self._scaled[name]
 
