@@ -1,6 +1,7 @@
 """Reading an extract (../shared/CONTRACT.md section 1) into a DataFrame, with clear errors.
 
-CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``, ``.pq``), chosen by the file's ending.
+CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``, ``.pq``), chosen by the file's ending, or
+a SQL source file (``.source.yaml``: a database URL and a query, `expectations.sql`).
 Every problem is raised as one `ExtractError` whose message is a single paragraph naming the
 file and the problem. Messages never quote the file's contents (only its header names, line
 numbers and sizes), since an extract holds patient data.
@@ -17,6 +18,7 @@ import pandas as pd
 
 from diffusion.errors import InputError
 from diffusion.hashing import sha256
+from expectations.sql import fingerprint_source, is_source, read_source
 
 CSV_ENDINGS = (".csv", ".csv.gz")
 PARQUET_ENDINGS = (".parquet", ".pq")
@@ -30,7 +32,10 @@ class ExtractError(InputError):
 
 
 def fingerprint(path: str | Path) -> str:
-    """SHA-256 (hex) of the file's bytes: the extract's identity in runs and releases."""
+    """SHA-256 (hex) of the file's bytes (of a SQL source: of its query and result): the
+    extract's identity in runs and releases."""
+    if is_source(path):
+        return fingerprint_source(path)
     path = Path(path)
     _check_file(path)
     return sha256(path)
@@ -38,6 +43,8 @@ def fingerprint(path: str | Path) -> str:
 
 def read_extract(path: str | Path) -> pd.DataFrame:
     """The extract at `path` as a DataFrame (at least one column and one row)."""
+    if is_source(path):
+        return read_source(path)[0]
     path = Path(path)
     _check_file(path)
     name = path.name.lower()
@@ -48,7 +55,7 @@ def read_extract(path: str | Path) -> pd.DataFrame:
     else:
         raise ExtractError(
             f"Extract {path} has an unsupported file ending ('{''.join(path.suffixes) or path.name}'): "
-            f"use CSV ({', '.join(CSV_ENDINGS)}) or Parquet ({', '.join(PARQUET_ENDINGS)})."
+            f"use CSV ({', '.join(CSV_ENDINGS)}), Parquet ({', '.join(PARQUET_ENDINGS)}) or a SQL source file (.source.yaml)."
         )
     if len(df.columns) == 0:
         raise ExtractError(f"Extract {path} has no columns.")
@@ -58,6 +65,13 @@ def read_extract(path: str | Path) -> pd.DataFrame:
             "it holds no patient visits (was it truncated?)."
         )
     return df
+
+
+def read_with_fingerprint(path: str | Path) -> tuple[pd.DataFrame, str]:
+    """(the extract, its fingerprint); a SQL source's query runs once for both."""
+    if is_source(path):
+        return read_source(path)
+    return read_extract(path), fingerprint(path)
 
 
 # ---- helpers --------------------------------------------------------------------------------

@@ -13,6 +13,11 @@ retrain exactly once, whether the watcher runs on its one-minute schedule (`heal
 embedded: events reach no trigger there) or is started by the event's trigger on a real Prefect
 server (prefect.yaml). A submitted record is consumed when the watcher reads it; dropped files
 stay where they are.
+
+A SQL source file (`expectations.sql`: a database URL and a query) is an extract too. Dropped in
+the inbox, or named by `healthgym serve --source FILE` (the watcher's `sources`), it is
+re-fingerprinted on every tick (its query runs again): a changed result is a new fingerprint
+and retrains once; an unchanged one never does.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from diffusion.errors import InputError
 from flows.pipeline import STATE_DIR, release_flow, train_flow
 from tasks import task_logger
 
-EXTRACT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+EXTRACT_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", ".source.yaml", ".source.yml", ".sql.yaml", ".sql.yml")
 SUBMISSION_SUFFIX = ".submitted.json"
 EVENT = "healthgym.extract.arrived"
 
@@ -70,17 +75,18 @@ def _ledger(inbox: Path) -> Iterator[dict[str, str]]:
             tmp.replace(seen_file)
 
 
-def new_extracts(inbox: str | Path) -> list[Arrival]:
-    """Extracts in the inbox (dropped files and submission records) whose fingerprint was never
-    seen, marked as seen: each triggers once."""
+def new_extracts(inbox: str | Path, sources: list[str] | tuple[str, ...] = ()) -> list[Arrival]:
+    """Extracts in the inbox (dropped files and submission records) and the watched SQL `sources`
+    whose fingerprint was never seen, marked as seen: each triggers once."""
     from expectations.reading import fingerprint
+    from expectations.sql import is_source
 
     inbox = Path(inbox)
-    if not inbox.is_dir():
+    if not inbox.is_dir() and not sources:
         return []
     fresh: list[Arrival] = []
     with _ledger(inbox) as seen:
-        for record in sorted(inbox.glob(f"*{SUBMISSION_SUFFIX}")):
+        for record in sorted(inbox.glob(f"*{SUBMISSION_SUFFIX}")) if inbox.is_dir() else []:
             try:
                 sub = json.loads(record.read_text())
                 path = Path(sub["path"])
@@ -98,10 +104,13 @@ def new_extracts(inbox: str | Path) -> list[Arrival]:
                 seen[fp] = str(path)
                 fresh.append(Arrival(path, fp, sub.get("schema"), "submit", sub.get("config")))
             record.unlink(missing_ok=True)  # consumed: the ledger remembers the fingerprint
-        for path in sorted(p for p in inbox.iterdir() if p.is_file() and p.name.lower().endswith(EXTRACT_SUFFIXES)):
+        dropped = sorted(p for p in inbox.glob("*") if p.is_file() and p.name.lower().endswith(EXTRACT_SUFFIXES))
+        for path in dropped + [Path(s).resolve() for s in sources]:
             try:
                 fp = fingerprint(path)
-            except InputError:
+            except InputError as exc:  # a database that is down now is tried again on the next tick
+                if is_source(path):
+                    task_logger().error("SQL source %s cannot be read now (%s); tried again on the next tick.", path.name, exc)
                 continue
             if fp not in seen:
                 seen[fp] = path.name
@@ -119,7 +128,9 @@ def submit(data: str | Path, *, schema: str | Path, inbox: str | Path, config: d
     if not path.is_file():
         raise InputError(f"The extract {data} does not exist (or is not a file).")
     if not path.name.lower().endswith(EXTRACT_SUFFIXES):
-        raise InputError(f"The extract {data} must be a CSV or Parquet file ({', '.join(EXTRACT_SUFFIXES)}).")
+        raise InputError(
+            f"The extract {data} must be a CSV or Parquet file or a SQL source file ({', '.join(EXTRACT_SUFFIXES)})."
+        )
     fp = fingerprint(path)
     inbox = Path(inbox).resolve()
     inbox.mkdir(parents=True, exist_ok=True)
@@ -156,11 +167,14 @@ def _emit(fp: str, path: Path, record: dict[str, Any], inbox: Path) -> str | Non
 
 
 @flow(name="healthgym-watch-inbox", log_prints=True)
-def watch_inbox(inbox: str, schema: str, config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Retrain once per new extract; a failing extract fails its own run and changes nothing."""
+def watch_inbox(
+    inbox: str, schema: str, config: dict[str, Any] | None = None, sources: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Retrain once per new extract (and per new result of each SQL source in `sources`); a
+    failing extract fails its own run and changes nothing."""
     logger = get_run_logger()
     results = []
-    for arrival in new_extracts(inbox):
+    for arrival in new_extracts(inbox, sources or ()):
         logger.info("New extract %s (%s, sha256 %s): retraining.", arrival.path.name, arrival.source, arrival.fingerprint[:12])
         try:
             out = train_flow(data=str(arrival.path), schema=arrival.schema or schema, config=arrival.config or config)
@@ -179,14 +193,17 @@ def watch_inbox(inbox: str, schema: str, config: dict[str, Any] | None = None) -
     return results
 
 
-def serve(*, inbox: str, schema: str, name: str | None, cron: str, timezone: str) -> None:
+def serve(*, inbox: str, schema: str, name: str | None, cron: str, timezone: str, sources: list[str] | None = None) -> None:
     """Run the schedules in this process (Prefect's `serve`: no work pool or worker needed)."""
     from prefect import serve as prefect_serve
     from prefect.schedules import Cron
 
     from diffusion.data.schema import Schema
+    from expectations.sql import load_source
 
     sch = Schema.load(schema)
+    for source in sources or ():
+        load_source(source)  # a bad source file is the user's to see now, not the watcher's each minute
     Path(inbox).mkdir(parents=True, exist_ok=True)
     nightly = release_flow.to_deployment(
         name="nightly-release", schedule=Cron(cron, timezone=timezone), parameters={"schema_name": name or sch.name}
@@ -194,11 +211,16 @@ def serve(*, inbox: str, schema: str, name: str | None, cron: str, timezone: str
     watcher = watch_inbox.to_deployment(
         name="retrain-on-new-extract",
         interval=60,
-        parameters={"inbox": str(Path(inbox).resolve()), "schema": str(Path(schema).resolve())},
+        parameters={
+            "inbox": str(Path(inbox).resolve()),
+            "schema": str(Path(schema).resolve()),
+            **({"sources": [str(Path(s).resolve()) for s in sources]} if sources else {}),
+        },
     )
     manual = train_flow.to_deployment(name="manual-train", parameters={"schema": str(Path(schema).resolve())})
     print(
         f"Serving: nightly release of {name or sch.name} at '{cron}' ({timezone}); watching {inbox}/ for new extracts "
-        "and `healthgym submit` records every minute."
+        "and `healthgym submit` records every minute"
+        + (f"; re-reading the SQL source(s) {', '.join(sources)} every minute." if sources else ".")
     )
     prefect_serve(nightly, watcher, manual)

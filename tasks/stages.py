@@ -21,12 +21,10 @@ from tasks.tracking import Run
 
 @hg_task(name="read-extract", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_io)
 def read_extract(path: str) -> tuple[pd.DataFrame, str]:
-    """The extract and its SHA-256 fingerprint."""
-    from expectations.reading import fingerprint
-    from expectations.reading import read_extract as read
+    """The extract (a file or a SQL source) and its SHA-256 fingerprint."""
+    from expectations.reading import read_with_fingerprint
 
-    df = read(path)
-    fp = fingerprint(path)
+    df, fp = read_with_fingerprint(path)
     task_logger().info("Read extract: %d rows, %d columns, sha256 %s.", len(df), df.shape[1], fp[:12])
     return df, fp
 
