@@ -60,12 +60,12 @@ def _need_file(path: str, what: str) -> None:
 # ---- commands ----------------------------------------------------------------------------------
 def cmd_validate(args) -> int:
     from diffusion.data.schema import Schema
-    from expectations.reading import fingerprint, read_extract
+    from expectations.reading import read_with_fingerprint
     from expectations.suite import load_extra_expectations
     from expectations.validate import validate_extract
 
     schema = Schema.load(args.schema)
-    df = read_extract(args.data)
+    df, fp = read_with_fingerprint(args.data)  # a SQL source's query runs once
     report = validate_extract(
         df, schema, docs_dir=Path(args.docs) if args.docs else None, extra_expectations=load_extra_expectations(Path(args.schema))
     )
@@ -77,7 +77,7 @@ def cmd_validate(args) -> int:
     profile = report.profile
     print(
         f"Extract passes validation: {profile.get('rows')} rows, {profile.get('patients')} patients, "
-        f"sha256 {fingerprint(args.data)}; {report.summary}"
+        f"sha256 {fp}; {report.summary}"
     )
     return 0
 
@@ -197,10 +197,18 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_release(args) -> int:
+    from flows.omop import release_target
     from flows.pipeline import release_flow
 
-    out = release_flow(model=args.model, schema_name=args.name, patients=args.patients, seed=args.seed, where=args.where)
+    to_db = release_target(args)
+    out = release_flow(
+        model=args.model, schema_name=args.name, patients=args.patients, seed=args.seed, where=args.where, to_db=to_db
+    )
     print(f"Release folder: {out['release']}")
+    if out.get("database"):
+        db = out["database"]
+        rows = ", ".join(f"{t} {n} rows" for t, n in db["rows"].items())
+        print(f"Release in the database {db['target']}" + (f" schema {db['schema']}" if db["schema"] else "") + f": {rows}")
     print(f"MLflow run: {out['run_id']} (model {out['model_uri']})")
     if out.get("privacy_note"):
         print(_paragraph(out["privacy_note"]))
@@ -245,7 +253,7 @@ def cmd_submit(args) -> int:
 def cmd_serve(args) -> int:
     from flows.serve import serve
 
-    serve(inbox=args.inbox, schema=args.schema, name=args.name, cron=args.cron, timezone=args.timezone)
+    serve(inbox=args.inbox, schema=args.schema, name=args.name, cron=args.cron, timezone=args.timezone, sources=args.source)
     return 0
 
 
@@ -258,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline_commands(sub)
     _model_commands(sub)
     _service_commands(sub)
+    from flows.omop import omop_commands
+
+    omop_commands(sub)
     return p
 
 
@@ -330,6 +341,9 @@ def _model_commands(sub) -> None:
     r.add_argument("--patients", type=int, default=None)
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--where", default=None, help="a subgroup release: only patients meeting this condition on static columns")
+    from flows.omop import database_flags
+
+    database_flags(r)
     r.set_defaults(func=cmd_release)
 
 
@@ -341,6 +355,9 @@ def _service_commands(sub) -> None:
     sv.add_argument("--name", default=None)
     sv.add_argument("--cron", default="0 2 * * *")
     sv.add_argument("--timezone", default="UTC")
+    sv.add_argument(
+        "--source", action="append", metavar="FILE", help="a SQL source file (.source.yaml) to re-read every minute (repeatable)"
+    )
     sv.set_defaults(func=cmd_serve)
 
     sb = sub.add_parser("submit", help="announce a new extract: retrain on it once (serve's inbox, and a Prefect event)")

@@ -20,7 +20,7 @@ from diffusion.config import Config
 from diffusion.data.schema import Schema
 from diffusion.errors import InputError
 from evaluation.core import check_config
-from tasks import stages
+from tasks import database, stages
 from tasks.registry import link_release, register
 from tasks.tracking import Run, resolve_model_dir
 
@@ -257,10 +257,12 @@ def release_flow(
     patients: int | None = None,
     seed: int | None = None,
     where: str | None = None,
+    to_db: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Sample from a model (the champion by default), evaluate against the real holdout, gate,
     publish. With `where`, a subgroup release: patients meeting the condition, judged against
-    the real patients meeting it."""
+    the real patients meeting it. With `to_db` (`expectations.database`), the release is also
+    written into database tables (OMOP or one plain table), in one transaction."""
     from mlflow import MlflowClient
 
     if model is None:
@@ -276,12 +278,8 @@ def release_flow(
         sch, cfg = hg.schema, hg.config
         train_run = MlflowClient().get_run(info["run_id"]) if info.get("run_id") else None
         train_tags = train_run.data.tags if train_run else {}
-        extract_path, expected_fp = train_tags.get("healthgym.extract_path"), train_tags.get("extract.fingerprint")
-        if not extract_path or not Path(extract_path).exists():
-            raise InputError(
-                f"The extract model {model} was trained on is not available ({extract_path}); a release is "
-                "evaluated against the real holdout patients, so it needs that extract."
-            )
+        extract_path, expected_fp = _trained_extract(train_tags, model)
+        dest = database.target(to_db, sch)  # a bad target fails before anything is sampled
         seed = int(seed if seed is not None else int(time.time()) % 2**31)
         run = Run.start(f"healthgym-{sch.name}", run_name=f"release-{sch.name}", tags=_release_tags(model, sch, info, train_tags))
         try:
@@ -298,15 +296,27 @@ def release_flow(
             if not evaluation.passed:
                 raise GateError(evaluation.failed_gates_message())
             manifest = _release_manifest(model, sch, info, run, seed, n, fp, where, hg)
-            path = stages.publish(synthetic, sch, manifest, report_dir, _recorder(run, info))
+            manifest, record = database.with_database(dest, synthetic, sch, manifest, _recorder(run, info), run)
+            path = stages.publish(synthetic, sch, manifest, report_dir, record)
             run.end("FINISHED")
             out = {"release": path, "run_id": run.id, "model_uri": model, "metrics": evaluation.metrics}
-            return {**out, "privacy_note": evaluation.privacy_note()}
+            return {**out, "privacy_note": evaluation.privacy_note(), "database": manifest.get("database")}
         except BaseException:
             run.end("FAILED")
             raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _trained_extract(train_tags: dict, model: str) -> tuple[str, str | None]:
+    """(the extract the model was trained on, its fingerprint); InputError when it is not there."""
+    extract_path = train_tags.get("healthgym.extract_path")
+    if not extract_path or not Path(extract_path).exists():
+        raise InputError(
+            f"The extract model {model} was trained on is not available ({extract_path}); a release is "
+            "evaluated against the real holdout patients, so it needs that extract."
+        )
+    return extract_path, train_tags.get("extract.fingerprint")
 
 
 def _unchanged_extract(extract_path: str, expected_fp: str | None, model: str):
