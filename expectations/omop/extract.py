@@ -143,15 +143,17 @@ def _long(events: pd.DataFrame, visits: pd.DataFrame | None, mapping: Mapping, r
     static = {c.name for c in mapping.columns if c.static}
     ev = events[~events["column"].isin(static)].copy()
     if visits is not None:
-        starts = dict(zip(visits["visit_occurrence_id"], pd.to_datetime(visits["visit_start_date"])))
-        in_visit = ev["visit_occurrence_id"].notna() & ev["visit_occurrence_id"].isin(starts)
+        visit_ids = pd.to_numeric(visits["visit_occurrence_id"]).astype("int64")
+        starts = dict(zip(visit_ids, pd.to_datetime(visits["visit_start_date"])))
+        ids = pd.to_numeric(ev["visit_occurrence_id"]).astype("Int64")  # NULL makes the column float: ids as integers
+        in_visit = ids.notna() & ids.isin(list(starts))
         report["events_outside_visits"] = int((~in_visit).sum())
-        ev["key"] = np.where(in_visit, "v" + ev["visit_occurrence_id"].astype(str), "d" + ev["date"].dt.strftime("%Y-%m-%d"))
-        ev["date"] = ev["visit_occurrence_id"].map(starts).where(in_visit, ev["date"])
+        ev["key"] = np.where(in_visit, "v" + ids.astype(str), "d" + ev["date"].dt.strftime("%Y-%m-%d"))
+        ev["date"] = ids.map(starts).where(in_visit, ev["date"])
         rows = pd.DataFrame(
             {
                 "person_id": visits["person_id"].astype("int64"),
-                "key": "v" + visits["visit_occurrence_id"].astype(str),
+                "key": "v" + visit_ids.astype(str),
                 "date": pd.to_datetime(visits["visit_start_date"]),
             }
         )
@@ -205,8 +207,8 @@ def _statics(df, events, persons, conditions, mapping: Mapping) -> pd.DataFrame:
 
 def _births(people: pd.DataFrame) -> pd.Series:
     """Birth dates: birth_datetime, else year/month/day_of_birth (missing month: July 1; missing day: the 15th)."""
-    month = people.get("month_of_birth", pd.Series(np.nan, index=people.index))
-    day = people.get("day_of_birth", pd.Series(np.nan, index=people.index))
+    month = pd.to_numeric(people.get("month_of_birth", pd.Series(np.nan, index=people.index)), errors="coerce")
+    day = pd.to_numeric(people.get("day_of_birth", pd.Series(np.nan, index=people.index)), errors="coerce")
     built = pd.to_datetime(
         pd.DataFrame(
             {

@@ -86,7 +86,7 @@ def load_mapping(path: str | Path) -> Mapping:
     return parse_mapping(raw, source=str(path))
 
 
-def parse_mapping(raw: Any, *, source: str = "mapping") -> Mapping:
+def parse_mapping(raw: Any, *, source: str = "(given in code)") -> Mapping:
     """A mapping from its YAML form; every problem in one `MappingError`."""
     if not isinstance(raw, dict):
         raise MappingError(f"OMOP mapping {source} must be a mapping with keys name, id, time, columns.")
@@ -94,12 +94,14 @@ def parse_mapping(raw: Any, *, source: str = "mapping") -> Mapping:
     for key in ("name", "id", "time"):
         if not isinstance(raw.get(key), str) or not raw.get(key):
             problems.append(f"{key} must be given (a name)")
+    if raw.get("id") and raw.get("id") == raw.get("time"):
+        problems.append("id and time must be two different columns")
     group_by = raw.get("group_by", "visit")
     if group_by not in ("visit", "day"):
         problems.append(f"group_by must be visit or day, not {group_by!r}")
     default = raw.get("aggregate", "mean")
     if default not in AGGREGATES:
-        problems.append(f"aggregate must be one of {list(AGGREGATES)}")
+        problems.append(f"aggregate must be one of {list(AGGREGATES)}, not {default!r}")
         default = "mean"
     person = _person(raw.get("person") or {}, problems)
     columns = [_column(name, spec, default, problems) for name, spec in _items(raw.get("columns"), "columns", problems)]
