@@ -163,11 +163,13 @@ def train(data, schema, config=None, **_):  # the retraining, stubbed: it record
     return {"run_id": f"run-{len(calls)}", "model_uri": "models:/pbc/1", "promoted": True}
 serve.train_flow = train
 source, schema = sys.argv[1:]
+from flows.cli import main
+submitted = main(["submit", source, "--schema", schema, "--inbox", "inbox"])  # announced once, then watched
 ticks = [len(serve.watch_inbox(inbox="inbox", schema=schema, sources=[source])) for _ in range(2)]
 with sqlite3.connect("warehouse.db") as con:
     con.execute("INSERT INTO visits (id, day, bili) VALUES (9999, 0, 1.0)")
 ticks += [len(serve.watch_inbox(inbox="inbox", schema=schema, sources=[source])) for _ in range(2)]
-print("RESULT " + json.dumps({"ticks": ticks, "calls": calls}))
+print("RESULT " + json.dumps({"submitted": submitted, "ticks": ticks, "calls": calls}))
 """
 
 
@@ -187,5 +189,5 @@ def test_the_watcher_retrains_once_per_change_of_a_sql_source(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.split("RESULT ", 1)[1])
-    assert out["ticks"] == [1, 0, 1, 0]
+    assert out["submitted"] == 0 and out["ticks"] == [1, 0, 1, 0]  # the submission and the watched source: one result
     assert out["calls"] == [str(tmp_path / "pbc.source.yaml")] * 2
