@@ -22,7 +22,7 @@ import pandas as pd
 from diffusion.data.schema import Schema
 from expectations.omop.convert import to_omop
 from expectations.omop.mapping import Mapping, MappingError, load_mapping
-from expectations.omop.tables import write_tables
+from expectations.omop.tables import CDM_NAMES, check_free, write_tables
 from expectations.sql import SourceError, redact
 
 DEFAULT_ANCHOR = "2000-01-01"
@@ -65,7 +65,8 @@ class DatabaseTarget:
 
 
 def database_target(spec: dict[str, Any], schema: Schema) -> DatabaseTarget:
-    """The target `spec` names, checked against the model's schema (before anything is sampled)."""
+    """The target `spec` names, checked against the model's schema, and its tables not there yet
+    (before anything is sampled)."""
     from sqlalchemy.engine import make_url
 
     unknown = sorted(set(spec) - _KEYS)
@@ -94,6 +95,7 @@ def database_target(spec: dict[str, Any], schema: Schema) -> DatabaseTarget:
         anchor = date.fromisoformat(str(spec.get("anchor") or DEFAULT_ANCHOR))
     except ValueError:
         raise SourceError(f"--anchor-date must be a date (YYYY-MM-DD), not {spec.get('anchor')!r}.") from None
+    check_free(url, spec.get("schema"), CDM_NAMES if mapping is not None else [spec.get("table") or f"{schema.name}_synthetic"])
     return DatabaseTarget(url, spec.get("schema"), mapping, spec.get("table"), anchor)
 
 

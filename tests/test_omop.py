@@ -271,3 +271,31 @@ def test_a_write_that_fails_midway_leaves_no_schema_or_table_in_postgresql():
         assert pg_execute(name, "SELECT count(*) FROM synth.measurement")[0][0] == rows["measurement"] > 0
         with pytest.raises(SourceError, match="already has table"):
             write_tables(pg_url(name), "synth", frames)
+
+
+def test_a_database_target_is_checked_before_anything_is_sampled(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    from diffusion.data.schema import Schema
+    from expectations.database import database_target
+    from flows.omop import release_target
+
+    schema = Schema.load(ROOT / "flows" / "data" / "pbc.yaml")
+    with pytest.raises(SourceError, match="holds a password") as err:
+        database_target({"url": "postgresql://u:pw-cli-5@127.0.0.1/x", "omop": str(PBC_MAPPING)}, schema)
+    assert "pw-cli-5" not in str(err.value)
+    with pytest.raises(SourceError, match="HG_TEST_NOT_SET"):
+        database_target({"url_env": "HG_TEST_NOT_SET"}, schema)
+    monkeypatch.setenv("HG_TEST_TARGET", f"sqlite:///{tmp_path / 'out.db'}")
+    target = database_target({"url_env": "HG_TEST_TARGET", "omop": str(PBC_MAPPING)}, schema)
+    assert target.shown.endswith("out.db") and not (tmp_path / "out.db").exists()  # looking creates no file
+    other = Schema.from_dict({**schema.to_dict(), "columns": {**schema.to_dict()["columns"], "extra": {"type": "real"}}})
+    with pytest.raises(MappingError, match=r"\['extra'\] of the model have no concept"):
+        database_target({"url_env": "HG_TEST_TARGET", "omop": str(PBC_MAPPING)}, other)
+    write_tables(f"sqlite:///{tmp_path / 'out.db'}", None, {"pbc_synthetic": pd.DataFrame({"id": [-1]})})
+    with pytest.raises(SourceError, match="already has table"):
+        database_target({"url_env": "HG_TEST_TARGET"}, schema)
+    flags = dict(to_db=None, to_db_env=None, db_schema="synth", omop=None, db_table=None, anchor_date=None)
+    with pytest.raises(InputError, match="need --to-db"):
+        release_target(Namespace(**flags))
+    assert release_target(Namespace(**{**flags, "to_db": "sqlite:///x.db"})) == {"url": "sqlite:///x.db", "schema": "synth"}

@@ -44,7 +44,7 @@ def omop_extract(url: str, cdm_schema: str | None, mapping: Mapping) -> tuple[pd
     eng = engine(url, "The OMOP database")
     where = redact(url) + (f" schema {cdm_schema}" if cdm_schema else "")
     try:
-        with eng.connect() as conn:
+        with eng.connect().execution_options(stream_results=True) as conn:  # server-side cursors: chunks, not the whole table
             persons = _read(conn, f"SELECT * FROM {_name(conn, cdm_schema, 'person')}")
             report: dict[str, Any] = {"source": where, "unmapped_concepts": {}, "units": {}, "warnings": []}
             events = pd.concat([_table_events(conn, cdm_schema, t, mapping, report) for t in TABLES], ignore_index=True)

@@ -10,6 +10,7 @@ PostgreSQL schema (created when missing); SQLite has none (a database file is th
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -103,6 +104,34 @@ def writer(url: str, what: str):
             conn.exec_driver_sql("BEGIN")
 
     return eng
+
+
+CDM_NAMES = ("person", "observation_period", "visit_occurrence", "measurement", "observation", "condition_occurrence")
+
+
+def check_free(url: str, schema: str | None, names: list[str] | tuple[str, ...]) -> None:
+    """A `SourceError` unless the database answers and none of the tables `names` exists in `schema`
+    (the check before a release samples anything; `write_tables` checks again inside its transaction)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists() and schema is None:
+        return  # a new file: nothing there yet (and none is created by looking)
+    eng = writer(url, f"The database {redact(url)}")
+    where = redact(url) + (f" schema {schema}" if schema else "")
+    try:
+        sqlite = eng.dialect.name == "sqlite"
+        if sqlite and schema not in (None, "main"):
+            raise SourceError(f"The database {where}: SQLite has no schemas; give another database file instead of --db-schema.")
+        with eng.connect() as conn:
+            taken = sorted(set(names) & set(inspect(conn).get_table_names(schema=None if sqlite else schema)))
+    except SQLAlchemyError as exc:
+        raise SourceError(f"The database {where} cannot be used ({db_problem(exc)}).") from None
+    finally:
+        eng.dispose()
+    if taken:
+        raise SourceError(f"The database {where} already has table(s) {taken}: a release never overwrites; name another target.")
 
 
 def write_tables(
