@@ -155,3 +155,22 @@ def test_postgresql_errors_quote_no_value_and_no_password(tmp_path, pg, monkeypa
     with pytest.raises(SourceError) as err:
         read_extract(src)
     assert "pw-never-shown" not in str(err.value) and "***" in str(err.value)
+
+
+def test_serve_watches_the_named_sources_and_refuses_a_bad_one_at_once(tmp_path, pbc_csv, monkeypatch):
+    import prefect
+
+    from flows import serve
+
+    served = []
+    monkeypatch.setattr(prefect, "serve", lambda *deployments: served.extend(deployments))
+    monkeypatch.chdir(tmp_path)
+    src = sqlite_source(tmp_path, pbc_csv)
+    serve.serve(inbox="inbox", schema=str(DEMO_SCHEMA), name=None, cron="0 2 * * *", timezone="UTC", sources=[str(src)])
+    watcher = next(d for d in served if d.name == "retrain-on-new-extract")
+    assert watcher.parameters["sources"] == [str(src.resolve())]
+    (tmp_path / "bad.source.yaml").write_text("url: sqlite:///pbc.db\n")
+    with pytest.raises(SourceError, match="exactly one of query"):
+        serve.serve(
+            inbox="inbox", schema=str(DEMO_SCHEMA), name=None, cron="0 2 * * *", timezone="UTC", sources=["bad.source.yaml"]
+        )
