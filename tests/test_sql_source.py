@@ -174,3 +174,20 @@ def test_serve_watches_the_named_sources_and_refuses_a_bad_one_at_once(tmp_path,
         serve.serve(
             inbox="inbox", schema=str(DEMO_SCHEMA), name=None, cron="0 2 * * *", timezone="UTC", sources=["bad.source.yaml"]
         )
+
+
+@pytest.mark.slow
+def test_data_parallel_processes_read_a_sql_source_themselves(tmp_path, pbc_csv, capfd):
+    from diffusion.config import Config
+    from tasks.torchrun import launch
+
+    src = sqlite_source(tmp_path, pbc_csv)
+    small = ["train.max_steps=10", "train.eval_every=5", "train.warmup_steps=2", "diffusion.steps=20", "sampling.steps=5"]
+    small += ["model.base_channels=16", "model.time_embed_dim=16", "train.memorisation_patients=16", "encoding.calibrate=false"]
+    cfg = Config().with_overrides([*small, "train.processes=2"])
+    model, result = launch(str(src), str(DEMO_SCHEMA), cfg, fingerprint=fingerprint(src))
+    assert result.processes == 2 and result.steps == 10 and model.meta.patients > 200  # the training patients of 312
+    capfd.readouterr()
+    with pytest.raises(Exception):
+        launch(str(src), str(DEMO_SCHEMA), cfg, fingerprint="0" * 64)  # a result that is not the one asked for
+    assert "changed since training was asked for" in capfd.readouterr().err  # each process refused it
