@@ -299,3 +299,25 @@ def test_a_database_target_is_checked_before_anything_is_sampled(tmp_path, monke
     with pytest.raises(InputError, match="need --to-db"):
         release_target(Namespace(**flags))
     assert release_target(Namespace(**{**flags, "to_db": "sqlite:///x.db"})) == {"url": "sqlite:///x.db", "schema": "synth"}
+
+
+def test_a_plain_table_release_holds_the_release_rows(tmp_path):
+    from diffusion.data.schema import Schema
+    from expectations.database import database_target
+
+    schema = Schema.load(ROOT / "flows" / "data" / "pbc.yaml")
+    synthetic = pd.read_csv(DEMO_DATA).assign(id=lambda d: -d["id"])
+    target = database_target({"url": f"sqlite:///{tmp_path / 'rel.db'}", "table": "pbc_release"}, schema)
+    frames = target.frames(synthetic, schema.name)
+    assert target.describe(frames) == {
+        "target": f"sqlite:///{tmp_path / 'rel.db'}",
+        "schema": None,
+        "kind": "table",
+        "rows": {"pbc_release": 1945},
+    }
+    calls = []
+    target.write(frames, then=lambda: calls.append("recorded"))
+    with sqlite3.connect(tmp_path / "rel.db") as con:
+        back = pd.read_sql("SELECT * FROM pbc_release", con)
+    assert calls == ["recorded"]
+    pd.testing.assert_frame_equal(back, synthetic, check_dtype=False)
