@@ -321,3 +321,27 @@ def test_a_plain_table_release_holds_the_release_rows(tmp_path):
         back = pd.read_sql("SELECT * FROM pbc_release", con)
     assert calls == ["recorded"]
     pd.testing.assert_frame_equal(back, synthetic, check_dtype=False)
+
+
+def test_the_omop_commands_refuse_bad_input_with_exit_2_and_no_password(tmp_path):
+    from test_pipeline import healthgym
+
+    res = healthgym(
+        tmp_path,
+        "omop",
+        "extract",
+        "--url",
+        "postgresql://u:pw-on-cli-4@127.0.0.1/x",
+        "--mapping",
+        str(PBC_MAPPING),
+        "--out",
+        "x.csv",
+    )
+    assert res.returncode == 2 and "holds a password" in res.stderr and "pw-on-cli-4" not in res.stderr + res.stdout
+    res = healthgym(tmp_path, "omop", "extract", "--url", "sqlite:///none.db", "--mapping", "nope.yaml", "--out", "x.csv")
+    assert res.returncode == 2 and "nope.yaml does not exist" in res.stderr and "Traceback" not in res.stderr
+    res = healthgym(tmp_path, "omop", "extract", "--url", "sqlite:///none.db", "--mapping", str(PBC_MAPPING), "--out", "x.csv")
+    assert res.returncode == 2 and "does not exist" in res.stderr and not (tmp_path / "none.db").exists()
+    assert not (tmp_path / "x.csv").exists()
+    res = healthgym(tmp_path, "release", "--name", "pbc", "--omop", str(PBC_MAPPING))
+    assert res.returncode == 2 and "need --to-db" in res.stderr
