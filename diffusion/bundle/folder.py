@@ -31,10 +31,11 @@ from diffusion.config import Config
 from diffusion.data.dates import Dating
 from diffusion.data.schema import Schema
 from diffusion.encoding import FORMAT, TrajectoryEncoder
+from diffusion.encoding.layout import visit_mask
 from diffusion.errors import InputError
+from diffusion.model.build import build_denoiser
 from diffusion.model.sampler import sample_loop
 from diffusion.model.schedule import GaussianDiffusion
-from diffusion.model.unet import build_unet
 from diffusion.privacy.ids import IdScheme
 from diffusion.privacy.protection import Protection
 
@@ -106,6 +107,7 @@ class HealthGymModel:
                 clip=self.encoder.clip_bounds,
                 device=self.device,
                 known=(k_idx, torch.from_numpy(k_val[done : done + b])),
+                visits=torch.from_numpy(visit_mask(lengths[done : done + b], self.encoder.length)),
             )
             out.append(x.numpy())
             done += b
@@ -217,7 +219,7 @@ class HealthGymModel:
         schema = Schema.load(folder / "schema.yaml")
         encoder = TrajectoryEncoder.from_state(schema, encoder_state)
         meta = ModelMeta.from_dict(json.loads((folder / "meta.json").read_text()))
-        net = build_unet(len(encoder.channels), config.model)
+        net = build_denoiser(len(encoder.channels), config.model)
         state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)  # no arbitrary pickle
         net.load_state_dict(state)
         device = torch.device(device)

@@ -50,6 +50,7 @@ def sample_loop(
     device: torch.device | str = "cpu",
     clip: bool | list[float] = True,
     known: tuple[list[int], torch.Tensor] | None = None,
+    visits: torch.Tensor | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Denoise pure noise of `shape` [B, C, L] into x0 samples (float32, on CPU).
@@ -58,6 +59,7 @@ def sample_loop(
     given value and x_t is re-noised from it at every step, so the rest is generated
     conditionally on them (used for the number of visits, drawn from the real distribution).
     `clip`: True clips x0 estimates to [-1, 1]; a list gives each channel its own bound.
+    `visits` ([B, L] bools, True at a patient's visits) reaches a network that takes it (`takes_visits`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r} (one of {', '.join(METHODS)})")
@@ -70,11 +72,12 @@ def sample_loop(
     self_condition = bool(getattr(model, "self_condition", False))
     x_self = torch.zeros(shape, device=device) if self_condition else None
     solver = _DPMSolver2M() if method == "dpmpp2m" else None
+    extra = {"visits": visits.to(device)} if visits is not None and getattr(model, "takes_visits", False) else {}
     for i, t in enumerate(seq):
         t_prev = seq[i + 1] if i + 1 < len(seq) else -1
         a_t, a_prev = float(abar[t]), float(abar[t_prev]) if t_prev >= 0 else 1.0
         tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
-        out = model(x, tt, x_self) if self_condition else model(x, tt)
+        out = model(x, tt, x_self, **extra) if self_condition else model(x, tt, **extra)
         x0 = project(diffusion.x0_and_eps(out.float(), x, a_t)[0])
         if self_condition:
             x_self = x0.clamp(-SELF_COND_BOUND, SELF_COND_BOUND)

@@ -141,6 +141,7 @@ class TrainLoop:
         self.plan = planned_steps(cfg, len(self.train_data))
         self.x = torch.from_numpy(self.train_data.x).to(self.device)
         self.mask = torch.from_numpy(self.train_data.mask).to(self.device)
+        self.visits = torch.from_numpy(self.train_data.visits()).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.ema = EMA(self.model, cfg.ema_decay)
         self.gen = torch.Generator().manual_seed(seed + 7919 * self.group.rank)  # each rank draws its own share of the batch
@@ -208,7 +209,9 @@ class TrainLoop:
             self_cond = (
                 torch.rand(idx.shape[0], generator=self.gen).to(self.device) < 0.5
             )  # half with a first estimate, half without
-            losses = self.diffusion.training_losses(self.net, self.x[idx], t, self.mask[idx], noise, self_cond)
+            losses = self.diffusion.training_losses(
+                self.net, self.x[idx], t, self.mask[idx], noise, self_cond, visits=self.visits[idx]
+            )
         loss = float(self.update.optimize(losses, self.running).detach())
         self.ema.update(self.model, self.step)
         self.step += 1
