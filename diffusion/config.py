@@ -23,9 +23,10 @@ from diffusion.typed import ConfigError, build
 class ModelConfig:
     """The denoiser: a 1-D temporal U-Net or a visit-token transformer."""
 
-    # "unet": convolutions over time (diffusion.model.unet); "transformer": each visit a token,
-    # attention over the patient's visits only, padding masked out (diffusion.model.transformer)
-    kind: Literal["unet", "transformer"] = "unet"
+    # "transformer": each visit a token, attention over the patient's visits only, padding masked
+    # out (diffusion.model.transformer), so labels and values persist as a trajectory; "unet":
+    # convolutions over the padded time axis (diffusion.model.unet, the earlier engine)
+    kind: Literal["unet", "transformer"] = "transformer"
     # 0 (auto): `auto_width` of the training patients, since a wide network reproduces a small
     # cohort's patients; the folder saves the resolved width. Raise it on a GPU for large cohorts.
     base_channels: int = 0

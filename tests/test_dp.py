@@ -18,7 +18,7 @@ pytestmark = [
 ]
 
 CHANNELS, VISITS, PATIENTS = 4, 8, 64
-TINY = dict(base_channels=16, channel_mults=(1,), time_embed_dim=16)  # self-conditioned, 4-head attention
+TINY = dict(kind="unet", base_channels=16, channel_mults=(1,), time_embed_dim=16)  # self-conditioned, 4-head attention
 
 
 @pytest.fixture(autouse=True)
