@@ -78,7 +78,7 @@ def test_a_fresh_network_predicts_zeros_and_learns():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert sum(losses[-20:]) / 20 < 0.5 * sum(losses[:20]) / 20
 
 
