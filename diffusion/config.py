@@ -21,8 +21,12 @@ from diffusion.typed import ConfigError, build
 
 @dataclass
 class ModelConfig:
-    """The 1-D temporal U-Net."""
+    """The denoiser: a 1-D temporal U-Net or a visit-token transformer."""
 
+    # "transformer": each visit a token, attention over the patient's visits only, padding masked
+    # out (diffusion.model.transformer), so labels and values persist as a trajectory; "unet":
+    # convolutions over the padded time axis (diffusion.model.unet, the earlier engine)
+    kind: Literal["unet", "transformer"] = "transformer"
     # 0 (auto): `auto_width` of the training patients, since a wide network reproduces a small
     # cohort's patients; the folder saves the resolved width. Raise it on a GPU for large cohorts.
     base_channels: int = 0
@@ -37,6 +41,8 @@ class ModelConfig:
     # the visit index as an input feature: off, since absolute position helps the network place
     # individual training patients' visits (more memorisation, docs/decisions.md)
     position: bool = False
+    depth: int = 3  # transformer: blocks (its token width is twice base_channels)
+    heads: int = 4  # transformer: attention heads
 
 
 def auto_width(patients: int) -> int:
@@ -75,6 +81,10 @@ class EncodingConfig:
         "smoothing",
         "persistence",
     )
+    # a temporal number (or the gap) whose value equals the previous visit's in at least this share
+    # of consecutive visits gets a repeat channel the network generates (diffusion.encoding.repeats),
+    # since a continuous channel never repeats a value exactly; 0: none
+    repeat_share: float = 0.05
     # generated patients the calibration reads: 8 x the training patients, at most this many,
     # since the statistics it matches are cohort-wide and a small sample calibrates to its own luck
     calibration_patients: int = 2048

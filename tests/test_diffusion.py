@@ -16,6 +16,7 @@ from diffusion.encoding import TrajectoryEncoder
 from diffusion.encoding.marginals import isolation as _isolation
 from diffusion.encoding.marginals import smooth as _smooth
 from diffusion.encoding.switching import switching_decode as _switching_decode
+from diffusion.model.build import build_denoiser
 from diffusion.model.sampler import respaced_steps, sample_loop
 from diffusion.model.schedule import GaussianDiffusion, make_betas
 from diffusion.model.unet import Unet1D, build_unet
@@ -82,20 +83,23 @@ def assert_same(real: pd.DataFrame, decoded: pd.DataFrame, schema: Schema) -> No
 
 
 @pytest.mark.parametrize(
-    "levels,discrete_scale,deviations",
-    [(True, 1.0, "linear"), (False, 1.0, "linear"), (True, 0.5, "linear"), (True, 0.0, "quantile")],
+    "levels,discrete_scale,deviations,repeat_share",
+    [(True, 1.0, "linear", 0.0), (False, 1.0, "linear", 0.0), (True, 0.5, "linear", 0.0), (True, 0.0, "quantile", 0.05)],
 )
 @pytest.mark.parametrize("regular", [False, True])
-def test_encoder_round_trip_is_exact_for_every_type(regular, levels, discrete_scale, deviations):
+def test_encoder_round_trip_is_exact_for_every_type(regular, levels, discrete_scale, deviations, repeat_share):
     df, schema = mixed_cohort(regular=regular)
-    enc = TrajectoryEncoder(schema, patient_levels=levels, discrete_scale=discrete_scale, deviations=deviations).fit(df)
+    enc = TrajectoryEncoder(
+        schema, patient_levels=levels, discrete_scale=discrete_scale, deviations=deviations, repeat_share=repeat_share
+    ).fit(df)
+    assert ("count__same" in enc.channel_names) == (repeat_share > 0)  # a Poisson count repeats often, a lab never
     discrete_scale = enc.state.discrete_scale
     e = enc.encode(df)
     assert e.x.shape == (40, len(enc.channels), 7)
     bounds = np.asarray(enc.clip_bounds)[None, :, None]
     assert (np.abs(e.x) <= bounds + 1e-6).all()
     for i, (_, kind, col) in enumerate(enc.channels):  # discrete codes are exactly -/+ discrete_scale
-        if kind in ("onehot", "missing") or (kind == "value" and col in ("arm", "flag")):
+        if kind in ("onehot", "missing", "repeat") or (kind == "value" and col in ("arm", "flag")):
             assert set(np.unique(e.x[:, i][e.mask[:, i] > 0])) <= {-discrete_scale, discrete_scale}, kind
             assert enc.clip_bounds[i] == discrete_scale
     assert any(kind == "level" for _, kind, _ in enc.channels) == levels
@@ -189,22 +193,30 @@ def test_schedules_are_valid():
     assert respaced_steps(1000, 50)[0] == 999 and respaced_steps(1000, 50)[-1] == 0 and len(respaced_steps(1000, 50)) == 50
 
 
-def tiny_model(overrides: list[str] = (), seed: int = 0) -> HealthGymModel:
+def tiny_model(overrides: list[str] = (), seed: int = 0, kind: str = "unet") -> HealthGymModel:
     df, schema = mixed_cohort()
     cfg = Config().with_overrides(
-        ["model.base_channels=16", "model.time_embed_dim=16", "diffusion.steps=50", "sampling.steps=10", *overrides]
+        [
+            "model.base_channels=16",
+            "model.time_embed_dim=16",
+            "diffusion.steps=50",
+            "sampling.steps=10",
+            f"model.kind={kind}",
+            *overrides,
+        ]
     )
     enc = TrajectoryEncoder(schema).fit(df)
     torch.manual_seed(seed)
-    net = build_unet(len(enc.channels), cfg.model)
+    net = build_denoiser(len(enc.channels), cfg.model)
     for p in net.parameters():  # an untrained but non-trivial network
         torch.nn.init.normal_(p, std=0.05)
     return HealthGymModel(config=cfg, schema=schema, encoder=enc, net=net.eval())
 
 
+@pytest.mark.parametrize("kind", ["unet", "transformer"])
 @pytest.mark.parametrize("method", ["ddim", "ddpm"])
-def test_sampled_patients_respect_the_schema(method):
-    model = tiny_model()
+def test_sampled_patients_respect_the_schema(method, kind):
+    model = tiny_model(kind=kind)
     out = model.sample(25, seed=3, method=method)
     assert out["pid"].nunique() == 25
     assert (out.groupby("pid")[["sex", "arm", "weight"]].nunique(dropna=False) == 1).all().all()
@@ -214,13 +226,15 @@ def test_sampled_patients_respect_the_schema(method):
     assert (out["weight"] >= 0).all() and (out["count"] >= 0).all()
 
 
-def test_saved_model_samples_identically(tmp_path):
-    model = tiny_model()
+@pytest.mark.parametrize("kind", ["unet", "transformer"])
+def test_saved_model_samples_identically(tmp_path, kind):
+    model = tiny_model(kind=kind)
     a = model.sample(12, seed=7)
     model.save(tmp_path / "m")
     with pytest.raises(FileExistsError):
         model.save(tmp_path / "m")
     loaded = HealthGymModel.load(tmp_path / "m")
+    assert loaded.config.model.kind == kind and type(loaded.net) is type(model.net)  # the folder records its engine
     b = loaded.sample(12, seed=7)
     pd.testing.assert_frame_equal(a, b)
     c = loaded.sample(12, seed=8)
@@ -297,10 +311,11 @@ def test_model_folders_saved_before_new_settings_load_with_the_old_ones(tmp_path
     raw = json.loads((folder / "config.json").read_text())
     assert raw["diffusion"]["prediction"] == "v"  # the default for new models
     assert HealthGymModel.load(folder).diffusion.prediction == "v"
-    del raw["diffusion"]["prediction"], raw["model"]["self_condition"], raw["model"]["position"]
+    del raw["diffusion"]["prediction"], raw["model"]["self_condition"], raw["model"]["position"], raw["model"]["kind"]
     (folder / "config.json").write_text(json.dumps(raw))
     old = HealthGymModel.load(folder)  # its weights hold no position layer: strict loading would fail with one
     assert old.diffusion.prediction == "eps" and old.config.model.self_condition is False and old.config.model.position is False
+    assert old.config.model.kind == "unet" and isinstance(old.net, Unet1D)  # saved before the engine was a setting
 
 
 def test_a_self_conditioned_network_sees_its_previous_x0_estimate():
@@ -677,3 +692,52 @@ def test_only_a_position_aware_unet_tells_interior_visits_apart(position):
     out = net(torch.ones(1, 3, 64), torch.tensor([5]))  # the same input at every visit
     interior = out[0, :, 24:40]  # far from both ends, beyond the convolutions' reach of the padding
     assert torch.allclose(interior, interior[:, :1].expand_as(interior), atol=1e-5) != position
+
+
+def dosing_cohort(n: int = 30, seed: int = 0) -> tuple[pd.DataFrame, Schema]:
+    """Doses kept for runs of visits every 6 hours (sometimes 12), a lab that never repeats."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for pid in range(n):
+        t, dose = 0.0, float(rng.choice([100, 200, 300]))
+        for _ in range(int(rng.integers(3, 10))):
+            if rng.random() < 0.2:
+                dose = float(rng.choice([100, 200, 300]))
+            rows.append({"pid": pid, "hour": t, "dose": dose, "lab": float(rng.lognormal(1, 0.3))})
+            t += 6.0 if rng.random() < 0.8 else 12.0
+    columns = {"dose": {"type": "real", "min": 0}, "lab": {"type": "real", "min": 0}}
+    schema = Schema.from_dict(
+        {"name": "dosing", "id": "pid", "time": "hour", "regular": False, "max_length": 10, "columns": columns}
+    )
+    return pd.DataFrame(rows), schema
+
+
+def test_repeated_values_and_gaps_get_a_channel_the_decoder_carries_forward():
+    df, schema = dosing_cohort()
+    enc = TrajectoryEncoder(schema, repeat_share=0.05).fit(df)
+    assert enc.state.repeats == ["__gap__", "dose"]  # the lab's values never repeat
+    e = enc.encode(df)
+    assert_same(df, enc.decode(e.x), schema)
+    # noise on every number: decoded values still repeat exactly where the repeat channels say so
+    x = e.x + np.random.default_rng(1).normal(0, 0.05, e.x.shape).astype(np.float32)
+    out = enc.decode(x)
+    same = x[:, enc.index("dose__same"), :] > 0
+    valid = enc.valid(x)
+    flagged = same & valid & np.roll(valid, 1, axis=1)
+    flagged[:, 0] = False
+    grid = np.full(valid.shape, np.nan)
+    grid[np.nonzero(valid)] = out["dose"].to_numpy(float)
+    assert flagged.sum() > 20 and np.array_equal(grid[:, 1:][flagged[:, 1:]], grid[:, :-1][flagged[:, 1:]])
+    gaps = out.groupby("pid")["hour"].diff().to_numpy()
+    real_gaps = df.sort_values(["pid", "hour"]).groupby("pid")["hour"].diff().to_numpy()
+    share = lambda g: float(np.mean(g[1:][~np.isnan(g[1:]) & ~np.isnan(g[:-1])] == g[:-1][~np.isnan(g[1:]) & ~np.isnan(g[:-1])]))  # noqa: E731
+    assert share(gaps) > 0.5 and abs(share(gaps) - share(real_gaps)) < 0.15
+
+
+def test_an_encoder_state_saved_before_repeat_channels_has_none(pbc, pbc_schema):
+    enc = TrajectoryEncoder(pbc_schema, repeat_share=0.05).fit(pbc)
+    raw = enc.state_dict()
+    assert raw["repeats"]  # PBC's integer labs repeat
+    del raw["repeats"]
+    old = TrajectoryEncoder.from_state(pbc_schema, raw)
+    assert old.state.repeats == [] and not any(ch.kind == "repeat" for ch in old.channels)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from diffusion.config import ModelConfig
+from diffusion.model.build import build_denoiser
 from diffusion.model.schedule import GaussianDiffusion
 from diffusion.model.unet import build_unet
 from diffusion.training.dp import DPTrainer, default_delta, plain_state_dict, poisson_indices
@@ -17,7 +18,7 @@ pytestmark = [
 ]
 
 CHANNELS, VISITS, PATIENTS = 4, 8, 64
-TINY = dict(base_channels=16, channel_mults=(1,), time_embed_dim=16)  # self-conditioned, 4-head attention
+TINY = dict(kind="unet", base_channels=16, channel_mults=(1,), time_embed_dim=16)  # self-conditioned, 4-head attention
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +32,7 @@ def one_thread():
 
 def tiny_unet(seed: int = 0, randomize: bool = False, **overrides):
     torch.manual_seed(seed)
-    model = build_unet(CHANNELS, ModelConfig(**{**TINY, **overrides}))
+    model = build_denoiser(CHANNELS, ModelConfig(**{**TINY, **overrides}))
     if randomize:  # the zero-initialised output layers would otherwise hide every other weight
         with torch.no_grad():
             for p in model.parameters():
@@ -89,19 +90,21 @@ def test_planned_steps_spend_the_target_epsilon_and_no_more():
         trainer.step(None)
 
 
-@pytest.mark.parametrize("self_condition", [False, True])
-def test_per_sample_gradients_equal_one_patient_at_a_time(self_condition):
-    model = tiny_unet(randomize=True, self_condition=self_condition)
+@pytest.mark.parametrize("kind,self_condition", [("unet", False), ("unet", True), ("transformer", True)])
+def test_per_sample_gradients_equal_one_patient_at_a_time(kind, self_condition):
+    model = tiny_unet(randomize=True, self_condition=self_condition, kind=kind)
     trainer = make_trainer(model, noise_multiplier=1.0)
     diffusion = GaussianDiffusion(steps=100, prediction="v")
     g = torch.Generator().manual_seed(1)
     x = ar1_patients(5)
     t, noise = torch.randint(0, 100, (5,), generator=g), torch.randn(x.shape, generator=g)
     mask, first = torch.ones_like(x), torch.tensor([True, False, True, True, False])
-    diffusion.training_losses(trainer.model, x, t, mask, noise, first).sum().backward()
+    visits = torch.arange(x.shape[2])[None, :] < torch.tensor([[x.shape[2]], [3], [1], [x.shape[2]], [5]])
+    diffusion.training_losses(trainer.model, x, t, mask, noise, first, visits=visits).sum().backward()
     params = list(model.parameters())
     for i in range(5):
-        alone = diffusion.training_losses(model, x[i : i + 1], t[i : i + 1], mask[i : i + 1], noise[i : i + 1], first[i : i + 1])
+        one = slice(i, i + 1)
+        alone = diffusion.training_losses(model, x[one], t[one], mask[one], noise[one], first[one], visits=visits[one])
         want = flat(torch.autograd.grad(alone.sum(), params))
         got = flat(p.grad_sample[i] for p in params)
         assert (got - want).norm() <= 1e-4 * want.norm()

@@ -8,6 +8,7 @@ import torch
 from diffusion.bundle.fit import fit
 from diffusion.config import Config
 from diffusion.data.schema import Schema
+from diffusion.training.buckets import LengthBuckets
 from diffusion.training.checkpoint import CHECKPOINT
 
 
@@ -62,9 +63,11 @@ def test_a_known_ar1_process_is_recovered():
     assert abs(syn["v"].std() - df["v"].std()) < 0.2
 
 
-def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("kind", ["unet", "transformer"])
+def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, kind):
     df, schema = ar1_cohort(n=32, length=5)
     base = SMALL + [
+        f"model.kind={kind}",
         "model.base_channels=8",
         "model.time_embed_dim=8",
         "train.batch_size=16",
@@ -205,3 +208,16 @@ def test_the_plan_caps_passes_over_small_cohorts_and_the_same_seed_reproduces():
     b, rb = fit(df, schema, Config().with_overrides(over), progress=False)
     assert ra.history == rb.history
     assert all(torch.equal(x, y) for x, y in zip(a.net.state_dict().values(), b.net.state_dict().values()))
+
+
+def test_length_buckets_draw_every_patient_once_per_epoch_in_batches_of_similar_length():
+    lengths = np.random.default_rng(0).integers(1, 200, size=1000)
+    buckets = LengthBuckets(lengths, batch=32, seed=3)
+    epoch = [buckets.indices(s) for s in range(buckets.per_epoch)]
+    assert sorted(np.concatenate(epoch).tolist()) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in epoch])
+    random = np.mean([np.ptp(lengths[np.random.default_rng(i).choice(1000, 32)]) for i in range(50)])
+    assert spread < 0.3 * random  # cut to its longest patient, a batch carries little padding
+    again = LengthBuckets(lengths, batch=32, seed=3)  # a resumed run: step 40's batch without steps 0-39
+    assert np.array_equal(again.indices(40), buckets.indices(40))
+    assert not np.array_equal(buckets.indices(buckets.per_epoch), epoch[0])  # the next epoch is shuffled anew

@@ -16,8 +16,8 @@ from diffusion.config import Config, auto_width
 from diffusion.data.dates import Dating, has_dates, numeric_schema, to_numbers
 from diffusion.data.schema import Schema
 from diffusion.encoding import Encoded, TrajectoryEncoder
+from diffusion.model.build import build_denoiser
 from diffusion.model.schedule import GaussianDiffusion
-from diffusion.model.unet import build_unet
 from diffusion.privacy.ids import IdScheme
 from diffusion.privacy.protection import Protection
 from diffusion.training.loop import TrainResult, train
@@ -69,12 +69,13 @@ def fit(
         discrete_scale=enc.discrete_scale,
         deviations=enc.deviations,
         k=config.privacy.k,
+        repeat_share=enc.repeat_share,
     ).fit(df)
     data = encoder.encode(df)
     if config.model.base_channels == 0:  # resolved here and saved so, so loading rebuilds the same network
         config = config.with_overrides({"model.base_channels": auto_width(len(data))})
         log.info("Network width for %d training patients: %d base channels.", len(data), config.model.base_channels)
-    net = build_unet(len(encoder.channels), config.model)
+    net = build_denoiser(len(encoder.channels), config.model)
     diffusion = GaussianDiffusion.from_config(config.diffusion)
     state, result = train(
         net,

@@ -31,10 +31,11 @@ from diffusion.config import Config
 from diffusion.data.dates import Dating
 from diffusion.data.schema import Schema
 from diffusion.encoding import FORMAT, TrajectoryEncoder
+from diffusion.encoding.layout import visit_mask
 from diffusion.errors import InputError
+from diffusion.model.build import build_denoiser
 from diffusion.model.sampler import sample_loop
 from diffusion.model.schedule import GaussianDiffusion
-from diffusion.model.unet import build_unet
 from diffusion.privacy.ids import IdScheme
 from diffusion.privacy.protection import Protection
 
@@ -79,25 +80,26 @@ class HealthGymModel:
         fixed: dict[int, float] | None = None,
     ) -> np.ndarray:
         """n encoded patients [n, channels, time], in batches of sampling.batch_size; `fixed`
-        channels (index -> value) are inpainted at that value (`diffusion.bundle.conditional`)."""
+        channels (index -> value) are inpainted at that value (`diffusion.bundle.conditional`).
+        A network that sees only the visits is sampled in batches of similar lengths, each cut to
+        its longest patient (the padding beyond holds the known channels' values)."""
         s = self.config.sampling
         gen = torch.Generator().manual_seed(seed)
         lengths = self.encoder.draw_lengths(n, np.random.default_rng(seed))
-        k_idx, k_val = self.encoder.known_channels(lengths)
-        if fixed:
-            k_idx = k_idx + list(fixed)
-            extra = np.broadcast_to(np.array(list(fixed.values()), np.float32)[None, :, None], (n, len(fixed), k_val.shape[2]))
-            k_val = np.concatenate([k_val, extra], axis=1)
-        shape_rest = (len(self.encoder.channels), self.encoder.length)
-        out = []
+        k_idx, k_val = self._known(lengths, fixed)
+        C, L = len(self.encoder.channels), self.encoder.length
+        bucketed = bool(getattr(self.net, "takes_visits", False))
+        order = np.argsort(lengths, kind="stable") if bucketed else np.arange(n)
+        out = np.zeros((n, C, L), np.float32)
+        out[:, k_idx, :] = k_val
         self.net.eval()
-        done = 0
-        while done < n:
-            b = min(s.batch_size, n - done)
+        for done in range(0, n, s.batch_size):
+            rows = order[done : done + s.batch_size]
+            cut = int(lengths[rows].max()) if bucketed else L
             x = sample_loop(
                 self.net,
                 self.diffusion,
-                (b, *shape_rest),
+                (len(rows), C, cut),
                 method=method or s.method,
                 steps=steps or s.steps,
                 eta=s.eta if eta is None else eta,
@@ -105,13 +107,24 @@ class HealthGymModel:
                 static_channels=self.encoder.static_channels,
                 clip=self.encoder.clip_bounds,
                 device=self.device,
-                known=(k_idx, torch.from_numpy(k_val[done : done + b])),
+                known=(k_idx, torch.from_numpy(np.ascontiguousarray(k_val[rows][..., :cut]))),
+                visits=torch.from_numpy(visit_mask(lengths[rows], cut)),
             )
-            out.append(x.numpy())
-            done += b
+            out[rows, :, :cut] = x.numpy()
             if progress is not None:
-                progress(done, n)
-        return np.concatenate(out, axis=0) if out else np.zeros((0, *shape_rest), np.float32)
+                progress(done + len(rows), n)
+        return out
+
+    def _known(self, lengths: np.ndarray, fixed: dict[int, float] | None) -> tuple[list[int], np.ndarray]:
+        """(channel indices, values [n, k, L]) inpainted while sampling: validity, length and `fixed`."""
+        k_idx, k_val = self.encoder.known_channels(lengths)
+        if fixed:
+            k_idx = k_idx + list(fixed)
+            extra = np.broadcast_to(
+                np.array(list(fixed.values()), np.float32)[None, :, None], (len(lengths), len(fixed), k_val.shape[2])
+            )
+            k_val = np.concatenate([k_val, extra], axis=1)
+        return k_idx, k_val
 
     def calibrate(
         self,
@@ -217,7 +230,7 @@ class HealthGymModel:
         schema = Schema.load(folder / "schema.yaml")
         encoder = TrajectoryEncoder.from_state(schema, encoder_state)
         meta = ModelMeta.from_dict(json.loads((folder / "meta.json").read_text()))
-        net = build_unet(len(encoder.channels), config.model)
+        net = build_denoiser(len(encoder.channels), config.model)
         state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)  # no arbitrary pickle
         net.load_state_dict(state)
         device = torch.device(device)

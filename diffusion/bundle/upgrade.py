@@ -24,6 +24,8 @@ LEGACY_DEFAULTS = {
     "diffusion.prediction": "eps",
     "model.self_condition": False,
     "model.position": False,
+    "model.kind": "unet",  # folders saved before the engine was a setting hold U-Net weights
+    "encoding.repeat_share": 0.0,  # ... and an encoder without repeat channels
     "encoding.calibrate": False,
     "pipeline.min_holdout_patients": 0,  # so a release re-draws the holdout the folder's model never saw
 }

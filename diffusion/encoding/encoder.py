@@ -14,7 +14,7 @@ import pandas as pd
 
 from diffusion.data.labels import as_binary, as_labels
 from diffusion.data.schema import Column, Schema
-from diffusion.encoding import fit_state
+from diffusion.encoding import fit_state, repeats
 from diffusion.encoding.calibration import STEPS, Report, Step, calibrate
 from diffusion.encoding.frames import gaps, prepare, restore_dtypes
 from diffusion.encoding.layout import (
@@ -28,6 +28,7 @@ from diffusion.encoding.layout import (
     is_discrete,
     length_to_z,
     level_channel,
+    repeat_channel,
     z_to_length,
 )
 from diffusion.encoding.levels import DeviationCoding, Deviations, patient_mean
@@ -48,8 +49,10 @@ class TrajectoryEncoder:
         discrete_scale: float = 0.0,
         deviations: DeviationCoding = "linear",
         k: int = 1,
+        repeat_share: float = 0.0,
     ):
         self.schema = schema
+        self.repeat_share = repeat_share  # numbers repeating at least this often get a repeat channel (0: none)
         self.patient_levels = patient_levels
         self.discrete_scale = discrete_scale  # 0: the root-mean-square of the numeric channels (`_matched_discrete_scale`)
         self.deviations = deviations
@@ -63,6 +66,8 @@ class TrajectoryEncoder:
         self.state = fit_state.fit_state(
             self.schema, df, patient_levels=self.patient_levels, deviations=self.deviations, k=self.k
         )
+        self.state.repeats = repeats.chosen(df, self.schema, self.repeat_share)
+        self.__dict__.pop("channels", None)
         self.state.discrete_scale = self.discrete_scale if self.discrete_scale > 0 else self._matched_discrete_scale(df)
         self.decoding = Decoding()
         return self
@@ -98,7 +103,7 @@ class TrajectoryEncoder:
     @cached_property
     def channels(self) -> list[Channel]:
         """(name, kind, column) for every channel, in tensor order."""
-        return channel_layout(self.schema, set(self.levels()), self.state.time.t0_constant is None)
+        return channel_layout(self.schema, set(self.levels()), self.state.time.t0_constant is None, frozenset(self.state.repeats))
 
     @property
     def channel_names(self) -> list[str]:
@@ -165,7 +170,9 @@ class TrajectoryEncoder:
         rows = _Rows(df, self.schema.id, len(self.channels), self.state.length)
         levels = set(self.levels())
         for ch, (name, kind, colname) in enumerate(self.channels):
-            if kind in ("valid", "length", "level", "gap", "t0") or (kind == "value" and colname in levels):
+            if kind == "repeat":
+                self._encode_repeat(rows, ch, colname)
+            elif kind in ("valid", "length", "level", "gap", "t0") or (kind == "value" and colname in levels):
                 self._encode_structure(rows, ch, kind, colname, colname in levels)
             else:
                 self._encode_column(rows, ch, name, kind, colname)
@@ -192,6 +199,11 @@ class TrajectoryEncoder:
         else:  # t0
             t0 = self.codec(T0).scale(rows.df[schema.time].to_numpy(dtype=np.float64))
             rows.put(ch, t0, np.ones(len(rows.df), bool), static=True)
+
+    def _encode_repeat(self, rows: "_Rows", ch: int, name: str) -> None:
+        """+/- discrete scale: the visit repeats (or not) the previous visit's value; known where both are recorded."""
+        same, known = repeats.same_as_previous(*repeats.row_values(rows.df, self.schema, name), rows.pos == 0)
+        rows.put(ch, np.where(same, 1.0, -1.0) * self.state.discrete_scale, known, static=False)
 
     def _encode_column(self, rows: "_Rows", ch: int, name: str, kind: str, colname: str) -> None:
         """A column's channel: its missingness, its scaled number, its binary value or one category's indicator."""
@@ -271,6 +283,10 @@ class TrajectoryEncoder:
         col = None if name in (T0, GAP) else self.schema.column(name)
         return self.codec(name).unscale(z, None if col is None else col.min, None if col is None else col.max)
 
+    def repeated(self, x: np.ndarray, name: str, values: np.ndarray, recorded: np.ndarray) -> np.ndarray:
+        """[n, L] decoded values with the visits whose repeat channel is set carrying the previous value."""
+        return repeats.carry_forward(values, x[:, self.index(repeat_channel(name)), :] > 0, recorded)
+
     def label_channels(self, col: Column) -> list[int]:
         """A binary's channel (scored -v, +v) or a categorical's one-hot channels, in label order."""
         if col.type == "binary":
@@ -311,11 +327,16 @@ class TrajectoryEncoder:
                 self.unscale(self.decoded_z(x, GAP, valid, dec), GAP), 1.0 if t.integer else max(self.codec(GAP).vmin, 1e-9)
             )
             g[:, 0] = 0.0
+            if GAP in state.repeats:  # whole gaps, so a repeated gap stays equal once times are rounded
+                g = self.repeated(x, GAP, np.round(g) if t.integer else g, valid & (np.arange(x.shape[2]) > 0)[None, :])
             times = (start[:, None] + np.cumsum(g, axis=1))[pid, pos]
         out[schema.time] = np.round(times) if t.integer else times
         for col in schema.columns:
             static = col.name in static_cols
-            if col.numeric:
+            if col.numeric and col.name in state.repeats:
+                grid = self.unscale(self.decoded_z(x, col.name, valid, dec), col.name)
+                values = self.repeated(x, col.name, grid, self.recorded(x, col, valid, dec))[pid, pos]
+            elif col.numeric:
                 z = self.decoded_z(x, col.name, valid, dec)
                 values = self.unscale(z[pid] if static else z[pid, pos], col.name)
             else:

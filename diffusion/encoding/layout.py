@@ -9,6 +9,8 @@
   deviation plus a static ``<name>__level`` channel (`diffusion.encoding.levels`).
 - per binary column one channel, per categorical one channel per category ``<name>=<label>``
   (`diffusion.encoding.switching`); per nullable column a ``<name>__missing`` channel.
+- per temporal number (and the gap) whose values often repeat, a ``<name>__same`` channel: the
+  visit repeats the previous visit's value (`diffusion.encoding.repeats`).
 
 Static columns are broadcast over every time step; the loss mask is 1 where a channel carries
 information (validity and static channels everywhere, temporal ones at recorded visits).
@@ -28,7 +30,7 @@ LENGTH = "__length__"
 GAP = "__gap__"
 T0 = "__t0__"
 
-Kind = Literal["valid", "length", "gap", "level", "t0", "value", "onehot", "missing"]
+Kind = Literal["valid", "length", "gap", "level", "t0", "value", "onehot", "missing", "repeat"]
 
 
 class Channel(NamedTuple):
@@ -51,14 +53,26 @@ class Encoded:
     def subset(self, idx: np.ndarray) -> "Encoded":
         return Encoded(self.x[idx], self.mask[idx], self.lengths[idx])
 
+    def visits(self) -> np.ndarray:
+        """[patients, time] bools: True at each patient's recorded visits."""
+        return visit_mask(self.lengths, self.x.shape[2])
 
-def channel_layout(schema: Schema, levels: set[str], t0_varies: bool) -> list[Channel]:
-    """Every channel in tensor order; `levels` names the numbers split into level + deviation."""
+
+def visit_mask(lengths: np.ndarray, L: int) -> np.ndarray:
+    """[n, L] bools, True at the first `lengths[i]` visits of row i."""
+    return np.arange(L)[None, :] < np.asarray(lengths)[:, None]
+
+
+def channel_layout(schema: Schema, levels: set[str], t0_varies: bool, repeats: frozenset[str] = frozenset()) -> list[Channel]:
+    """Every channel in tensor order; `levels` names the numbers split into level + deviation,
+    `repeats` those with a repeat channel."""
     out = [Channel(VALID, "valid", None), Channel(LENGTH, "length", None)]
     if not schema.regular:
         out.append(Channel(GAP, "gap", GAP))
         if GAP in levels:
             out.append(Channel(f"{GAP}level", "level", GAP))
+        if GAP in repeats:
+            out.append(Channel(repeat_channel(GAP), "repeat", GAP))
     if t0_varies:
         out.append(Channel(T0, "t0", None))
     for col in schema.columns:
@@ -66,6 +80,8 @@ def channel_layout(schema: Schema, levels: set[str], t0_varies: bool) -> list[Ch
             out.append(Channel(col.name, "value", col.name))
             if col.name in levels:
                 out.append(Channel(f"{col.name}__level", "level", col.name))
+            if col.name in repeats:
+                out.append(Channel(repeat_channel(col.name), "repeat", col.name))
         else:
             out.extend(Channel(f"{col.name}={cat}", "onehot", col.name) for cat in col.categories or ())
         if col.nullable:
@@ -78,10 +94,17 @@ def level_channel(name: str) -> str:
     return f"{GAP}level" if name == GAP else f"{name}__level"
 
 
+def repeat_channel(name: str) -> str:
+    """The repeat channel of a temporal number or the gap."""
+    return f"{name}__same"
+
+
 def is_discrete(schema: Schema, channel: Channel) -> bool:
-    """Binary, one-hot and missingness channels: coded -/+ discrete_scale, decoded by sign / argmax."""
+    """Binary, one-hot, missingness and repeat channels: coded -/+ discrete_scale, decoded by sign / argmax."""
     kind, col = channel.kind, channel.column
-    return kind in ("onehot", "missing") or (kind == "value" and col not in (None, GAP) and schema.column(col).type == "binary")
+    return kind in ("onehot", "missing", "repeat") or (
+        kind == "value" and col not in (None, GAP) and schema.column(col).type == "binary"
+    )
 
 
 def length_to_z(lengths: np.ndarray, L: int) -> np.ndarray:

@@ -150,6 +150,8 @@ class EncoderState:
     column_order: list[str]
     patient_levels: bool
     discrete_scale: float
+    # temporal numbers (and the gap) with a repeat channel: their value often equals the previous visit's
+    repeats: list[str] = field(default_factory=list)
 
     def to_dict(self, decoding: Decoding) -> dict[str, Any]:
         return {
@@ -163,6 +165,7 @@ class EncoderState:
             "column_order": list(self.column_order),
             "patient_levels": self.patient_levels,
             "discrete_scale": self.discrete_scale,
+            "repeats": list(self.repeats),
             "decoding": decoding.to_dict(),
         }
 
@@ -182,5 +185,6 @@ class EncoderState:
             list(raw["column_order"]),
             bool(raw["patient_levels"]),
             float(raw["discrete_scale"]),
+            list(raw.get("repeats", [])),  # states saved before repeat channels have none
         )
         return state, Decoding.from_dict(raw.get("decoding"))

@@ -50,6 +50,7 @@ def sample_loop(
     device: torch.device | str = "cpu",
     clip: bool | list[float] = True,
     known: tuple[list[int], torch.Tensor] | None = None,
+    visits: torch.Tensor | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Denoise pure noise of `shape` [B, C, L] into x0 samples (float32, on CPU).
@@ -58,6 +59,7 @@ def sample_loop(
     given value and x_t is re-noised from it at every step, so the rest is generated
     conditionally on them (used for the number of visits, drawn from the real distribution).
     `clip`: True clips x0 estimates to [-1, 1]; a list gives each channel its own bound.
+    `visits` ([B, L] bools, True at a patient's visits) reaches a network that takes it (`takes_visits`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r} (one of {', '.join(METHODS)})")
@@ -66,7 +68,8 @@ def sample_loop(
     x = torch.randn(shape, generator=gen).to(device)
     abar = diffusion.alphas_cumprod
     seq = logsnr_steps(abar, steps) if method == "dpmpp2m" else respaced_steps(diffusion.steps, steps)
-    project = _Projection(shape[1], clip, static_channels, known, device)
+    extra = {"visits": visits.to(device)} if visits is not None and getattr(model, "takes_visits", False) else {}
+    project = _Projection(shape[1], clip, static_channels, known, device, extra.get("visits"))
     self_condition = bool(getattr(model, "self_condition", False))
     x_self = torch.zeros(shape, device=device) if self_condition else None
     solver = _DPMSolver2M() if method == "dpmpp2m" else None
@@ -74,7 +77,7 @@ def sample_loop(
         t_prev = seq[i + 1] if i + 1 < len(seq) else -1
         a_t, a_prev = float(abar[t]), float(abar[t_prev]) if t_prev >= 0 else 1.0
         tt = torch.full((shape[0],), t, device=device, dtype=torch.long)
-        out = model(x, tt, x_self) if self_condition else model(x, tt)
+        out = model(x, tt, x_self, **extra) if self_condition else model(x, tt, **extra)
         x0 = project(diffusion.x0_and_eps(out.float(), x, a_t)[0])
         if self_condition:
             x_self = x0.clamp(-SELF_COND_BOUND, SELF_COND_BOUND)
@@ -92,10 +95,11 @@ def sample_loop(
 
 
 class _Projection:
-    """What every x0 estimate is held to: channel bounds, static channels constant over time,
-    known channels at their given values (and re-noised from them in x_t)."""
+    """What every x0 estimate is held to: channel bounds, static channels constant over time (at
+    their mean over the visits, given them), known channels at their given values (and re-noised
+    from them in x_t)."""
 
-    def __init__(self, channels: int, clip, static_channels, known, device: torch.device):
+    def __init__(self, channels: int, clip, static_channels, known, device: torch.device, visits: torch.Tensor | None = None):
         self.bounds = None
         if clip is not False:
             per_channel = [1.0] * channels if clip is True else list(clip)
@@ -103,12 +107,18 @@ class _Projection:
         self.static = torch.as_tensor(static_channels, device=device) if static_channels else None
         self.known = (torch.as_tensor(known[0], device=device), known[1].to(device)) if known is not None else None
         self.device = device
+        # a network that sees only the visits is held to their mean; padding carries no information for it
+        self.weights = (
+            None if visits is None else (visits.float() / visits.float().sum(-1, keepdim=True).clamp_min(1.0))[:, None, :]
+        )
 
     def __call__(self, x0: torch.Tensor) -> torch.Tensor:
         if self.bounds is not None:
             x0 = torch.maximum(torch.minimum(x0, self.bounds), -self.bounds)
         if self.static is not None:
-            x0[:, self.static, :] = x0[:, self.static, :].mean(dim=-1, keepdim=True)
+            part = x0[:, self.static, :]
+            mean = part.mean(dim=-1, keepdim=True) if self.weights is None else (part * self.weights).sum(-1, keepdim=True)
+            x0[:, self.static, :] = mean
         if self.known is not None:
             x0[:, self.known[0], :] = self.known[1]
         return x0

@@ -77,27 +77,30 @@ class GaussianDiffusion:
         mask: torch.Tensor,
         noise: torch.Tensor | None = None,
         self_cond: torch.Tensor | None = None,
+        visits: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Masked MSE of the prediction (eps or v) plus x0_weight * alpha-bar-weighted masked x0
         reconstruction; [B].
 
         For a self-conditioned network, `self_cond` ([B] bools; all True when None) picks the
         patients whose network input also carries a first, gradient-free x0 estimate, as the
-        sampler will give it; the others get zeros, as at the sampler's first step.
+        sampler will give it; the others get zeros, as at the sampler's first step. `visits` ([B, L]
+        bools, True at a recorded visit) reaches a network that takes it (`takes_visits`).
         """
         if noise is None:
             noise = torch.randn_like(x0)
         a = self.abar(t, x0)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        extra = {"visits": visits} if visits is not None and getattr(model, "takes_visits", False) else {}
         if getattr(model, "self_condition", False):
             with torch.no_grad():
-                first, _ = self.x0_and_eps(model(x_t, t).float(), x_t, a)
+                first, _ = self.x0_and_eps(model(x_t, t, **extra).float(), x_t, a)
                 first = first.clamp(-SELF_COND_BOUND, SELF_COND_BOUND)
                 if self_cond is not None:
                     first = first * self_cond.view(-1, 1, 1).to(first.dtype)
-            out = model(x_t, t, first).float()
+            out = model(x_t, t, first, **extra).float()
         else:
-            out = model(x_t, t).float()
+            out = model(x_t, t, **extra).float()
         target = noise if self.prediction == "eps" else a.sqrt() * noise - (1 - a).sqrt() * x0
         denom = mask.sum(dim=(1, 2)).clamp_min(1.0)
         main = ((out - target) ** 2 * mask).sum(dim=(1, 2)) / denom

@@ -147,10 +147,7 @@ class Unet1D(nn.Module):
 
 
 def build_unet(in_channels: int, cfg) -> Unet1D:
-    """The U-Net from a ModelConfig (the one place its arguments come from); the width must be
-    resolved (`diffusion.config.auto_width`) before."""
-    if cfg.base_channels <= 0:
-        raise ValueError("model.base_channels is 0 (auto): resolve it from the number of training patients first")
+    """The U-Net from a ModelConfig's arguments (`diffusion.model.build_denoiser` chooses it)."""
     return Unet1D(
         in_channels,
         base_channels=cfg.base_channels,

@@ -152,6 +152,7 @@ class DPTrainer:
         self.model = GradSampleModule(_dp_view(model), batch_first=True, loss_reduction="sum").train()
         # GradSampleModule forwards only submodules; training_losses reads this flag off the model it is given
         self.model.self_condition = getattr(model, "self_condition", False)
+        self.model.takes_visits = getattr(model, "takes_visits", False)
         self.generator = torch.Generator(device=next(model.parameters()).device)
         if seed is None:
             self.generator.seed()

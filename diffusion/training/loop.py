@@ -39,6 +39,7 @@ from diffusion.config import TrainConfig
 from diffusion.data.split import split_validation
 from diffusion.encoding import Encoded
 from diffusion.model.schedule import GaussianDiffusion
+from diffusion.training.buckets import LengthBuckets
 from diffusion.training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from diffusion.training.ema import EMA
 from diffusion.training.parallel import Group, pick_device
@@ -141,10 +142,19 @@ class TrainLoop:
         self.plan = planned_steps(cfg, len(self.train_data))
         self.x = torch.from_numpy(self.train_data.x).to(self.device)
         self.mask = torch.from_numpy(self.train_data.mask).to(self.device)
+        self.visits = torch.from_numpy(self.train_data.visits()).to(self.device)
+        self.lengths = torch.from_numpy(self.train_data.lengths).to(self.device)
+        self.crop = bool(getattr(model, "takes_visits", False))  # padding changes nothing such a network computes
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.ema = EMA(self.model, cfg.ema_decay)
         self.gen = torch.Generator().manual_seed(seed + 7919 * self.group.rank)  # each rank draws its own share of the batch
         self.batch = math.ceil(min(cfg.batch_size, self.x.shape[0]) / self.group.size)
+        # a network that sees only the visits trains on batches of similar length (Poisson batches under DP)
+        self.buckets = (
+            LengthBuckets(self.train_data.lengths, self.batch, seed + 7919 * self.group.rank)
+            if self.crop and not cfg.dp
+            else None
+        )
         self.update = (
             DPUpdate(self.model, self.optimizer, cfg, n=len(self.train_data), steps=self.plan, seed=seed)
             if cfg.dp
@@ -199,16 +209,22 @@ class TrainLoop:
         return _EARLY[self.group.agree(code, self.device)]
 
     def run_step(self) -> float:
-        """Draw a batch, noise it, take one update and move the EMA; the step's learning rate."""
-        idx = self.update.indices(self.x.shape[0], self.batch, self.gen).to(self.device)
+        """Draw a batch, noise it, take one update and move the EMA; the step's learning rate.
+        For a network that sees only the visits, the batch is cut to its longest patient."""
+        if self.buckets is not None:
+            idx = torch.from_numpy(self.buckets.indices(self.step)).to(self.device)
+        else:
+            idx = self.update.indices(self.x.shape[0], self.batch, self.gen).to(self.device)
+        cut = int(self.lengths[idx].max()) if self.crop and idx.numel() else self.x.shape[2]
+        x0, mask, visits = self.x[idx, :, :cut], self.mask[idx, :, :cut], self.visits[idx, :cut]
         t = torch.randint(0, self.diffusion.steps, (idx.shape[0],), generator=self.gen).to(self.device)
-        noise = torch.randn((idx.shape[0], *self.x.shape[1:]), generator=self.gen).to(self.device)
+        noise = torch.randn(tuple(x0.shape), generator=self.gen).to(self.device)
         lr = self.anneal_lr()
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             self_cond = (
                 torch.rand(idx.shape[0], generator=self.gen).to(self.device) < 0.5
             )  # half with a first estimate, half without
-            losses = self.diffusion.training_losses(self.net, self.x[idx], t, self.mask[idx], noise, self_cond)
+            losses = self.diffusion.training_losses(self.net, x0, t, mask, noise, self_cond, visits=visits)
         loss = float(self.update.optimize(losses, self.running).detach())
         self.ema.update(self.model, self.step)
         self.step += 1

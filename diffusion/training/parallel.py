@@ -57,6 +57,7 @@ class Group:
 
         net = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
         net.self_condition = getattr(model, "self_condition", False)  # the loss asks the network; DDP does not pass attributes on
+        net.takes_visits = getattr(model, "takes_visits", False)
         return net
 
     def generator_states(self, gen: torch.Generator) -> list[torch.Tensor | None]:

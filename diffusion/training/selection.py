@@ -22,9 +22,10 @@ def validation_loss(
         for start in range(0, len(data), batch):
             x0 = torch.from_numpy(data.x[start : start + batch])
             mask = torch.from_numpy(data.mask[start : start + batch])
+            visits = torch.from_numpy(data.visits()[start : start + batch]).to(device)
             t = torch.randint(0, diffusion.steps, (x0.shape[0],), generator=gen)
             noise = torch.randn(x0.shape, generator=gen)
-            loss = diffusion.training_losses(model, x0.to(device), t.to(device), mask.to(device), noise.to(device))
+            loss = diffusion.training_losses(model, x0.to(device), t.to(device), mask.to(device), noise.to(device), visits=visits)
             total += float(loss.sum())
             count += x0.shape[0]
     return total / max(count, 1)
