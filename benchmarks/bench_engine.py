@@ -2,6 +2,7 @@
 
     python benchmarks/bench_engine.py [--cohorts all|pbc,cgd,...] [--minutes 10] [--seed 0]
         [--engine NAME=CONFIG.yaml | NAME=folders:DIR | NAME=][|KEY=VALUE;...] ... [--save DIR] [--out DIR]
+    python benchmarks/bench_engine.py --tables RUN1/bench_engine.csv RUN2/bench_engine.csv [--out DIR]
 
 Cohorts: the bundled PBC, every cohort of benchmarks/cohorts.py (public data) and the simulated
 long and large cohorts of benchmarks/simulated.py. For each cohort and engine the extract is
@@ -19,7 +20,8 @@ cohort, engine and decoding: the battery's real-vs-real floor, its AUC and each 
 mean stay-rate and lag-1 differences, MIA and DCR share with their 95% intervals, training
 steps/s and minutes, sampling patients/s, and whether the pipeline would release it (or the
 gates that blocked). With --out, the table as CSV and JSON and a figure (AUC above the floor
-per cohort and engine) land there.
+per cohort and engine) land there. `--tables` reads such CSVs back (e.g. one run per engine, or
+one per commit) and prints, summarises and plots them together, training nothing.
 """
 
 from __future__ import annotations
@@ -159,7 +161,12 @@ def main() -> None:
     ap.add_argument("--engine", action="append", default=[], metavar="NAME=SPEC")
     ap.add_argument("--save", help="save each trained model folder under SAVE/<engine>/<cohort>")
     ap.add_argument("--out", help="write the table (CSV, JSON) and the figure here")
+    ap.add_argument(
+        "--tables", nargs="+", metavar="CSV", help="no training: print, summarise and plot earlier runs' tables together"
+    )
     args = ap.parse_args()
+    if args.tables:
+        return merged(args.tables, Path(args.out) if args.out else None)
 
     from diffusion.config import Config
     from diffusion.data.schema import Schema
@@ -189,24 +196,46 @@ def main() -> None:
             for way, row in rows.items():
                 row = {"cohort": name, "engine": engine, "decoding": way, **row, **timing}
                 table.append(row)
-                cells = "".join(f" {(fmt.format(row[k]) if k in row else '-'):>9}" for k, _, fmt in COLUMNS)
-                print(f"{name:<12}{engine:<10}{way:<11}{cells}", flush=True)
+                print_row(row)
     summarise(table)
     if args.out:
         write(table, Path(args.out))
 
 
+def print_row(row: dict) -> None:
+    cells = "".join(f" {(fmt.format(row[k]) if k in row else '-'):>9}" for k, _, fmt in COLUMNS)
+    print(f"{row['cohort']:<12}{row['engine']:<10}{row['decoding']:<11}{cells}", flush=True)
+
+
 def summarise(table: list[dict]) -> None:
-    """Per engine and decoding: median and worst AUC above the floor over the cohorts."""
+    """Per engine and decoding: median and worst AUC above the floor over the cohorts, the releases,
+    and how many released sets hold MIA and DCR share point estimates <= 0.55."""
     print()
     keys = sorted({(r["engine"], r["decoding"]) for r in table if "auc" in r})
     for engine, way in keys:
-        gaps = [r["auc"] - r["floor"] for r in table if r.get("engine") == engine and r.get("decoding") == way and "auc" in r]
-        released = sum(r["released"] == "yes" for r in table if r.get("engine") == engine and r.get("decoding") == way)
+        rows = [r for r in table if r.get("engine") == engine and r.get("decoding") == way and "auc" in r]
+        gaps = [r["auc"] - r["floor"] for r in rows]
+        released = [r for r in rows if r["released"] == "yes"]
+        private = sum(r["mia"] <= 0.55 and r["dcr"] <= 0.55 for r in released)
         print(
             f"{engine} / {way}: AUC - floor median {np.nanmedian(gaps):.3f}, worst {np.nanmax(gaps):.3f} "
-            f"over {len(gaps)} cohorts; released {released}/{len(gaps)}"
+            f"over {len(gaps)} cohorts; released {len(released)}/{len(gaps)}, of them MIA and DCR <= 0.55: {private}"
         )
+
+
+def merged(paths: list[str], out: Path | None) -> None:
+    """Earlier runs' tables (`--out`'s bench_engine.csv) printed cohort by cohort, summarised and plotted together."""
+    import pandas as pd
+
+    frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True).dropna(subset=["auc"])
+    table = frame.to_dict("records")
+    print(f"{'cohort':<12}{'engine':<10}{'decoding':<11}" + "".join(f" {label:>9}" for _, label, _ in COLUMNS))
+    for cohort in dict.fromkeys(frame["cohort"]):
+        for row in (r for r in table if r["cohort"] == cohort):
+            print_row(row)
+    summarise(table)
+    if out is not None:
+        write(table, out)
 
 
 def write(table: list[dict], out: Path) -> None:
