@@ -149,12 +149,9 @@ class TrainLoop:
         self.ema = EMA(self.model, cfg.ema_decay)
         self.gen = torch.Generator().manual_seed(seed + 7919 * self.group.rank)  # each rank draws its own share of the batch
         self.batch = math.ceil(min(cfg.batch_size, self.x.shape[0]) / self.group.size)
-        # a network that sees only the visits trains on batches of similar length (Poisson batches under DP)
-        self.buckets = (
-            LengthBuckets(self.train_data.lengths, self.batch, seed + 7919 * self.group.rank)
-            if self.crop and not cfg.dp
-            else None
-        )
+        # a network that sees only the visits trains on batches of similar length (Poisson batches under DP);
+        # every rank plans the same global batches and takes its share, so a group trains like one process
+        self.buckets = LengthBuckets(self.train_data.lengths, cfg.batch_size, seed) if self.crop and not cfg.dp else None
         self.update = (
             DPUpdate(self.model, self.optimizer, cfg, n=len(self.train_data), steps=self.plan, seed=seed)
             if cfg.dp
@@ -212,7 +209,7 @@ class TrainLoop:
         """Draw a batch, noise it, take one update and move the EMA; the step's learning rate.
         For a network that sees only the visits, the batch is cut to its longest patient."""
         if self.buckets is not None:
-            idx = torch.from_numpy(self.buckets.indices(self.step)).to(self.device)
+            idx = torch.from_numpy(self.buckets.indices(self.step)[self.group.rank :: self.group.size]).to(self.device)
         else:
             idx = self.update.indices(self.x.shape[0], self.batch, self.gen).to(self.device)
         cut = int(self.lengths[idx].max()) if self.crop and idx.numel() else self.x.shape[2]
