@@ -258,6 +258,7 @@ def write(table: list[dict], out: Path) -> None:
     ax.axhline(0.15, color="grey", lw=0.8, ls="--")
     ax.set_ylabel("battery AUC - real-vs-real floor")
     ax.set_title("Detector battery against the holdout (lower is better)")
+    ax.legend(title="engine / decoding", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
     plt.tight_layout()
     plt.savefig(out / "bench_engine.png", dpi=120)
     print(f"Table and figure: {out}")
