@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
-import yaml
 
 from diffusion.errors import InputError
+from diffusion.yamlfile import read_yaml
 
 SOURCE_ENDINGS = (".source.yaml", ".source.yml", ".sql.yaml", ".sql.yml")
 _KEYS = {"url", "url_env", "query", "table", "order_by", "chunksize"}
@@ -77,12 +77,7 @@ class Source:
 def load_source(path: str | Path) -> Source:
     """The source file at `path`, checked (every problem in one `SourceError`)."""
     path = Path(path)
-    if not path.is_file():
-        raise SourceError(f"SQL source file {path} does not exist.")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SourceError(f"SQL source file {path} is not valid YAML ({type(exc).__name__}).") from None
+    spec = read_yaml(path, "SQL source file", SourceError)
     if not isinstance(spec, dict):
         raise SourceError(f"SQL source file {path} must be a mapping with keys url (or url_env) and query (or table).")
     problems = [f"unknown key(s) {sorted(set(spec) - _KEYS)}"] if set(spec) - _KEYS else []

@@ -19,6 +19,7 @@ FLOORS = (
     ("diffusion.errors", 0),
     ("diffusion.typed", 0),
     ("diffusion.hashing", 0),
+    ("diffusion.yamlfile", 0),
     ("diffusion.config", 1),
     ("diffusion.data", 2),
     ("diffusion.privacy", 3),

@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from diffusion.errors import InputError
+from diffusion.yamlfile import read_yaml
 
 AGGREGATES = ("mean", "last", "first", "max", "min")
 TABLES = {"measurement": "measurement_concept_id", "observation": "observation_concept_id"}
@@ -77,13 +76,7 @@ class Mapping:
 def load_mapping(path: str | Path) -> Mapping:
     """The mapping file at `path`, checked."""
     path = Path(path)
-    if not path.is_file():
-        raise MappingError(f"OMOP mapping file {path} does not exist.")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise MappingError(f"OMOP mapping file {path} is not valid YAML ({type(exc).__name__}).") from None
-    return parse_mapping(raw, source=str(path))
+    return parse_mapping(read_yaml(path, "OMOP mapping file", MappingError), source=str(path))
 
 
 def parse_mapping(raw: Any, *, source: str = "(given in code)") -> Mapping:
