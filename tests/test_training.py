@@ -215,6 +215,7 @@ def test_length_buckets_draw_every_patient_once_per_epoch_in_batches_of_similar_
     buckets = LengthBuckets(lengths, batch=32, seed=3)
     epoch = [buckets.indices(s) for s in range(buckets.per_epoch)]
     assert sorted(np.concatenate(epoch).tolist()) == list(range(1000))
+    assert min(len(b) for b in epoch) >= 30  # equal splits: no remainder batch of a patient or two
     spread = np.mean([np.ptp(lengths[b]) for b in epoch])
     random = np.mean([np.ptp(lengths[np.random.default_rng(i).choice(1000, 32)]) for i in range(50)])
     assert spread < 0.3 * random  # cut to its longest patient, a batch carries little padding

@@ -18,7 +18,8 @@ class LengthBuckets:
         self.lengths = np.asarray(lengths)
         self.batch = max(1, min(batch, len(self.lengths)))
         self.seed, self.chunk = seed, chunk
-        self.per_epoch = math.ceil(len(self.lengths) / self.batch)
+        chunks = np.array_split(np.arange(len(self.lengths)), math.ceil(len(self.lengths) / (chunk * self.batch)))
+        self.per_epoch = sum(math.ceil(len(c) / self.batch) for c in chunks)
         self._epoch: int | None = None
         self._batches: list[np.ndarray] = []
 
@@ -32,10 +33,9 @@ class LengthBuckets:
     def _plan(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
         perm = rng.permutation(len(self.lengths))
-        size = self.chunk * self.batch
         batches = []
-        for start in range(0, len(perm), size):
-            part = perm[start : start + size]
+        # equal splits, so no batch is a remainder of a patient or two (each rank of a group takes a share)
+        for part in np.array_split(perm, math.ceil(len(perm) / (self.chunk * self.batch))):
             part = part[np.argsort(self.lengths[part], kind="stable")]
-            batches += [part[j : j + self.batch] for j in range(0, len(part), self.batch)]
+            batches += np.array_split(part, math.ceil(len(part) / self.batch))
         return [batches[k] for k in rng.permutation(len(batches))]

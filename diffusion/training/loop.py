@@ -209,7 +209,9 @@ class TrainLoop:
         """Draw a batch, noise it, take one update and move the EMA; the step's learning rate.
         For a network that sees only the visits, the batch is cut to its longest patient."""
         if self.buckets is not None:
-            idx = torch.from_numpy(self.buckets.indices(self.step)[self.group.rank :: self.group.size]).to(self.device)
+            planned = self.buckets.indices(self.step)
+            share = planned[self.group.rank :: self.group.size]
+            idx = torch.from_numpy(share if len(share) else planned[:1]).to(self.device)  # never an empty batch
         else:
             idx = self.update.indices(self.x.shape[0], self.batch, self.gen).to(self.device)
         cut = int(self.lengths[idx].max()) if self.crop and idx.numel() else self.x.shape[2]
