@@ -7,15 +7,14 @@ SQL source, retrains once per changed result (the training itself stubbed: the d
 what is tested here; tests/test_ops.py runs real retraining on files)."""
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from databases import pg_database, pg_execute, pg_url
+from plumbing import run_script
 from test_pipeline import DEMO_DATA, DEMO_SCHEMA, FAST, ROOT
 
 from expectations.omop.mapping import load_mapping
@@ -55,15 +54,8 @@ PER_PERSON = "SELECT person_id, measurement_concept_id, COUNT(*) FROM {s}measure
 
 
 def run_pipeline(cwd: Path, extra_env: dict[str, str]) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_HOME", "HEALTHGYM_", "HG_", "PG"))}
-    res = subprocess.run(
-        [sys.executable, "-c", RUN, str(DEMO_DATA), str(DEMO_SCHEMA), str(MAPPING), *FAST],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**env, **extra_env, "PYTHONPATH": str(ROOT), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"},
-    )
+    drop = ("MLFLOW_", "PREFECT_HOME", "HEALTHGYM_", "HG_", "PG")
+    res = run_script(RUN, [str(DEMO_DATA), str(DEMO_SCHEMA), str(MAPPING), *FAST], cwd, timeout=900, drop=drop, env=extra_env)
     codes = dict(line.split()[1:3] for line in res.stdout.splitlines() if line.startswith("@@ "))
     return res, codes
 
@@ -178,15 +170,7 @@ def test_the_watcher_retrains_once_per_change_of_a_sql_source(tmp_path):
     with sqlite3.connect(tmp_path / "warehouse.db") as con:
         pd.read_csv(DEMO_DATA).to_sql("visits", con, index=False)
     (tmp_path / "pbc.source.yaml").write_text("url: sqlite:///warehouse.db\ntable: visits\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_HOME", "HEALTHGYM_"))}
-    res = subprocess.run(
-        [sys.executable, "-c", WATCH, str(tmp_path / "pbc.source.yaml"), str(DEMO_SCHEMA)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**env, "PYTHONPATH": str(ROOT), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"},
-    )
+    res = run_script(WATCH, [str(tmp_path / "pbc.source.yaml"), str(DEMO_SCHEMA)], tmp_path, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.split("RESULT ", 1)[1])
     assert out["submitted"] == 0 and out["ticks"] == [1, 0, 1, 0]  # the submission and the watched source: one result

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from plumbing import OPEN_GATES, flags
+from plumbing import OPEN_GATES, flags, run_script
 from test_pipeline import ROOT, healthgym, registered_versions
 
 TOY = [
@@ -129,15 +129,7 @@ def ops(tmp_path_factory):
     flows in one process too). tests/test_pipeline.py releases from a new process."""
     cwd = tmp_path_factory.mktemp("ops")
     data, schema = write_toy(cwd)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_HOME", "HEALTHGYM_"))}
-    res = subprocess.run(
-        [sys.executable, "-c", TRAIN_THREE, str(data), str(schema), *TOY],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**env, "PYTHONPATH": str(ROOT), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"},
-    )
+    res = run_script(TRAIN_THREE, [str(data), str(schema), *TOY], cwd, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     out = {"cwd": cwd, "data": data}
     chunk = res.stdout
@@ -283,15 +275,7 @@ def test_an_arriving_extract_retrains_once_and_a_broken_one_changes_nothing(tmp_
     data, schema = write_toy(tmp_path / "extracts")
     write_toy(tmp_path / "extracts", broken=True, name="broken.csv")
     overrides = [a for a in TOY if a != "--set"] + ["train.max_steps=20"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_HOME", "HEALTHGYM_"))}
-    res = subprocess.run(
-        [sys.executable, "-c", WATCH, *overrides],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**env, "PYTHONPATH": str(ROOT), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"},
-    )
+    res = run_script(WATCH, overrides, tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.split("RESULT ", 1)[1])
     fp = sha256(data)

@@ -16,7 +16,7 @@ from diffusion.data.labels import as_binary, as_labels
 from diffusion.data.schema import Column, Schema
 from diffusion.encoding import fit_state, repeats
 from diffusion.encoding.calibration import STEPS, Report, Step, calibrate
-from diffusion.encoding.frames import gaps, prepare, restore_dtypes
+from diffusion.encoding.frames import gaps, prepare, restore_dtypes, row_values
 from diffusion.encoding.layout import (
     GAP,
     LENGTH,
@@ -67,7 +67,6 @@ class TrajectoryEncoder:
             self.schema, df, patient_levels=self.patient_levels, deviations=self.deviations, k=self.k
         )
         self.state.repeats = repeats.chosen(df, self.schema, self.repeat_share)
-        self.__dict__.pop("channels", None)
         self.state.discrete_scale = self.discrete_scale if self.discrete_scale > 0 else self._matched_discrete_scale(df)
         self.decoding = Decoding()
         return self
@@ -202,7 +201,7 @@ class TrajectoryEncoder:
 
     def _encode_repeat(self, rows: "_Rows", ch: int, name: str) -> None:
         """+/- discrete scale: the visit repeats (or not) the previous visit's value; known where both are recorded."""
-        same, known = repeats.same_as_previous(*repeats.row_values(rows.df, self.schema, name), rows.pos == 0)
+        same, known = repeats.same_as_previous(*row_values(rows.df, self.schema, name), rows.pos == 0)
         rows.put(ch, np.where(same, 1.0, -1.0) * self.state.discrete_scale, known, static=False)
 
     def _encode_column(self, rows: "_Rows", ch: int, name: str, kind: str, colname: str) -> None:

@@ -13,7 +13,7 @@ import pandas as pd
 from diffusion.data import lagstats
 from diffusion.data.labels import as_binary, as_labels
 from diffusion.data.schema import Schema
-from diffusion.encoding.frames import gaps
+from diffusion.encoding.frames import gaps, row_values
 from diffusion.encoding.layout import GAP, pooled_counts
 from diffusion.encoding.levels import DeviationCoding, Deviations
 from diffusion.encoding.numeric import NumberCodec, marginal_knots
@@ -23,11 +23,9 @@ from diffusion.encoding.switching import representatives
 
 def scaled_rows(df: pd.DataFrame, schema: Schema, name: str, codec: NumberCodec) -> tuple[np.ndarray, np.ndarray]:
     """A temporal number (or the gap) per row, scaled, and where it is present."""
+    v, ok = row_values(df, schema, name)
     if name == GAP:
-        ok = (df.groupby(schema.id, sort=False).cumcount() > 0).to_numpy()
-        return codec.scale(np.maximum(gaps(df, schema), 1e-12)), ok
-    v = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
-    ok = np.isfinite(v)
+        return codec.scale(np.maximum(v, 1e-12)), ok
     return codec.scale(np.where(ok, v, codec.vmin)), ok
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from diffusion.data.schema import Schema
+from diffusion.encoding.layout import GAP
 from diffusion.encoding.state import EncoderState
 from diffusion.errors import InputError
 
@@ -36,6 +37,15 @@ def gaps(df: pd.DataFrame, schema: Schema) -> np.ndarray:
     out = np.diff(t, prepend=t[:1] if len(t) else t)
     out[(df.groupby(schema.id, sort=False).cumcount() == 0).to_numpy()] = 0.0
     return out
+
+
+def row_values(df: pd.DataFrame, schema: Schema, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A temporal number (or GAP, the gap since the previous visit) per row of a prepared
+    extract, and where it is recorded (the gap: from each patient's second visit)."""
+    if name == GAP:
+        return gaps(df, schema), (df.groupby(schema.id, sort=False).cumcount() > 0).to_numpy()
+    v = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
+    return v, np.isfinite(v)
 
 
 def restore_dtypes(frame: pd.DataFrame, state: EncoderState, schema: Schema) -> pd.DataFrame:

@@ -14,16 +14,8 @@ import numpy as np
 import pandas as pd
 
 from diffusion.data.schema import Schema
-from diffusion.encoding.frames import gaps
+from diffusion.encoding.frames import row_values
 from diffusion.encoding.layout import GAP
-
-
-def row_values(df: pd.DataFrame, schema: Schema, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A temporal number (or the gap) per row of a prepared extract, and where it is recorded."""
-    if name == GAP:
-        return gaps(df, schema), (df.groupby(schema.id, sort=False).cumcount() > 0).to_numpy()
-    v = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
-    return v, np.isfinite(v)
 
 
 def same_as_previous(v: np.ndarray, ok: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from diffusion.config import SamplingConfig
-from diffusion.model.schedule import SELF_COND_BOUND, GaussianDiffusion
+from diffusion.model.schedule import SELF_COND_BOUND, GaussianDiffusion, visit_kwargs
 
 DEFAULT = SamplingConfig()  # the one declaration of each default (`diffusion.config`)
 METHODS = ("ddim", "ddpm", "dpmpp2m")
@@ -68,7 +68,7 @@ def sample_loop(
     x = torch.randn(shape, generator=gen).to(device)
     abar = diffusion.alphas_cumprod
     seq = logsnr_steps(abar, steps) if method == "dpmpp2m" else respaced_steps(diffusion.steps, steps)
-    extra = {"visits": visits.to(device)} if visits is not None and getattr(model, "takes_visits", False) else {}
+    extra = visit_kwargs(model, None if visits is None else visits.to(device))
     project = _Projection(shape[1], clip, static_channels, known, device, extra.get("visits"))
     self_condition = bool(getattr(model, "self_condition", False))
     x_self = torch.zeros(shape, device=device) if self_condition else None

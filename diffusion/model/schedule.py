@@ -31,6 +31,11 @@ DEFAULT = DiffusionConfig()  # the one declaration of each default (`diffusion.c
 SELF_COND_BOUND = 5.0  # the x0 estimate a self-conditioned network is shown is cut to this range
 
 
+def visit_kwargs(model, visits: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """`{"visits": visits}` for a network that takes them (`takes_visits`), else nothing."""
+    return {"visits": visits} if visits is not None and getattr(model, "takes_visits", False) else {}
+
+
 class GaussianDiffusion:
     """DDPM forward process; the network predicts the noise ("eps") or the velocity ("v")."""
 
@@ -91,7 +96,7 @@ class GaussianDiffusion:
             noise = torch.randn_like(x0)
         a = self.abar(t, x0)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        extra = {"visits": visits} if visits is not None and getattr(model, "takes_visits", False) else {}
+        extra = visit_kwargs(model, visits)
         if getattr(model, "self_condition", False):
             with torch.no_grad():
                 first, _ = self.x0_and_eps(model(x_t, t, **extra).float(), x_t, a)

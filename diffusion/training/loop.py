@@ -142,7 +142,6 @@ class TrainLoop:
         self.plan = planned_steps(cfg, len(self.train_data))
         self.x = torch.from_numpy(self.train_data.x).to(self.device)
         self.mask = torch.from_numpy(self.train_data.mask).to(self.device)
-        self.visits = torch.from_numpy(self.train_data.visits()).to(self.device)
         self.lengths = torch.from_numpy(self.train_data.lengths).to(self.device)
         self.crop = bool(getattr(model, "takes_visits", False))  # padding changes nothing such a network computes
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -215,7 +214,8 @@ class TrainLoop:
         else:
             idx = self.update.indices(self.x.shape[0], self.batch, self.gen).to(self.device)
         cut = int(self.lengths[idx].max()) if self.crop and idx.numel() else self.x.shape[2]
-        x0, mask, visits = self.x[idx, :, :cut], self.mask[idx, :, :cut], self.visits[idx, :cut]
+        x0, mask = self.x[idx, :, :cut], self.mask[idx, :, :cut]
+        visits = torch.arange(cut, device=self.device)[None, :] < self.lengths[idx, None]
         t = torch.randint(0, self.diffusion.steps, (idx.shape[0],), generator=self.gen).to(self.device)
         noise = torch.randn(tuple(x0.shape), generator=self.gen).to(self.device)
         lr = self.anneal_lr()

@@ -18,11 +18,12 @@ def validation_loss(
     gen = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     reps = max(1, 256 // max(1, len(data)))  # small validation sets are scored at several t each
+    all_visits = torch.from_numpy(data.visits())
     for _ in range(reps):
         for start in range(0, len(data), batch):
             x0 = torch.from_numpy(data.x[start : start + batch])
             mask = torch.from_numpy(data.mask[start : start + batch])
-            visits = torch.from_numpy(data.visits()[start : start + batch]).to(device)
+            visits = all_visits[start : start + batch].to(device)
             t = torch.randint(0, diffusion.steps, (x0.shape[0],), generator=gen)
             noise = torch.randn(x0.shape, generator=gen)
             loss = diffusion.training_losses(model, x0.to(device), t.to(device), mask.to(device), noise.to(device), visits=visits)
