@@ -157,7 +157,7 @@ class TrainConfig:
 @dataclass
 class SamplingConfig:
     # dpmpp2m: DPM-Solver++(2M), deterministic, a second-order step from the last two x0 estimates,
-    # so 20 steps match DDIM's 100 at a fifth of the network calls; ddim / ddpm: the respaced chain
+    # so few network calls suffice (docs/decisions.md compares it with DDIM); ddim / ddpm: the respaced chain
     method: Literal["ddim", "ddpm", "dpmpp2m"] = "dpmpp2m"
     steps: int = 20  # sampling steps (ddpm uses the full chain when steps >= diffusion.steps)
     # DDIM stochasticity: 0 is deterministic DDIM, 1 is ancestral (DDPM) noise on the respaced
