@@ -112,6 +112,10 @@ class TrainConfig:
     # ... and at most this many passes over the training patients: a diffusion model trained on
     # few patients for many thousands of passes reproduces them
     max_epochs: float = 1000.0
+    # ... but at least this many steps (never beyond max_steps): a denoiser needs a few thousand
+    # updates to learn a trajectory's shape whatever the cohort's size; the extra passes this gives
+    # a small cohort are watched by the validation loss and the memorisation probe
+    min_steps: int = 3000
     # a safety cap only: training stops on its own (patience, max_steps, max_epochs), and a run
     # that the clock stops is not reproducible (how far it got depends on the machine's load)
     max_minutes: float = 8.0
@@ -347,8 +351,8 @@ def _check(obj: Any, prefix: str) -> None:
         if obj.steps < 1:
             problems.append("sampling.steps must be at least 1")
     if isinstance(obj, TrainConfig):
-        if obj.batch_size < 1 or obj.max_steps < 1:
-            problems.append("train.batch_size and train.max_steps must be positive")
+        if obj.batch_size < 1 or obj.max_steps < 1 or obj.min_steps < 0:
+            problems.append("train.batch_size and train.max_steps must be positive, train.min_steps at least 0")
         if obj.max_minutes <= 0:
             problems.append("train.max_minutes must be positive")
         if not 0 <= obj.validation_fraction < 0.5:

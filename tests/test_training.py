@@ -190,10 +190,17 @@ def test_the_memorisation_probe_tells_copies_from_fresh_patients():
 
 
 def test_the_plan_caps_passes_over_small_cohorts_and_the_same_seed_reproduces():
-    from diffusion.training.loop import planned_steps
+    from diffusion.training.loop import StopReason, plan_reason, planned_steps
 
-    cfg = Config().with_overrides(["train.max_epochs=100", "train.batch_size=64"]).train
+    cfg = Config().with_overrides(["train.max_epochs=100", "train.batch_size=64", "train.min_steps=0"]).train
     assert planned_steps(cfg, 32) == 100 and planned_steps(cfg, 6400) == 10000
+    assert plan_reason(cfg, 32) == StopReason.MAX_EPOCHS
+    # a floor of steps lifts a small cohort's plan above its passes, never above max_steps
+    floored = Config().with_overrides(["train.max_epochs=100", "train.batch_size=64", "train.min_steps=500"]).train
+    assert planned_steps(floored, 32) == 500 and plan_reason(floored, 32) == StopReason.MIN_STEPS
+    assert planned_steps(floored, 6400) == 10000 and plan_reason(floored, 6400) == StopReason.MAX_EPOCHS
+    capped = Config().with_overrides(["train.min_steps=500", "train.max_steps=300"]).train
+    assert planned_steps(capped, 32) == 300 and plan_reason(capped, 32) == StopReason.MAX_STEPS
     df, schema = ar1_cohort(n=48, length=5)
     over = SMALL + [
         "model.base_channels=8",

@@ -27,6 +27,7 @@ LEGACY_DEFAULTS = {
     "model.kind": "unet",  # folders saved before the engine was a setting hold U-Net weights
     "encoding.repeat_share": 0.0,  # ... and an encoder without repeat channels
     "encoding.calibrate": False,
+    "train.min_steps": 0,  # ... and planned by passes alone
     "pipeline.min_holdout_patients": 0,  # so a release re-draws the holdout the folder's model never saw
 }
 

@@ -56,6 +56,7 @@ class StopReason(enum.StrEnum):
 
     MAX_STEPS = "max_steps"  # the planned steps were max_steps
     MAX_EPOCHS = "max_epochs"  # the planned steps were max_epochs passes, fewer than max_steps
+    MIN_STEPS = "min_steps"  # the planned steps were min_steps, more than max_epochs passes
     PATIENCE = "patience"  # `patience` checks without a better checkpoint
     TIME = "time"  # the max_minutes safety cap
 
@@ -88,10 +89,21 @@ class TrainResult:
         return dict(self.__dict__)
 
 
+def _epoch_steps(cfg: TrainConfig, patients: int) -> int:
+    """The steps of max_epochs passes over `patients`."""
+    return math.ceil(cfg.max_epochs * patients / max(1, min(cfg.batch_size, patients)))
+
+
 def planned_steps(cfg: TrainConfig, patients: int) -> int:
-    """max_steps, or fewer when max_epochs passes over `patients` come first."""
-    batch = max(1, min(cfg.batch_size, patients))
-    return max(1, min(cfg.max_steps, math.ceil(cfg.max_epochs * patients / batch)))
+    """max_epochs passes over `patients`, but at least min_steps and at most max_steps."""
+    return max(1, min(cfg.max_steps, max(cfg.min_steps, _epoch_steps(cfg, patients))))
+
+
+def plan_reason(cfg: TrainConfig, patients: int) -> StopReason:
+    """Which bound set the plan of `planned_steps`: max_steps, min_steps or max_epochs."""
+    if planned_steps(cfg, patients) == cfg.max_steps:
+        return StopReason.MAX_STEPS
+    return StopReason.MIN_STEPS if _epoch_steps(cfg, patients) < cfg.min_steps else StopReason.MAX_EPOCHS
 
 
 def train(
@@ -179,7 +191,7 @@ class TrainLoop:
         self.start = time.monotonic()
         bar = self.progress_bar()
         self.model.train()
-        stopped_by = StopReason.MAX_STEPS if self.plan == self.cfg.max_steps else StopReason.MAX_EPOCHS
+        stopped_by = plan_reason(self.cfg, len(self.train_data))
         while self.step < self.plan:
             early = self.early_stop()
             if early is not None:
