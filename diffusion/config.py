@@ -112,10 +112,11 @@ class TrainConfig:
     # ... and at most this many passes over the training patients: a diffusion model trained on
     # few patients for many thousands of passes reproduces them
     max_epochs: float = 1000.0
-    # ... but at least this many steps (never beyond max_steps): a denoiser needs a few thousand
-    # updates to learn a trajectory's shape whatever the cohort's size; the extra passes this gives
-    # a small cohort are watched by the validation loss and the memorisation probe
-    min_steps: int = 3000
+    # ... but at least this many steps (never beyond max_steps; 0: no floor): more updates for a
+    # small cohort, whose passes are few steps each, watched by the validation loss and the
+    # memorisation probe; off by default, since it sharpens some small cohorts and makes others
+    # memorise (docs/decisions.md)
+    min_steps: int = 0
     # a safety cap only: training stops on its own (patience, max_steps, max_epochs), and a run
     # that the clock stops is not reproducible (how far it got depends on the machine's load)
     max_minutes: float = 8.0

@@ -90,9 +90,12 @@ def test_planned_steps_spend_the_target_epsilon_and_no_more():
         trainer.step(None)
 
 
-@pytest.mark.parametrize("kind,self_condition", [("unet", False), ("unet", True), ("transformer", True)])
-def test_per_sample_gradients_equal_one_patient_at_a_time(kind, self_condition):
-    model = tiny_unet(randomize=True, self_condition=self_condition, kind=kind)
+@pytest.mark.parametrize(
+    "kind,self_condition,position",
+    [("unet", False, False), ("unet", True, False), ("transformer", True, False), ("transformer", True, True)],
+)
+def test_per_sample_gradients_equal_one_patient_at_a_time(kind, self_condition, position):
+    model = tiny_unet(randomize=True, self_condition=self_condition, kind=kind, position=position)
     trainer = make_trainer(model, noise_multiplier=1.0)
     diffusion = GaussianDiffusion(steps=100, prediction="v")
     g = torch.Generator().manual_seed(1)
@@ -227,6 +230,6 @@ def test_resumed_trainer_continues_the_accounting():
     assert torch.equal(resumed.generator.get_state(), first.generator.get_state())
 
 
-def test_position_features_are_refused():
+def test_the_unets_shared_position_features_are_refused():
     with pytest.raises(ValueError, match="position"):
         make_trainer(tiny_unet(position=True))

@@ -31,8 +31,9 @@ def test_any_length_gives_the_input_shape(length):
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
-def test_padding_after_the_last_visit_never_reaches_a_visit():
-    net = random_net(self_condition=True)
+@pytest.mark.parametrize("position", [False, True])
+def test_padding_after_the_last_visit_never_reaches_a_visit(position):
+    net = random_net(self_condition=True, position=position)
     lengths = torch.tensor([3, 9, 1, 12])
     visits = torch.from_numpy(visit_mask(lengths.numpy(), 12))
     x, x_self, t = torch.randn(4, C, 12), torch.randn(4, C, 12), torch.tensor([5, 50, 500, 900])
@@ -53,6 +54,15 @@ def test_the_order_of_visits_matters():
     forward = net(x, t)
     backward = net(x.flip(-1), t).flip(-1)
     assert not torch.allclose(forward, backward, atol=1e-3)  # attention alone would be permutation-equivariant
+
+
+@pytest.mark.parametrize("position", [False, True])
+def test_only_the_visit_index_tells_interior_visits_apart(position):
+    net = random_net(position=position)  # depth 2, kernel 3: a visit 3 or more from either end sees no edge
+    x = torch.randn(1, C, 1).expand(1, C, 16).contiguous()  # every visit alike
+    out = net(x, torch.tensor([100]), visits=torch.ones(1, 16, dtype=torch.bool))
+    interior = out[0, :, 3:13]
+    assert torch.allclose(interior, interior[:, :1].expand_as(interior), atol=1e-5) != position
 
 
 def test_the_noise_level_conditions_the_output():

@@ -24,5 +24,6 @@ def build_denoiser(in_channels: int, cfg) -> nn.Module:
             dropout=cfg.dropout,
             time_embed_dim=cfg.time_embed_dim,
             self_condition=cfg.self_condition,
+            position=cfg.position,
         )
     raise ValueError(f"unknown model.kind {cfg.kind!r} (unet or transformer)")

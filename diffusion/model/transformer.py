@@ -90,6 +90,7 @@ class VisitTransformer(nn.Module):
         dropout: float = 0.0,
         time_embed_dim: int = 64,
         self_condition: bool = False,
+        position: bool = False,
     ):
         super().__init__()
         while width % heads:
@@ -101,6 +102,9 @@ class VisitTransformer(nn.Module):
         emb = 4 * time_embed_dim
         self.time_mlp = nn.Sequential(nn.Linear(time_embed_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.embed = nn.Linear(in_channels * (2 if self_condition else 1), width)
+        # the visit's index, sinusoidal, added to its token: attention alone cannot tell a first
+        # visit from a later one. Taken per patient ([B, L, .]), so DP-SGD's per-sample gradients cover it
+        self.visit_index = nn.Linear(time_embed_dim, width) if position else None
         self.blocks = nn.ModuleList([Block(width, heads, emb, dropout) for _ in range(depth)])
         self.norm = nn.LayerNorm(width, elementwise_affine=False)
         self.film = nn.Linear(emb, 2 * width)
@@ -120,6 +124,9 @@ class VisitTransformer(nn.Module):
             keys[:, 0] = True
         emb = F.silu(self.time_mlp(timestep_embedding(t, self.time_embed_dim)))
         h = self.embed(x.transpose(1, 2))  # [B, L, width]
+        if self.visit_index is not None:
+            index = timestep_embedding(torch.arange(x.shape[-1], device=x.device), self.time_embed_dim)
+            h = h + self.visit_index(index.to(h.dtype).expand(x.shape[0], -1, -1))
         for block in self.blocks:
             h = block(h, emb, keys)
         shift, scale = self.film(emb)[:, None, :].chunk(2, dim=-1)
