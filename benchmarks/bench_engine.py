@@ -1,6 +1,6 @@
 """The engine's yardstick: every benchmark cohort, judged by the detector battery, one table.
 
-    python benchmarks/bench_engine.py [--cohorts all|pbc,cgd,...] [--minutes 10] [--seed 0]
+    python benchmarks/bench_engine.py [--cohorts all|pbc,cgd,...] [--minutes 10] [--seeds 0[,1,...]]
         [--engine NAME=CONFIG.yaml | NAME=folders:DIR | NAME=][|KEY=VALUE;...] ... [--save DIR] [--out DIR]
     python benchmarks/bench_engine.py --tables RUN1/bench_engine.csv RUN2/bench_engine.csv [--out DIR]
 
@@ -22,6 +22,11 @@ steps/s and minutes, sampling patients/s, and whether the pipeline would release
 gates that blocked). With --out, the table as CSV and JSON and a figure (AUC above the floor
 per cohort and engine) land there. `--tables` reads such CSVs back (e.g. one run per engine, or
 one per commit) and prints, summarises and plots them together, training nothing.
+
+With several `--seeds`, each seed draws its own holdout split and trains anew: on cohorts of a few
+dozen patients one seed's AUC moves by 0.1 or more, so the summary also gives, for each engine
+against the first, the paired difference of (AUC - floor) over every cohort and seed: its mean,
+standard error and how many pairs it lowered or raised.
 """
 
 from __future__ import annotations
@@ -157,7 +162,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cohorts", default="all")
     ap.add_argument("--minutes", type=float, default=10.0, help="most minutes of training per cohort and engine")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", "--seed", default="0", help="comma-separated seeds: each splits and trains anew")
     ap.add_argument("--engine", action="append", default=[], metavar="NAME=SPEC")
     ap.add_argument("--save", help="save each trained model folder under SAVE/<engine>/<cohort>")
     ap.add_argument("--out", help="write the table (CSV, JSON) and the figure here")
@@ -179,24 +184,26 @@ def main() -> None:
     table: list[dict] = []
     header = f"{'cohort':<12}{'engine':<10}{'decoding':<11}" + "".join(f" {label:>9}" for _, label, _ in COLUMNS)
     print(header, flush=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
     for name in names:
         data, schema_path = cohort_files(name, work)
         schema, df = Schema.load(schema_path), read_extract(data)
         pipe = Config().pipeline
-        train, holdout = split_patients(df, schema.id, pipe.holdout_fraction, args.seed, pipe.min_holdout_patients)
-        for engine, spec in engines.items():
-            save = Path(args.save) / engine if args.save else None
-            try:
-                model, timing = _engine_model(spec, name, train, schema, args.minutes, args.seed, save)
-                rows = judge(model, train, holdout, args.seed)
-            except Exception as exc:  # noqa: BLE001 - one cohort's failure is a row of the table, not the end
-                print(f"{name:<12}{engine:<10}failed: {type(exc).__name__}: {exc}", flush=True)
-                table.append({"cohort": name, "engine": engine, "decoding": "-", "error": f"{type(exc).__name__}: {exc}"})
-                continue
-            for way, row in rows.items():
-                row = {"cohort": name, "engine": engine, "decoding": way, **row, **timing}
-                table.append(row)
-                print_row(row)
+        for seed in seeds:
+            train, holdout = split_patients(df, schema.id, pipe.holdout_fraction, seed, pipe.min_holdout_patients)
+            for engine, spec in engines.items():
+                save = Path(args.save) / engine / (f"seed{seed}" if len(seeds) > 1 else "") if args.save else None
+                try:
+                    model, timing = _engine_model(spec, name, train, schema, args.minutes, seed, save)
+                    rows = judge(model, train, holdout, seed)
+                except Exception as exc:  # noqa: BLE001 - one cohort's failure is a row of the table, not the end
+                    print(f"{name:<12}{engine:<10}failed: {type(exc).__name__}: {exc}", flush=True)
+                    table.append({"cohort": name, "engine": engine, "seed": seed, "decoding": "-", "error": str(exc)})
+                    continue
+                for way, row in rows.items():
+                    row = {"cohort": name, "engine": engine, "seed": seed, "decoding": way, **row, **timing}
+                    table.append(row)
+                    print_row(row)
     summarise(table)
     if args.out:
         write(table, Path(args.out))
@@ -204,7 +211,8 @@ def main() -> None:
 
 def print_row(row: dict) -> None:
     cells = "".join(f" {(fmt.format(row[k]) if k in row else '-'):>9}" for k, _, fmt in COLUMNS)
-    print(f"{row['cohort']:<12}{row['engine']:<10}{row['decoding']:<11}{cells}", flush=True)
+    cohort = row["cohort"] if _seed(row) == 0 else f"{row['cohort']}/{_seed(row)}"
+    print(f"{cohort:<12}{row['engine']:<10}{row['decoding']:<11}{cells}", flush=True)
 
 
 def summarise(table: list[dict]) -> None:
@@ -219,8 +227,35 @@ def summarise(table: list[dict]) -> None:
         private = sum(r["mia"] <= 0.55 and r["dcr"] <= 0.55 for r in released)
         print(
             f"{engine} / {way}: AUC - floor median {np.nanmedian(gaps):.3f}, worst {np.nanmax(gaps):.3f} "
-            f"over {len(gaps)} cohorts; released {len(released)}/{len(gaps)}, of them MIA and DCR <= 0.55: {private}"
+            f"over {len(gaps)} cohort runs; released {len(released)}/{len(gaps)}, of them MIA and DCR <= 0.55: {private}"
         )
+    engines = list(dict.fromkeys(r["engine"] for r in table if "auc" in r))  # the first one given is the reference
+    for way in sorted({w for _, w in keys}):
+        for engine in engines[1:]:
+            d = paired_gaps(table, engines[0], engine, way)
+            if len(d):
+                se = np.std(d, ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+                print(
+                    f"{engine} - {engines[0]} / {way}: AUC - floor {np.mean(d):+.3f} (standard error {se:.3f}) over "
+                    f"{len(d)} paired cohort runs; lower in {int(np.sum(d < 0))}, higher in {int(np.sum(d > 0))}"
+                )
+
+
+def _seed(row: dict) -> int:
+    """The row's seed; 0 for tables written before rows carried one."""
+    seed = row.get("seed", 0)
+    return 0 if seed is None or seed != seed else int(seed)  # seed != seed: NaN from a table without the column
+
+
+def paired_gaps(table: list[dict], reference: str, engine: str, way: str) -> np.ndarray:
+    """(AUC - floor) of `engine` minus that of `reference`, for every (cohort, seed) both have with decoding `way`."""
+
+    def gaps(name: str) -> dict[tuple, float]:
+        rows = (r for r in table if r.get("engine") == name and r.get("decoding") == way and "auc" in r)
+        return {(r["cohort"], _seed(r)): r["auc"] - r["floor"] for r in rows}
+
+    ref, new = gaps(reference), gaps(engine)
+    return np.array([new[k] - ref[k] for k in sorted(ref.keys() & new.keys())], dtype=float)
 
 
 def merged(paths: list[str], out: Path | None) -> None:

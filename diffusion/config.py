@@ -38,8 +38,9 @@ class ModelConfig:
     # self-conditioning (Chen et al., Analog Bits): the network also sees its previous x0 estimate,
     # which settles missingness and labels consistently with the numbers (docs/decisions.md)
     self_condition: bool = True
-    # the visit index as an input feature: off, since absolute position helps the network place
-    # individual training patients' visits (more memorisation, docs/decisions.md)
+    # the visit index as an input feature (U-Net: features over the time axis, refused under DP;
+    # transformer: a sinusoidal index added to each visit's token): off, since absolute position
+    # helps place individual training patients' visits and bought no fidelity (docs/decisions.md)
     position: bool = False
     depth: int = 3  # transformer: blocks (its token width is twice base_channels)
     heads: int = 4  # transformer: attention heads
