@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the whole test suite, slow tests included, on two processes
-# (pytest-xdist, a test file per process at a time; HEALTHGYM_TEST_WORKERS=0 runs it in one).
+# Set up (if needed) and run the whole test suite, slow tests included, on three processes
+# (pytest-xdist, a test file per process at a time; HEALTHGYM_TEST_WORKERS=0 runs it in one):
+# three on two cores, since much of the suite waits on the servers and commands it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=90 PREFECT_SERVER_ANALYTICS_ENABLED=false GX_ANALYTICS_ENABLED=false
-WORKERS=${HEALTHGYM_TEST_WORKERS:-2}
+WORKERS=${HEALTHGYM_TEST_WORKERS:-3}
 # one torch thread per test process when several share the cores: oversubscribed OpenMP threads spin
 [ "$WORKERS" = 0 ] || export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 .venv/bin/python -m pytest -q -n "$WORKERS" --dist loadfile "$@"
