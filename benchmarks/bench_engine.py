@@ -198,7 +198,7 @@ def main() -> None:
                     rows = judge(model, train, holdout, seed)
                 except Exception as exc:  # noqa: BLE001 - one cohort's failure is a row of the table, not the end
                     print(f"{name:<12}{engine:<10}failed: {type(exc).__name__}: {exc}", flush=True)
-                    table.append({"cohort": name, "engine": engine, "seed": seed, "decoding": "-", "error": str(exc)})
+                    table.append({"cohort": name, "engine": engine, "seed": seed, "decoding": "-", "error": repr(exc)})
                     continue
                 for way, row in rows.items():
                     row = {"cohort": name, "engine": engine, "seed": seed, "decoding": way, **row, **timing}
