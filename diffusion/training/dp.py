@@ -130,8 +130,9 @@ class DPTrainer:
     ):
         if getattr(model, "position", None) is not None:
             raise ValueError(
-                "model.position is not supported under DP: its features are one tensor shared by the "
-                "whole batch, so per-sample gradients cannot be taken through it"
+                "model.position is not supported under DP with the U-Net (model.kind=unet): its features are one "
+                "tensor shared by the whole batch, so per-sample gradients cannot be taken through it (the "
+                "transformer's visit index is taken per patient and is supported)"
             )
         if n < 1 or batch_size < 1 or steps < 1 or max_grad_norm <= 0:
             raise ValueError("n, batch_size, steps and max_grad_norm must be positive")
