@@ -98,11 +98,14 @@ class GaussianDiffusion:
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         extra = visit_kwargs(model, visits)
         if getattr(model, "self_condition", False):
-            with torch.no_grad():
-                first, _ = self.x0_and_eps(model(x_t, t, **extra).float(), x_t, a)
-                first = first.clamp(-SELF_COND_BOUND, SELF_COND_BOUND)
-                if self_cond is not None:
-                    first = first * self_cond.view(-1, 1, 1).to(first.dtype)
+            first = torch.zeros_like(x_t)
+            # the first pass runs on the self-conditioned patients alone: the others' estimate is zeros
+            rows = torch.arange(len(x_t), device=x_t.device) if self_cond is None else self_cond.nonzero().flatten()
+            if len(rows):
+                with torch.no_grad():
+                    sub = {k: v[rows] for k, v in extra.items()}
+                    est, _ = self.x0_and_eps(model(x_t[rows], t[rows], **sub).float(), x_t[rows], a[rows])
+                    first[rows] = est.clamp(-SELF_COND_BOUND, SELF_COND_BOUND).to(first.dtype)
             out = model(x_t, t, first, **extra).float()
         else:
             out = model(x_t, t, **extra).float()
