@@ -17,7 +17,7 @@ from diffusion.encoding.marginals import isolation as _isolation
 from diffusion.encoding.marginals import smooth as _smooth
 from diffusion.encoding.switching import switching_decode as _switching_decode
 from diffusion.model.build import build_denoiser
-from diffusion.model.sampler import respaced_steps, sample_loop
+from diffusion.model.sampler import logsnr_steps, respaced_steps, sample_loop
 from diffusion.model.schedule import GaussianDiffusion, make_betas
 from diffusion.model.unet import Unet1D, build_unet
 
@@ -193,6 +193,19 @@ def test_schedules_are_valid():
     assert respaced_steps(1000, 50)[0] == 999 and respaced_steps(1000, 50)[-1] == 0 and len(respaced_steps(1000, 50)) == 50
 
 
+def test_logsnr_spacing_starts_at_the_floor():
+    abar = GaussianDiffusion(steps=1000).alphas_cumprod
+    logsnr = np.log(abar) - np.log1p(-abar)
+    plain = logsnr_steps(abar, 12)
+    floored = logsnr_steps(abar, 12, min_logsnr=-6.0)
+    assert floored[0] == 999 and floored[-1] == 0 and len(floored) == 12
+    # after the opening step every step sits at or above the floor; the plain spacing spends several below it
+    assert logsnr[floored[1]] >= -6.05 and sum(logsnr[t] < -6 for t in plain) >= 4
+    gaps = np.diff(logsnr[floored[1:]])
+    assert gaps.max() < 1.5 * gaps.min()  # even in log-SNR (to the nearest whole step)
+    assert logsnr_steps(abar, 12, min_logsnr=-100.0) == plain  # a floor below the schedule's end changes nothing
+
+
 def tiny_model(overrides: list[str] = (), seed: int = 0, kind: str = "unet") -> HealthGymModel:
     df, schema = mixed_cohort()
     cfg = Config().with_overrides(
@@ -311,11 +324,14 @@ def test_model_folders_saved_before_new_settings_load_with_the_old_ones(tmp_path
     raw = json.loads((folder / "config.json").read_text())
     assert raw["diffusion"]["prediction"] == "v"  # the default for new models
     assert HealthGymModel.load(folder).diffusion.prediction == "v"
+    assert raw["sampling"]["min_logsnr"] == -6.0
     del raw["diffusion"]["prediction"], raw["model"]["self_condition"], raw["model"]["position"], raw["model"]["kind"]
+    del raw["sampling"]["min_logsnr"]
     (folder / "config.json").write_text(json.dumps(raw))
     old = HealthGymModel.load(folder)  # its weights hold no position layer: strict loading would fail with one
     assert old.diffusion.prediction == "eps" and old.config.model.self_condition is False and old.config.model.position is False
     assert old.config.model.kind == "unet" and isinstance(old.net, Unet1D)  # saved before the engine was a setting
+    assert old.config.sampling.min_logsnr is None  # sampled over the whole log-SNR range, as when it was saved
 
 
 def test_a_self_conditioned_network_sees_its_previous_x0_estimate():

@@ -103,6 +103,7 @@ class HealthGymModel:
                 method=method or s.method,
                 steps=steps or s.steps,
                 eta=s.eta if eta is None else eta,
+                min_logsnr=s.min_logsnr,
                 generator=gen,
                 static_channels=self.encoder.static_channels,
                 clip=self.encoder.clip_bounds,

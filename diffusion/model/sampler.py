@@ -27,11 +27,18 @@ def respaced_steps(total: int, steps: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, total - 1, steps)}, reverse=True)
 
 
-def logsnr_steps(alphas_cumprod: np.ndarray, steps: int) -> list[int]:
+def logsnr_steps(alphas_cumprod: np.ndarray, steps: int, min_logsnr: float | None = None) -> list[int]:
     """About `steps` timesteps from the last down to 0, evenly spaced in log-SNR (what a multistep
-    solver's extrapolation needs: neighbouring steps of similar size)."""
+    solver's extrapolation needs: neighbouring steps of similar size).
+
+    `min_logsnr` starts the even spacing there instead of at the last step's log-SNR (the last step
+    still opens the sequence): below it the data is buried in noise, and steps spent there change
+    little (a cosine schedule's last steps fall to a log-SNR near -20).
+    """
     logsnr = np.log(alphas_cumprod) - np.log1p(-alphas_cumprod)
-    targets = np.linspace(logsnr[-1], logsnr[0], max(1, steps))
+    low = logsnr[-1] if min_logsnr is None or steps < 3 else max(logsnr[-1], min(min_logsnr, logsnr[0]))
+    # with a raised start the last step is one of the `steps`, not beside them
+    targets = np.linspace(low, logsnr[0], max(1, steps - int(low > logsnr[-1])))
     picked = {int(np.argmin(np.abs(logsnr - v))) for v in targets}  # log-SNR falls monotonically with t
     return sorted(picked | {0, len(alphas_cumprod) - 1}, reverse=True)
 
@@ -45,6 +52,7 @@ def sample_loop(
     method: str = DEFAULT.method,
     steps: int = DEFAULT.steps,
     eta: float = DEFAULT.eta,
+    min_logsnr: float | None = DEFAULT.min_logsnr,
     generator: torch.Generator | None = None,
     static_channels: list[int] | None = None,
     device: torch.device | str = "cpu",
@@ -67,7 +75,7 @@ def sample_loop(
     gen = generator or torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen).to(device)
     abar = diffusion.alphas_cumprod
-    seq = logsnr_steps(abar, steps) if method == "dpmpp2m" else respaced_steps(diffusion.steps, steps)
+    seq = logsnr_steps(abar, steps, min_logsnr) if method == "dpmpp2m" else respaced_steps(diffusion.steps, steps)
     extra = visit_kwargs(model, None if visits is None else visits.to(device))
     project = _Projection(shape[1], clip, static_channels, known, device, extra.get("visits"))
     self_condition = bool(getattr(model, "self_condition", False))
