@@ -170,8 +170,8 @@ class SamplingConfig:
     # chain, whose fresh noise corrects the denoiser's own errors as it goes
     eta: float = 1.0
     # dpmpp2m: the log-SNR its evenly spaced steps start from after the first (None: the schedule's
-    # last, near -20 for the cosine schedule); x_t's data share below -6 is too small to need steps
-    # of its own, so 8 steps from there match 20 over the whole range (docs/decisions.md)
+    # last, near -20 for the cosine schedule): below -6, x_t's data share is too small to need
+    # steps of its own, so the steps go where the data is settled (docs/decisions.md)
     min_logsnr: float | None = -6.0
     batch_size: int = 512
     patients: int | None = None  # default: as many as the extract has
