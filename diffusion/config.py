@@ -102,6 +102,11 @@ class DiffusionConfig:
     # level's x0 error alike, so patient-level structure decided at high noise is learnt too;
     # "eps" (the noise) is the DDPM original
     prediction: Literal["v", "eps"] = "v"
+    # binary, missingness, repeat and one-hot channels: "logits" reads the network's output there as
+    # class logits trained by cross-entropy, its x0 estimate the expected code (CDTD's score
+    # interpolation), so a label is a class given the trajectory; "regression" regresses the
+    # -/+ code like a number
+    discrete: Literal["logits", "regression"] = "regression"
 
 
 @dataclass

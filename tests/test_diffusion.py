@@ -17,6 +17,7 @@ from diffusion.encoding.marginals import isolation as _isolation
 from diffusion.encoding.marginals import smooth as _smooth
 from diffusion.encoding.switching import switching_decode as _switching_decode
 from diffusion.model.build import build_denoiser
+from diffusion.model.discrete import DiscreteHeads
 from diffusion.model.sampler import logsnr_steps, respaced_steps, sample_loop
 from diffusion.model.schedule import GaussianDiffusion, make_betas
 from diffusion.model.unet import Unet1D, build_unet
@@ -757,3 +758,38 @@ def test_an_encoder_state_saved_before_repeat_channels_has_none(pbc, pbc_schema)
     del raw["repeats"]
     old = TrajectoryEncoder.from_state(pbc_schema, raw)
     assert old.state.repeats == [] and not any(ch.kind == "repeat" for ch in old.channels)
+
+
+def test_discrete_heads_read_logits_as_the_expected_code_and_score_by_cross_entropy():
+    heads = DiscreteHeads([[0], [1, 2, 3]], scale=0.5)
+    x0 = torch.tensor([0.5, -0.5, 0.5, -0.5]).view(1, 4, 1)  # binary on, category 2 of 3
+    sure = torch.tensor([20.0, -20.0, 20.0, -20.0]).view(1, 4, 1)
+    torch.testing.assert_close(heads.x0(sure, torch.zeros(1, 4, 1)), x0, atol=1e-6, rtol=0)
+    unsure = heads.x0(torch.zeros(1, 4, 1), torch.zeros(1, 4, 1)).flatten()
+    torch.testing.assert_close(unsure, torch.tensor([0.0, -1 / 6, -1 / 6, -1 / 6]))
+    mask = torch.ones(1, 4, 1)
+    assert float(heads.loss(sure, x0, mask)) < 1e-6
+    assert float(heads.loss(torch.zeros(1, 4, 1), x0, mask)) == pytest.approx(np.log(2) + np.log(3), rel=1e-5)
+    assert float(heads.loss(torch.zeros(1, 4, 1), x0, torch.zeros(1, 4, 1))) == 0.0  # masked visits cost nothing
+    assert heads.continuous(mask).flatten().tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_the_sampler_draws_categories_at_their_rates_from_the_exact_logits():
+    """Categories coded -/+0.4 with rates (0.2, 0.5, 0.3): the Bayes-optimal logits given x_t are
+    log rate + the Gaussian log-likelihood of x_t under each code; eight solver steps must then
+    return every category at its rate, and each visit's code a clear one-hot."""
+    rates, scale = torch.tensor([0.2, 0.5, 0.3]), 0.4
+    codes = scale * (2 * torch.eye(3) - 1)  # [category, channel]
+    d = GaussianDiffusion(steps=1000, prediction="v", discrete=DiscreteHeads([[0, 1, 2]], scale))
+    table = torch.as_tensor(d.alphas_cumprod, dtype=torch.float32)
+
+    class Exact(torch.nn.Module):
+        def forward(self, x, t):
+            a = table[t].view(-1, 1, 1, 1)
+            dist = ((x[:, None] - a.sqrt() * codes[None, :, :, None]) ** 2).sum(2, keepdim=True)  # [B, K, 1, L]
+            return (rates.log().view(1, 3, 1) - dist[:, :, 0] / (2 * (1 - a[:, :, 0])))
+
+    out = sample_loop(Exact(), d, (4000, 3, 4), method="dpmpp2m", steps=8, generator=torch.Generator().manual_seed(2), clip=[scale] * 3)
+    drawn = torch.bincount(out.argmax(1).flatten(), minlength=3).float() / out[:, 0].numel()
+    torch.testing.assert_close(drawn, rates, atol=0.02, rtol=0)
+    assert float(out.max(1).values.min()) > 0.9 * scale  # every visit settled on one category

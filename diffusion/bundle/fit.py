@@ -76,7 +76,7 @@ def fit(
         config = config.with_overrides({"model.base_channels": auto_width(len(data))})
         log.info("Network width for %d training patients: %d base channels.", len(data), config.model.base_channels)
     net = build_denoiser(len(encoder.channels), config.model)
-    diffusion = GaussianDiffusion.from_config(config.diffusion)
+    diffusion = GaussianDiffusion.from_config(config.diffusion, encoder.discrete_groups, encoder.state.discrete_scale)
     state, result = train(
         net,
         diffusion,

@@ -118,6 +118,16 @@ class TrajectoryEncoder:
         return [i for i, ch in enumerate(self.channels) if ch.kind in ("t0", "length", "level") or ch.column in static]
 
     @property
+    def discrete_groups(self) -> list[list[int]]:
+        """The discrete channels as groups of indices: a categorical column's one-hot channels
+        together, every binary, missingness and repeat channel alone."""
+        groups: dict[str, list[int]] = {}
+        for i, ch in enumerate(self.channels):
+            if is_discrete(self.schema, ch):
+                groups.setdefault(f"{ch.column}=" if ch.kind == "onehot" else ch.name, []).append(i)
+        return list(groups.values())
+
+    @property
     def clip_bounds(self) -> list[float]:
         """Per channel, the largest |value| an x0 estimate may take during sampling."""
         levels = set(self.levels())

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from diffusion.config import DiffusionConfig
+from diffusion.model.discrete import DiscreteHeads
 
 
 def make_betas(schedule: str, steps: int) -> np.ndarray:
@@ -45,6 +46,7 @@ class GaussianDiffusion:
         schedule: str = DEFAULT.schedule,
         x0_weight: float = DEFAULT.x0_weight,
         prediction: str = DEFAULT.prediction,
+        discrete: DiscreteHeads | None = None,
     ):
         if prediction not in ("eps", "v"):
             raise ValueError(f"unknown prediction {prediction!r} (eps or v)")
@@ -52,12 +54,16 @@ class GaussianDiffusion:
         self.schedule = schedule
         self.x0_weight = x0_weight
         self.prediction = prediction
+        self.discrete = discrete  # None: discrete channels are regressed like the numbers
         self.betas = make_betas(schedule, steps)
         self.alphas_cumprod = np.cumprod(1.0 - self.betas)  # float64, [steps]
 
     @classmethod
-    def from_config(cls, cfg: DiffusionConfig) -> "GaussianDiffusion":
-        return cls(steps=cfg.steps, schedule=cfg.schedule, x0_weight=cfg.x0_weight, prediction=cfg.prediction)
+    def from_config(cls, cfg: DiffusionConfig, discrete_groups: list[list[int]] = (), scale: float = 1.0) -> "GaussianDiffusion":
+        """The process `cfg` declares; under `discrete="logits"` the channels of `discrete_groups`
+        (coded -/+ `scale`) are read as class logits (`diffusion.model.discrete`)."""
+        heads = DiscreteHeads(list(discrete_groups), scale) if cfg.discrete == "logits" and discrete_groups else None
+        return cls(steps=cfg.steps, schedule=cfg.schedule, x0_weight=cfg.x0_weight, prediction=cfg.prediction, discrete=heads)
 
     def abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """alpha-bar at integer steps t ([B]), shaped [B, 1, 1] on like's device/dtype."""
@@ -69,10 +75,16 @@ class GaussianDiffusion:
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
     def x0_and_eps(self, out: torch.Tensor, x_t: torch.Tensor, a: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x0, eps) estimates from the network's output at alpha-bar `a` (a float or broadcastable)."""
+        """(x0, eps) estimates from the network's output at alpha-bar `a` (a float or broadcastable);
+        discrete channels read as logits give the expected code as x0 when `discrete` is set."""
         if self.prediction == "v":  # x_t = sqrt(a) x0 + sqrt(1-a) eps, v = sqrt(a) eps - sqrt(1-a) x0
-            return a**0.5 * x_t - (1 - a) ** 0.5 * out, (1 - a) ** 0.5 * x_t + a**0.5 * out
-        return (x_t - (1 - a) ** 0.5 * out) / a**0.5, out
+            x0, eps = a**0.5 * x_t - (1 - a) ** 0.5 * out, (1 - a) ** 0.5 * x_t + a**0.5 * out
+        else:
+            x0, eps = (x_t - (1 - a) ** 0.5 * out) / a**0.5, out
+        if self.discrete is None:
+            return x0, eps
+        x0 = self.discrete.x0(out, x0)
+        return x0, (x_t - a**0.5 * x0) / (1 - a) ** 0.5
 
     def training_losses(
         self,
@@ -111,7 +123,11 @@ class GaussianDiffusion:
             out = model(x_t, t, **extra).float()
         target = noise if self.prediction == "eps" else a.sqrt() * noise - (1 - a).sqrt() * x0
         denom = mask.sum(dim=(1, 2)).clamp_min(1.0)
-        main = ((out - target) ** 2 * mask).sum(dim=(1, 2)) / denom
+        if self.discrete is None:
+            main = ((out - target) ** 2 * mask).sum(dim=(1, 2)) / denom
+        else:
+            regressed = ((out - target) ** 2 * self.discrete.continuous(mask)).sum(dim=(1, 2))
+            main = (regressed + self.discrete.loss(out, x0, mask)) / denom
         if self.x0_weight == 0:
             return main
         x0_hat, _ = self.x0_and_eps(out, x_t, a)
