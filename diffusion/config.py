@@ -44,6 +44,20 @@ class ModelConfig:
     position: bool = False
     depth: int = 3  # transformer: blocks (its token width is twice base_channels)
     heads: int = 4  # transformer: attention heads
+    # transformer: consecutive visits per token, since the blocks run over length / patch tokens and
+    # a long cohort's step costs what its tokens cost. 0 (auto): `auto_patch` of the training
+    # patients' median number of visits; the folder saves the resolved value
+    patch: int = 0
+
+
+PATCH_TOKENS = 20  # `auto_patch` leaves the typical patient at least this many tokens
+
+
+def auto_patch(median_visits: float) -> int:
+    """Visits per transformer token for a cohort whose patients have `median_visits` visits (the
+    median): `median_visits // PATCH_TOKENS`, at least one. The median, not the longest patient,
+    since few visits per token cost a short patient its visit-to-visit detail."""
+    return max(1, int(median_visits) // PATCH_TOKENS)
 
 
 def auto_width(patients: int) -> int:
@@ -392,5 +406,7 @@ def _check(obj: Any, prefix: str) -> None:
             problems.append("privacy.k must be at least 1")
     if isinstance(obj, ModelConfig) and (0 < obj.base_channels < 8 or obj.base_channels < 0 or not obj.channel_mults):
         problems.append("model.base_channels must be 0 (auto) or >= 8, and model.channel_mults non-empty")
+    if isinstance(obj, ModelConfig) and obj.patch < 0:
+        problems.append("model.patch must be 0 (auto) or at least 1 visit per token")
     if problems:
         raise ConfigError("; ".join(problems) + ".")

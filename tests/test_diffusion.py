@@ -213,6 +213,7 @@ def tiny_model(overrides: list[str] = (), seed: int = 0, kind: str = "unet") -> 
         [
             "model.base_channels=16",
             "model.time_embed_dim=16",
+            "model.patch=1",
             "diffusion.steps=50",
             "sampling.steps=10",
             f"model.kind={kind}",
@@ -327,12 +328,13 @@ def test_model_folders_saved_before_new_settings_load_with_the_old_ones(tmp_path
     assert HealthGymModel.load(folder).diffusion.prediction == "v"
     assert raw["sampling"]["min_logsnr"] == -6.0
     del raw["diffusion"]["prediction"], raw["model"]["self_condition"], raw["model"]["position"], raw["model"]["kind"]
-    del raw["sampling"]["min_logsnr"]
+    del raw["sampling"]["min_logsnr"], raw["model"]["patch"], raw["diffusion"]["discrete"]
     (folder / "config.json").write_text(json.dumps(raw))
     old = HealthGymModel.load(folder)  # its weights hold no position layer: strict loading would fail with one
     assert old.diffusion.prediction == "eps" and old.config.model.self_condition is False and old.config.model.position is False
     assert old.config.model.kind == "unet" and isinstance(old.net, Unet1D)  # saved before the engine was a setting
     assert old.config.sampling.min_logsnr is None  # sampled over the whole log-SNR range, as when it was saved
+    assert old.config.model.patch == 1 and old.config.diffusion.discrete == "regression"  # a visit per token, regressed codes
 
 
 def test_a_self_conditioned_network_sees_its_previous_x0_estimate():
@@ -787,9 +789,11 @@ def test_the_sampler_draws_categories_at_their_rates_from_the_exact_logits():
         def forward(self, x, t):
             a = table[t].view(-1, 1, 1, 1)
             dist = ((x[:, None] - a.sqrt() * codes[None, :, :, None]) ** 2).sum(2, keepdim=True)  # [B, K, 1, L]
-            return (rates.log().view(1, 3, 1) - dist[:, :, 0] / (2 * (1 - a[:, :, 0])))
+            return rates.log().view(1, 3, 1) - dist[:, :, 0] / (2 * (1 - a[:, :, 0]))
 
-    out = sample_loop(Exact(), d, (4000, 3, 4), method="dpmpp2m", steps=8, generator=torch.Generator().manual_seed(2), clip=[scale] * 3)
+    out = sample_loop(
+        Exact(), d, (4000, 3, 4), method="dpmpp2m", steps=8, generator=torch.Generator().manual_seed(2), clip=[scale] * 3
+    )
     drawn = torch.bincount(out.argmax(1).flatten(), minlength=3).float() / out[:, 0].numel()
     torch.testing.assert_close(drawn, rates, atol=0.02, rtol=0)
     assert float(out.max(1).values.min()) > 0.9 * scale  # every visit settled on one category

@@ -18,7 +18,7 @@ pytestmark = [
 ]
 
 CHANNELS, VISITS, PATIENTS = 4, 8, 64
-TINY = dict(kind="unet", base_channels=16, channel_mults=(1,), time_embed_dim=16)  # self-conditioned, 4-head attention
+TINY = dict(kind="unet", base_channels=16, channel_mults=(1,), time_embed_dim=16, patch=1)  # self-conditioned, 4-head attention
 
 
 @pytest.fixture(autouse=True)
@@ -91,11 +91,17 @@ def test_planned_steps_spend_the_target_epsilon_and_no_more():
 
 
 @pytest.mark.parametrize(
-    "kind,self_condition,position",
-    [("unet", False, False), ("unet", True, False), ("transformer", True, False), ("transformer", True, True)],
+    "kind,self_condition,position,patch",
+    [
+        ("unet", False, False, 1),
+        ("unet", True, False, 1),
+        ("transformer", True, False, 1),
+        ("transformer", True, True, 1),
+        ("transformer", True, False, 3),
+    ],
 )
-def test_per_sample_gradients_equal_one_patient_at_a_time(kind, self_condition, position):
-    model = tiny_unet(randomize=True, self_condition=self_condition, kind=kind, position=position)
+def test_per_sample_gradients_equal_one_patient_at_a_time(kind, self_condition, position, patch):
+    model = tiny_unet(randomize=True, self_condition=self_condition, kind=kind, position=position, patch=patch)
     trainer = make_trainer(model, noise_multiplier=1.0)
     diffusion = GaussianDiffusion(steps=100, prediction="v")
     g = torch.Generator().manual_seed(1)

@@ -64,6 +64,22 @@ def test_a_known_ar1_process_is_recovered():
     assert abs(syn["v"].std() - df["v"].std()) < 0.2
 
 
+@pytest.mark.slow
+def test_tokens_of_several_visits_still_learn_the_visit_to_visit_process():
+    """A 48-visit cohort gets two visits per token (auto), saved resolved; the lag-1 across and
+    within tokens is still learned."""
+    df, schema = ar1_cohort(n=192, length=48)
+    cfg = Config().with_overrides(SMALL + ["train.max_steps=600", "encoding.calibrate=false"])
+    model, _ = fit(df, schema, cfg, progress=False)
+    assert model.config.model.patch == 2 and model.net.patch == 2
+    syn = model.sample(192, seed=1)
+    v = syn.pivot(index="pid", columns="step", values="v").to_numpy()
+    across, within = v[:, 2::2], v[:, 1::2]  # a visit after a token's edge / after its token-mate
+    for after, before in ((across, v[:, 1:-1:2]), (within, v[:, 0::2])):
+        r = np.corrcoef(after.ravel(), before[:, : after.shape[1]].ravel())[0, 1]
+        assert abs(r - lag1(df)) < 0.1, (r, lag1(df))
+
+
 @pytest.mark.parametrize("kind", ["unet", "transformer"])
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path, kind):
     df, schema = ar1_cohort(n=32, length=5)

@@ -23,17 +23,19 @@ def random_net(seed: int = 0, **kw) -> VisitTransformer:
     return net.eval()
 
 
+@pytest.mark.parametrize("patch", [1, 3])
 @pytest.mark.parametrize("length", [1, 2, 7, 16, 500])
-def test_any_length_gives_the_input_shape(length):
-    net = random_net(self_condition=True)
+def test_any_length_gives_the_input_shape(length, patch):
+    net = random_net(self_condition=True, patch=patch)
     x = torch.randn(3, C, length)
     out = net(x, torch.tensor([0, 10, 999]), torch.randn_like(x), visits=torch.ones(3, length, dtype=torch.bool))
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("position", [False, True])
-def test_padding_after_the_last_visit_never_reaches_a_visit(position):
-    net = random_net(self_condition=True, position=position)
+@pytest.mark.parametrize("position,patch", [(False, 1), (True, 1), (False, 4)])
+def test_padding_after_the_last_visit_never_reaches_a_visit(position, patch):
+    """Also with tokens of several visits, where a token holds a patient's last visits and padding."""
+    net = random_net(self_condition=True, position=position, patch=patch)
     lengths = torch.tensor([3, 9, 1, 12])
     visits = torch.from_numpy(visit_mask(lengths.numpy(), 12))
     x, x_self, t = torch.randn(4, C, 12), torch.randn(4, C, 12), torch.tensor([5, 50, 500, 900])
@@ -73,7 +75,7 @@ def test_the_noise_level_conditions_the_output():
 
 
 def test_a_fresh_network_predicts_zeros_and_learns():
-    cfg = ModelConfig(kind="transformer", base_channels=8, time_embed_dim=8, depth=2, self_condition=False)
+    cfg = ModelConfig(kind="transformer", base_channels=8, time_embed_dim=8, depth=2, self_condition=False, patch=1)
     net = build_denoiser(C, cfg)
     assert isinstance(net, VisitTransformer) and net.blocks[0].attn.qkv.in_features == 16  # width: twice base_channels
     x0 = torch.linspace(-1, 1, 8).repeat(32, C, 1)

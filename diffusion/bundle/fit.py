@@ -12,7 +12,7 @@ import torch
 
 from diffusion.bundle.folder import HealthGymModel
 from diffusion.bundle.meta import ModelMeta
-from diffusion.config import Config, auto_width
+from diffusion.config import Config, auto_patch, auto_width
 from diffusion.data.dates import Dating, has_dates, numeric_schema, to_numbers
 from diffusion.data.schema import Schema
 from diffusion.encoding import Encoded, TrajectoryEncoder
@@ -75,6 +75,8 @@ def fit(
     if config.model.base_channels == 0:  # resolved here and saved so, so loading rebuilds the same network
         config = config.with_overrides({"model.base_channels": auto_width(len(data))})
         log.info("Network width for %d training patients: %d base channels.", len(data), config.model.base_channels)
+    if config.model.patch == 0:
+        config = config.with_overrides({"model.patch": auto_patch(float(np.median(data.lengths)))})
     net = build_denoiser(len(encoder.channels), config.model)
     diffusion = GaussianDiffusion.from_config(config.diffusion, encoder.discrete_groups, encoder.state.discrete_scale)
     state, result = train(

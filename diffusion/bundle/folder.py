@@ -65,7 +65,9 @@ class HealthGymModel:
 
     @property
     def diffusion(self) -> GaussianDiffusion:
-        return GaussianDiffusion.from_config(self.config.diffusion, self.encoder.discrete_groups, self.encoder.state.discrete_scale)
+        return GaussianDiffusion.from_config(
+            self.config.diffusion, self.encoder.discrete_groups, self.encoder.state.discrete_scale
+        )
 
     # -- sampling ---------------------------------------------------------------------------
     def sample_tensor(

@@ -10,6 +10,10 @@ scale, a shift and a zero-initialised gate per sub-layer, from the timestep embe
 `visits` ([B, L] bools, True at a recorded visit) masks the visits after a patient's last one
 out of attention and out of the convolution, so a patient's tokens never read padding and any
 length is modelled without padding artefacts; without it every position is a visit.
+
+`patch` > 1 makes a token of that many consecutive visits (their channels side by side, padding
+visits zeroed), and the output layer returns each of them: attention and the blocks then run
+over L / patch tokens, which is what a long cohort's step costs.
 The network knows nothing about noise schedules.
 """
 
@@ -91,8 +95,12 @@ class VisitTransformer(nn.Module):
         time_embed_dim: int = 64,
         self_condition: bool = False,
         position: bool = False,
+        patch: int = 1,
     ):
         super().__init__()
+        if patch < 1:
+            raise ValueError(f"patch must be at least 1 visit per token, got {patch}")
+        self.patch = patch
         while width % heads:
             heads //= 2
         self.in_channels = in_channels
@@ -101,14 +109,14 @@ class VisitTransformer(nn.Module):
         self.time_embed_dim = time_embed_dim
         emb = 4 * time_embed_dim
         self.time_mlp = nn.Sequential(nn.Linear(time_embed_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
-        self.embed = nn.Linear(in_channels * (2 if self_condition else 1), width)
+        self.embed = nn.Linear(in_channels * (2 if self_condition else 1) * patch, width)
         # the visit's index, sinusoidal, added to its token: attention alone cannot tell a first
         # visit from a later one. Taken per patient ([B, L, .]), so DP-SGD's per-sample gradients cover it
         self.visit_index = nn.Linear(time_embed_dim, width) if position else None
         self.blocks = nn.ModuleList([Block(width, heads, emb, dropout) for _ in range(depth)])
         self.norm = nn.LayerNorm(width, elementwise_affine=False)
         self.film = nn.Linear(emb, 2 * width)
-        self.out = nn.Linear(width, in_channels)
+        self.out = nn.Linear(width, in_channels * patch)
         for layer in (self.film, self.out):  # the network starts by predicting zeros
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -122,12 +130,32 @@ class VisitTransformer(nn.Module):
         if keys is not None:  # a patient with no visit (never drawn) still reads its first position
             keys = keys.clone()
             keys[:, 0] = True
+        L = x.shape[-1]
+        if self.patch > 1:
+            x, keys = self._patches(x, keys)
         emb = F.silu(self.time_mlp(timestep_embedding(t, self.time_embed_dim)))
-        h = self.embed(x.transpose(1, 2))  # [B, L, width]
+        h = self.embed(x.transpose(1, 2))  # [B, tokens, width]
         if self.visit_index is not None:
             index = timestep_embedding(torch.arange(x.shape[-1], device=x.device), self.time_embed_dim)
             h = h + self.visit_index(index.to(h.dtype).expand(x.shape[0], -1, -1))
         for block in self.blocks:
             h = block(h, emb, keys)
         shift, scale = self.film(emb)[:, None, :].chunk(2, dim=-1)
-        return self.out(self.norm(h) * (1 + scale) + shift).transpose(1, 2)
+        out = self.out(self.norm(h) * (1 + scale) + shift)  # [B, tokens, C * patch]
+        B, T, _ = out.shape
+        return (
+            out.view(B, T, self.patch, self.in_channels).permute(0, 3, 1, 2).reshape(B, self.in_channels, T * self.patch)[..., :L]
+        )
+
+    def _patches(self, x: torch.Tensor, keys: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[B, C, L] -> [B, C * patch, tokens] (a token's visits side by side, padding zeroed) and
+        the token mask (True where a token holds a visit)."""
+        B, C, L = x.shape
+        pad = -L % self.patch
+        if keys is not None:
+            x = x * keys[:, None, :].to(x.dtype)
+        x = F.pad(x, (0, pad))
+        tokens = x.view(B, C, -1, self.patch).permute(0, 3, 1, 2).reshape(B, self.patch * C, -1)
+        if keys is not None:
+            keys = F.pad(keys, (0, pad)).view(B, -1, self.patch).any(-1)
+        return tokens, keys
