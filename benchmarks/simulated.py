@@ -4,6 +4,7 @@
   now and then, a lab that moves towards a treatment-specific level after each switch, a second
   lab with AR(1) deviations missing on 20% of visits, an adverse-event flag whose odds follow the
   first lab; static age and sex.
+- ``sim_vlong``: the same process, 120 patients x 250-400 visits: the long end of the shapes.
 - ``sim_large``: 5,000 patients x 1-30 irregular visits (most few): six labs around a patient
   level, missing on 50-95% of visits, a stage label, static age, sex and site.
 
@@ -22,13 +23,15 @@ import yaml
 TREATMENT_LEVEL = {"none": 0.0, "A": -1.2, "B": 0.8}
 
 
-def sim_long(seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
+def sim_long(
+    seed: int = 0, patients: int = 300, visits: tuple[int, int] = (60, 72), name: str = "sim_long"
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     rng = np.random.default_rng(seed)
     rows = []
-    for p in range(300):
+    for p in range(patients):
         age, sex = float(np.round(rng.uniform(30, 85))), str(rng.choice(["f", "m"]))
         treat, lab, dev = "none", rng.normal(0, 0.5), 0.0
-        for month in range(int(rng.integers(60, 73))):
+        for month in range(int(rng.integers(visits[0], visits[1] + 1))):
             if rng.random() < 0.05:
                 treat = str(rng.choice([t for t in TREATMENT_LEVEL if t != treat]))
             lab = 0.85 * lab + 0.15 * (TREATMENT_LEVEL[treat] + 0.01 * (age - 60)) + 0.1 * rng.normal()
@@ -47,11 +50,11 @@ def sim_long(seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
                 }
             )
     schema = {
-        "name": "sim_long",
+        "name": name,
         "id": "pid",
         "time": "month",
         "regular": True,
-        "max_length": 72,
+        "max_length": visits[1],
         "columns": {
             "age": {"type": "real", "static": True, "min": 0, "max": 120},
             "sex": {"type": "categorical", "static": True, "categories": ["f", "m"]},
@@ -98,7 +101,15 @@ def sim_large(seed: int = 0, patients: int = 5000) -> tuple[pd.DataFrame, dict[s
     return df, schema
 
 
-SIMULATED: dict[str, Callable[[], tuple[pd.DataFrame, dict[str, Any]]]] = {"sim_long": sim_long, "sim_large": sim_large}
+def sim_vlong(seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
+    return sim_long(seed, patients=120, visits=(250, 400), name="sim_vlong")
+
+
+SIMULATED: dict[str, Callable[[], tuple[pd.DataFrame, dict[str, Any]]]] = {
+    "sim_long": sim_long,
+    "sim_large": sim_large,
+    "sim_vlong": sim_vlong,
+}
 
 
 def frame(name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
