@@ -153,7 +153,9 @@ class TrainConfig:
     # is noisy with few validation patients, so the margin is wide)
     max_train_dcr_share: float = 0.7
     memorisation_patients: int = 128  # generated per check (0: no memorisation check)
-    memorisation_sampling_steps: int = 25  # DDIM steps for those patients
+    # the sampler's steps for those patients (0: sampling.steps): the probe judges the patients the
+    # release's sampler would draw
+    memorisation_sampling_steps: int = 0
     checkpoint_every: int = 1000  # steps between resumable checkpoints
     validation_fraction: float = 0.1  # training patients held out for the validation loss and memorisation
     min_validation_patients: int = 20  # ... but at least this many (at most a quarter of the training patients)
@@ -391,6 +393,8 @@ def _check(obj: Any, prefix: str) -> None:
             problems.append("train.dp_epsilon and train.dp_max_grad_norm must be positive, train.dp_delta in [0, 1)")
         if obj.processes < 1:
             problems.append("train.processes must be at least 1")
+        if obj.memorisation_sampling_steps < 0:
+            problems.append("train.memorisation_sampling_steps must be 0 (sampling.steps) or more")
         if obj.dp and obj.processes > 1:
             problems.append(
                 "train.dp runs in one process: set train.processes=1 (Opacus's accountant sees one process's batches)"

@@ -206,6 +206,27 @@ def test_the_memorisation_probe_tells_copies_from_fresh_patients():
     assert copying(None) > 0.95
 
 
+def test_the_memorisation_probe_samples_with_the_release_sampler(monkeypatch):
+    from diffusion.bundle.folder import HealthGymModel
+
+    calls = []
+    real = HealthGymModel.sample_tensor
+
+    def recording(self, n, **kw):
+        calls.append(kw)
+        return real(self, n, **kw)
+
+    monkeypatch.setattr(HealthGymModel, "sample_tensor", recording)
+    df, schema = ar1_cohort(n=48, length=5)
+    over = ["model.base_channels=8", "model.time_embed_dim=8", "train.max_steps=20", "train.eval_every=10"]
+    over += ["train.memorisation_patients=8", "encoding.calibrate=false", "train.threads=1"]
+    fit(df, schema, Config().with_overrides(over), progress=False)
+    assert calls and all(kw.get("method") is None and kw.get("steps") is None for kw in calls)  # the model's sampling.*
+    calls.clear()
+    fit(df, schema, Config().with_overrides(over + ["train.memorisation_sampling_steps=3"]), progress=False)
+    assert calls and all(kw.get("steps") == 3 for kw in calls)
+
+
 def test_the_plan_caps_passes_over_small_cohorts_and_the_same_seed_reproduces():
     from diffusion.training.loop import StopReason, plan_reason, planned_steps
 

@@ -29,11 +29,12 @@ log = logging.getLogger(__name__)
 
 def memorisation_probe(encoder: TrajectoryEncoder, schema: Schema, config: Config):
     """The factory `train` calls with (network, training patients, validation patients): a probe
-    that generates `train.memorisation_patients` patients (DDIM, fixed noise) and scores them."""
+    that generates `train.memorisation_patients` patients (the release's sampler, fixed noise) and
+    scores them."""
 
     def sample(net: torch.nn.Module, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         model = HealthGymModel(config=config, schema=schema, encoder=encoder, net=net, device=next(net.parameters()).device)
-        x = model.sample_tensor(n, seed=seed, method="ddim", steps=config.train.memorisation_sampling_steps)
+        x = model.sample_tensor(n, seed=seed, steps=config.train.memorisation_sampling_steps or None)
         return x, encoder.draw_lengths(n, np.random.default_rng(seed))  # the lengths sample_tensor drew for this seed
 
     def build(net: torch.nn.Module, train: Encoded, validation: Encoded) -> MemorisationProbe:
