@@ -29,9 +29,9 @@ LEGACY_DEFAULTS = {
     "encoding.calibrate": False,
     "train.min_steps": 0,  # ... and planned by passes alone
     "pipeline.min_holdout_patients": 0,  # so a release re-draws the holdout the folder's model never saw
-    "sampling.min_logsnr": None,
-    "diffusion.discrete": "regression",
-    "model.patch": 1,  # ... and one visit per transformer token  # ... and their discrete channels regressed like numbers  # ... and sampled over the whole log-SNR range, so a seed gives the same patients
+    "sampling.min_logsnr": None,  # ... and sampled over the whole log-SNR range, so a seed gives the same patients
+    "diffusion.discrete": "regression",  # ... and their discrete channels regressed like numbers
+    "model.patch": 1,  # ... and one visit per transformer token
 }
 
 
