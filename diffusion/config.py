@@ -129,8 +129,10 @@ class TrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     max_steps: int = 20000
-    # ... and at most this many passes over the training patients: a diffusion model trained on
-    # few patients for many thousands of passes reproduces them
+    # ... and at most this many passes over the training patients, per PASS_VISITS visits of the
+    # median patient (`diffusion.training.loop.planned_steps`): a diffusion model trained on few
+    # patients for many thousands of passes reproduces them, while a long patient holds several
+    # short ones' worth of visit-to-visit changes to learn
     max_epochs: float = 1000.0
     # ... but at least this many steps (never beyond max_steps; 0: no floor): more updates for a
     # small cohort, whose passes are few steps each, watched by the validation loss and the

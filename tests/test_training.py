@@ -233,6 +233,9 @@ def test_the_plan_caps_passes_over_small_cohorts_and_the_same_seed_reproduces():
     cfg = Config().with_overrides(["train.max_epochs=100", "train.batch_size=64", "train.min_steps=0"]).train
     assert planned_steps(cfg, 32) == 100 and planned_steps(cfg, 6400) == 10000
     assert plan_reason(cfg, 32) == StopReason.MAX_EPOCHS
+    # passes count per 20 visits of the median patient: 66-visit patients take three times as many
+    assert planned_steps(cfg, 32, median_visits=19) == 100 and planned_steps(cfg, 32, median_visits=66) == 300
+    assert plan_reason(cfg, 32, median_visits=66) == StopReason.MAX_EPOCHS
     # a floor of steps lifts a small cohort's plan above its passes, never above max_steps
     floored = Config().with_overrides(["train.max_epochs=100", "train.batch_size=64", "train.min_steps=500"]).train
     assert planned_steps(floored, 32) == 500 and plan_reason(floored, 32) == StopReason.MIN_STEPS

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -89,21 +90,26 @@ class TrainResult:
         return dict(self.__dict__)
 
 
-def _epoch_steps(cfg: TrainConfig, patients: int) -> int:
-    """The steps of max_epochs passes over `patients`."""
-    return math.ceil(cfg.max_epochs * patients / max(1, min(cfg.batch_size, patients)))
+PASS_VISITS = 20  # max_epochs counts passes per this many visits of the median patient
 
 
-def planned_steps(cfg: TrainConfig, patients: int) -> int:
-    """max_epochs passes over `patients`, but at least min_steps and at most max_steps."""
-    return max(1, min(cfg.max_steps, max(cfg.min_steps, _epoch_steps(cfg, patients))))
+def _epoch_steps(cfg: TrainConfig, patients: int, median_visits: float) -> int:
+    """The steps of max_epochs passes over `patients`, times median_visits // PASS_VISITS (at least 1)."""
+    passes = cfg.max_epochs * max(1, int(median_visits) // PASS_VISITS)
+    return math.ceil(passes * patients / max(1, min(cfg.batch_size, patients)))
 
 
-def plan_reason(cfg: TrainConfig, patients: int) -> StopReason:
+def planned_steps(cfg: TrainConfig, patients: int, median_visits: float = 0) -> int:
+    """max_epochs passes over `patients` (more for long patients: `_epoch_steps`), but at least
+    min_steps and at most max_steps."""
+    return max(1, min(cfg.max_steps, max(cfg.min_steps, _epoch_steps(cfg, patients, median_visits))))
+
+
+def plan_reason(cfg: TrainConfig, patients: int, median_visits: float = 0) -> StopReason:
     """Which bound set the plan of `planned_steps`: max_steps, min_steps or max_epochs."""
-    if planned_steps(cfg, patients) == cfg.max_steps:
+    if planned_steps(cfg, patients, median_visits) == cfg.max_steps:
         return StopReason.MAX_STEPS
-    return StopReason.MIN_STEPS if _epoch_steps(cfg, patients) < cfg.min_steps else StopReason.MAX_EPOCHS
+    return StopReason.MIN_STEPS if _epoch_steps(cfg, patients, median_visits) < cfg.min_steps else StopReason.MAX_EPOCHS
 
 
 def train(
@@ -151,7 +157,8 @@ class TrainLoop:
         # under DP nothing chooses between checkpoints by patients' data, so nothing is probed
         probed = self.group.main and probe is not None and len(self.val_data) and cfg.memorisation_patients and not cfg.dp
         self.signal = probe(self.model, self.train_data, self.val_data) if probed else None
-        self.plan = planned_steps(cfg, len(self.train_data))
+        self.median_visits = float(np.median(self.train_data.lengths)) if len(self.train_data) else 0.0
+        self.plan = planned_steps(cfg, len(self.train_data), self.median_visits)
         self.x = torch.from_numpy(self.train_data.x).to(self.device)
         self.mask = torch.from_numpy(self.train_data.mask).to(self.device)
         self.lengths = torch.from_numpy(self.train_data.lengths).to(self.device)
@@ -191,7 +198,7 @@ class TrainLoop:
         self.start = time.monotonic()
         bar = self.progress_bar()
         self.model.train()
-        stopped_by = plan_reason(self.cfg, len(self.train_data))
+        stopped_by = plan_reason(self.cfg, len(self.train_data), self.median_visits)
         while self.step < self.plan:
             early = self.early_stop()
             if early is not None:
