@@ -32,10 +32,11 @@ def step_rate(channels: int, visits: int, overrides: list[str], patients: int, s
     from diffusion.training.update import PlainUpdate
 
     cfg = Config().with_overrides(overrides)
-    if cfg.model.base_channels == 0:
-        cfg = cfg.with_overrides({"model.base_channels": auto_width(patients)})
     if cfg.model.patch == 0:
         cfg = cfg.with_overrides({"model.patch": auto_patch(0.75 * visits)})  # the lengths' median
+    if cfg.model.base_channels == 0:
+        patch = cfg.model.patch if cfg.model.kind == "transformer" else 1
+        cfg = cfg.with_overrides({"model.base_channels": auto_width(patients, patch)})
     torch.manual_seed(0)
     net = build_denoiser(channels, cfg.model)
     diffusion = GaussianDiffusion.from_config(cfg.diffusion)

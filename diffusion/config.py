@@ -60,10 +60,12 @@ def auto_patch(median_visits: float) -> int:
     return max(1, int(median_visits) // PATCH_TOKENS)
 
 
-def auto_width(patients: int) -> int:
-    """The U-Net's base channels for a cohort of `patients` training patients: 2.2 x sqrt(n),
-    rounded to a multiple of 8, within [16, 48]."""
-    return int(min(48, max(16, 8 * round(2.2 * patients**0.5 / 8))))
+def auto_width(patients: int, patch: int = 1) -> int:
+    """The base channels for a cohort of `patients` training patients: 2.2 x sqrt(n), rounded to a
+    multiple of 8, within [16, 48]; times sqrt(patch) for tokens of `patch` visits, since a token
+    carries that many visits' channels in and out."""
+    base = min(48, max(16, 8 * round(2.2 * patients**0.5 / 8)))
+    return int(8 * round(base * patch**0.5 / 8))
 
 
 @dataclass

@@ -97,3 +97,11 @@ def test_a_fresh_network_predicts_zeros_and_learns():
 def test_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown model.kind"):
         build_denoiser(C, ModelConfig(kind="lstm", base_channels=8))
+
+
+def test_the_auto_width_grows_with_the_visits_a_token_holds():
+    from diffusion.config import auto_patch, auto_width
+
+    assert [auto_width(n) for n in (20, 225, 5000)] == [16, 32, 48]  # one visit per token: by patients alone
+    assert auto_width(216, auto_patch(66)) == 56 and auto_width(86, auto_patch(326)) == 96  # 3 and 16 visits per token
+    assert auto_patch(5) == 1 and auto_patch(39) == 1 and auto_patch(40) == 2

@@ -73,11 +73,7 @@ def fit(
         repeat_share=enc.repeat_share,
     ).fit(df)
     data = encoder.encode(df)
-    if config.model.base_channels == 0:  # resolved here and saved so, so loading rebuilds the same network
-        config = config.with_overrides({"model.base_channels": auto_width(len(data))})
-        log.info("Network width for %d training patients: %d base channels.", len(data), config.model.base_channels)
-    if config.model.patch == 0:
-        config = config.with_overrides({"model.patch": auto_patch(float(np.median(data.lengths)))})
+    config = _resolved_network(config, data)
     net = build_denoiser(len(encoder.channels), config.model)
     diffusion = GaussianDiffusion.from_config(config.diffusion, encoder.discrete_groups, encoder.state.discrete_scale)
     state, result = train(
@@ -105,6 +101,18 @@ def fit(
     if calibrate and world()[0] == 0:  # under DDP the other ranks' models are not kept
         calibrate_decoding(model)
     return model, result
+
+
+def _resolved_network(config: Config, data: Encoded) -> Config:
+    """`config` with the automatic visits per token and width resolved from the training patients
+    (saved so, so loading rebuilds the same network)."""
+    if config.model.patch == 0:
+        config = config.with_overrides({"model.patch": auto_patch(float(np.median(data.lengths)))})
+    if config.model.base_channels == 0:
+        patch = config.model.patch if config.model.kind == "transformer" else 1
+        config = config.with_overrides({"model.base_channels": auto_width(len(data), patch)})
+        log.info("Network width for %d training patients: %d base channels.", len(data), config.model.base_channels)
+    return config
 
 
 def _protected(df: pd.DataFrame, schema: Schema, config: Config) -> tuple[pd.DataFrame, Schema, Protection, Dating | None]:
