@@ -26,17 +26,13 @@ sys.path.insert(0, str(ROOT))
 
 def step_rate(channels: int, visits: int, overrides: list[str], patients: int, seconds: float) -> tuple[float, str]:
     """(steps/s, the engine's description) for one engine on one shape."""
-    from diffusion.config import Config, auto_patch, auto_width
+    from diffusion.config import Config, resolve_network
     from diffusion.model.build import build_denoiser
     from diffusion.model.schedule import GaussianDiffusion
     from diffusion.training.update import PlainUpdate
 
     cfg = Config().with_overrides(overrides)
-    if cfg.model.patch == 0:
-        cfg = cfg.with_overrides({"model.patch": auto_patch(0.75 * visits)})  # the lengths' median
-    if cfg.model.base_channels == 0:
-        patch = cfg.model.patch if cfg.model.kind == "transformer" else 1
-        cfg = cfg.with_overrides({"model.base_channels": auto_width(patients, patch)})
+    cfg = resolve_network(cfg, patients, 0.75 * visits)  # 0.75 x visits: the lengths' median
     torch.manual_seed(0)
     net = build_denoiser(channels, cfg.model)
     diffusion = GaussianDiffusion.from_config(cfg.diffusion)

@@ -418,3 +418,15 @@ def _check(obj: Any, prefix: str) -> None:
         problems.append("model.patch must be 0 (auto) or at least 1 visit per token")
     if problems:
         raise ConfigError("; ".join(problems) + ".")
+
+
+def resolve_network(config: Config, patients: int, median_visits: float) -> Config:
+    """`config` with the automatic visits per token (from the training patients' median visits)
+    and width (from their number, and the token's visits) resolved; fit saves it so, so loading
+    rebuilds the same network."""
+    if config.model.patch == 0:
+        config = config.with_overrides({"model.patch": auto_patch(median_visits)})
+    if config.model.base_channels == 0:
+        patch = config.model.patch if config.model.kind == "transformer" else 1
+        config = config.with_overrides({"model.base_channels": auto_width(patients, patch)})
+    return config

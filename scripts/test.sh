@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the whole test suite, slow tests included, on three processes
 # (pytest-xdist, a test file per process at a time; HEALTHGYM_TEST_WORKERS=0 runs it in one):
-# three on two cores, since much of the suite waits on the servers and commands it starts.
+# three on two cores, since much of the suite waits on the servers and commands it starts; the
+# fifteen slowest tests are listed at the end, to keep the suite well under fifteen minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,4 +10,4 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=90 PREFECT_SERVER_ANALYT
 WORKERS=${HEALTHGYM_TEST_WORKERS:-3}
 # one torch thread per test process when several share the cores: oversubscribed OpenMP threads spin
 [ "$WORKERS" = 0 ] || export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-.venv/bin/python -m pytest -q -n "$WORKERS" --dist loadfile "$@"
+.venv/bin/python -m pytest -q -n "$WORKERS" --dist loadfile --durations=15 "$@"

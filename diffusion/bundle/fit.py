@@ -12,7 +12,7 @@ import torch
 
 from diffusion.bundle.folder import HealthGymModel
 from diffusion.bundle.meta import ModelMeta
-from diffusion.config import Config, auto_patch, auto_width
+from diffusion.config import Config, resolve_network
 from diffusion.data.dates import Dating, has_dates, numeric_schema, to_numbers
 from diffusion.data.schema import Schema
 from diffusion.encoding import Encoded, TrajectoryEncoder
@@ -104,15 +104,11 @@ def fit(
 
 
 def _resolved_network(config: Config, data: Encoded) -> Config:
-    """`config` with the automatic visits per token and width resolved from the training patients
-    (saved so, so loading rebuilds the same network)."""
-    if config.model.patch == 0:
-        config = config.with_overrides({"model.patch": auto_patch(float(np.median(data.lengths)))})
+    """`config` with the automatic visits per token and width resolved from the training patients."""
+    resolved = resolve_network(config, len(data), float(np.median(data.lengths)))
     if config.model.base_channels == 0:
-        patch = config.model.patch if config.model.kind == "transformer" else 1
-        config = config.with_overrides({"model.base_channels": auto_width(len(data), patch)})
-        log.info("Network width for %d training patients: %d base channels.", len(data), config.model.base_channels)
-    return config
+        log.info("Network width for %d training patients: %d base channels.", len(data), resolved.model.base_channels)
+    return resolved
 
 
 def _protected(df: pd.DataFrame, schema: Schema, config: Config) -> tuple[pd.DataFrame, Schema, Protection, Dating | None]:
