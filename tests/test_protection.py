@@ -10,6 +10,7 @@ from simulated import SCHEMA, population
 from test_pipeline import FAST, healthgym
 
 from diffusion.data.schema import Schema
+from diffusion.encoding.layout import pooled_counts
 from diffusion.privacy.protection import RARE, Protection, k_bounds
 
 PLANTED_VALUE = 987.654  # albumin of one planted patient: far beyond anyone else's
@@ -107,3 +108,26 @@ def test_a_planted_patient_reaches_no_release_and_no_mlflow_artifact(tmp_path):
             assert declared or PLANTED_LABEL.encode() not in text, path
             checked += 1
     assert checked > 10
+
+
+def test_the_length_histogram_keeps_its_shape_and_shows_no_value_fewer_than_k_hold():
+    # a cohort that nearly always completes its visits keeps that mode (three short patients are
+    # fewer than k, so they count at the nearest value k patients hold)
+    assert pooled_counts(np.array([2, 8, 10] + [12] * 27), k=5) == {"12": 30.0}
+    rng = np.random.default_rng(0)
+    lengths = np.minimum(rng.geometric(0.05, size=1000), 300)  # skewed: many short, a long tail
+    hist = pooled_counts(lengths, k=5)
+    keys = np.array([int(v) for v in hist])
+    counts = np.array(list(hist.values()))
+    assert counts.sum() == pytest.approx(1000)
+    ordered = np.sort(lengths)
+    assert keys.min() >= ordered[4] and keys.max() <= ordered[-5]  # no single patient's extreme
+    values, held = np.unique(np.clip(ordered, ordered[4], ordered[-5]), return_counts=True)
+    anchors = values[held >= 5]
+    for a, b in zip(anchors, anchors[1:]):  # between two values k patients hold: no key, or every integer
+        between = set(keys[(keys > a) & (keys < b)])
+        assert between in (set(), set(range(a + 1, b)))
+    assert len(keys) > len(anchors)  # rare lengths are kept, hidden in ranges
+    cdf = np.cumsum(counts[np.argsort(keys)]) / counts.sum()
+    real = np.searchsorted(ordered, np.sort(keys), side="right") / len(lengths)
+    assert np.abs(cdf - real).max() < 0.03  # the shape is kept

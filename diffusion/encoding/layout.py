@@ -116,26 +116,49 @@ def z_to_length(z: np.ndarray, L: int) -> np.ndarray:
 
 
 def pooled_counts(values: np.ndarray, k: int) -> dict[str, float]:
-    """Histogram of integer values with no count standing for fewer than k values: a bin of k or
-    more stands alone, adjacent smaller bins are pooled, and a pool still short of k joins its
-    left neighbour (its right one when first); a pool's count is spread evenly over its values.
-    Keys are the values as strings."""
-    keys, counts = np.unique(values, return_counts=True)
-    runs: list[list[int]] = []
-    for i in range(len(keys)):
-        small = counts[i] < k
-        if runs and small and all(counts[j] < k for j in runs[-1]):
-            runs[-1].append(i)
+    """Histogram of integer values (visit counts, at least 1) in which no count stands for fewer
+    than k patients and no value held by fewer than k appears, for sampling lengths.
+
+    The values are first cut at the k-th largest, as value protection trims the longest patients.
+    A value held by k or more (an anchor) keeps its own count. The values between two anchors
+    (and below the first, from 1) are cut, in order, into pools of at least k (a last pool short
+    of k joins the one before; a lone pool short of k is counted at the anchor beside it); a
+    pool's patients are spread evenly over the integers from its first value (the first pool:
+    just after the anchor below, or 1) up to the next pool or anchor. With fewer than k values in
+    all, one pool covers 1 to the largest. Keys are the values as strings."""
+    v = np.sort(np.asarray(values, dtype=int))
+    if v.size < k:
+        return _spread(1, int(v[-1]), float(v.size)) if v.size else {}
+    keys, counts = np.unique(np.minimum(v, v[-k]), return_counts=True)
+    keys, counts = np.r_[0, keys], np.r_[0, counts]  # 0: the edge below every length, no patients
+    anchors = [0] + [i for i in range(1, len(keys)) if counts[i] >= k]  # the last value among them
+    out = {str(int(keys[i])): float(counts[i]) for i in anchors[1:]}
+    for a, b in zip(anchors, anchors[1:]):
+        pools = _pools(keys[a + 1 : b], counts[a + 1 : b], k)
+        if pools and pools[-1][1] < k:  # a lone pool short of k: counted at an anchor beside it
+            out[str(int(keys[a] if a else keys[b]))] += pools.pop()[1]
+        if pools:
+            pools[0][0] = int(keys[a]) + 1
+        ends = [first - 1 for first, _ in pools[1:]] + [int(keys[b]) - 1]
+        for (first, n), last in zip(pools, ends):
+            out.update(_spread(first, last, float(n)))
+    return dict(sorted(out.items(), key=lambda item: int(item[0])))
+
+
+def _pools(keys: np.ndarray, counts: np.ndarray, k: int) -> list[list[int]]:
+    """[first value, patients] of consecutive values cut into pools of at least k, in order; a
+    last pool short of k joins the one before (so only a lone pool can be short)."""
+    pools: list[list[int]] = []
+    for key, count in zip(keys, counts):
+        if pools and pools[-1][1] < k:
+            pools[-1][1] += int(count)
         else:
-            runs.append([i])
-    merged: list[list[int]] = []
-    for run in runs:
-        if merged and (sum(counts[j] for j in merged[-1]) < k or sum(counts[j] for j in run) < k):
-            merged[-1].extend(run)
-        else:
-            merged.append(run)
-    out: dict[str, float] = {}
-    for run in merged:
-        total = float(sum(counts[j] for j in run))
-        out.update({str(int(keys[j])): total / len(run) for j in run})
-    return out
+            pools.append([int(key), int(count)])
+    if len(pools) > 1 and pools[-1][1] < k:
+        pools[-2][1] += pools.pop()[1]
+    return pools
+
+
+def _spread(first: int, last: int, patients: float) -> dict[str, float]:
+    """`patients` spread evenly over the integers first..last."""
+    return {str(x): patients / (last - first + 1) for x in range(first, last + 1)}
