@@ -188,11 +188,12 @@ class TrainConfig:
 @dataclass
 class SamplingConfig:
     # dpmpp2m: DPM-Solver++(2M), deterministic, a second-order step from the last two x0 estimates,
-    # so few network calls suffice (docs/decisions.md compares it with DDIM); ddim / ddpm: the respaced chain
-    method: Literal["ddim", "ddpm", "dpmpp2m"] = "dpmpp2m"
+    # so few network calls suffice (docs/decisions.md compares it with DDIM); dpmpp2m-sde: its SDE
+    # form, fresh noise (eta) at every step; ddim / ddpm: the respaced chain
+    method: Literal["ddim", "ddpm", "dpmpp2m", "dpmpp2m-sde"] = "dpmpp2m"
     steps: int = 8  # sampling steps, network calls (ddpm uses the full chain when steps >= diffusion.steps)
-    # DDIM stochasticity: 0 is deterministic DDIM, 1 is ancestral (DDPM) noise on the respaced
-    # chain, whose fresh noise corrects the denoiser's own errors as it goes
+    # DDIM (and dpmpp2m-sde) stochasticity: 0 is deterministic, 1 is ancestral (DDPM) noise on the
+    # respaced chain (the SDE for dpmpp2m-sde), whose fresh noise corrects the denoiser's own errors
     eta: float = 1.0
     # dpmpp2m: the log-SNR its evenly spaced steps start from after the first (None: the schedule's
     # last, near -20 for the cosine schedule): below -6, x_t's data share is too small to need

@@ -287,7 +287,17 @@ def test_x0_and_eps_invert_the_forward_process(prediction):
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
-@pytest.mark.parametrize("method,steps,eta", [("ddim", 50, 1.0), ("ddim", 50, 0.0), ("ddpm", 200, 1.0), ("dpmpp2m", 10, 0.0)])
+@pytest.mark.parametrize(
+    "method,steps,eta",
+    [
+        ("ddim", 50, 1.0),
+        ("ddim", 50, 0.0),
+        ("ddpm", 200, 1.0),
+        ("dpmpp2m", 10, 0.0),
+        ("dpmpp2m-sde", 20, 1.0),
+        ("dpmpp2m-sde", 20, 0.5),
+    ],
+)
 def test_sampler_with_the_exact_denoiser_draws_the_data_distribution(prediction, method, steps, eta):
     """Gaussian data has a closed-form denoiser: the sampler must then return that Gaussian, for a
     static channel (one value per patient, broadcast over 16 steps) and an i.i.d. temporal one."""

@@ -1,4 +1,4 @@
-"""Reverse process: DDPM ancestral, DDIM and DPM-Solver++(2M) sampling over an evenly respaced step subsequence.
+"""Reverse process: DDPM ancestral, DDIM and DPM-Solver++(2M) (ODE or SDE) sampling over a step subsequence.
 
 `sample_loop(model, diffusion, shape, ...)` is the whole loop: model(x, t) -> x0 estimate (from
 the predicted eps or v) -> clip to [-1, 1] -> project static channels -> step. A self-conditioned
@@ -18,7 +18,7 @@ from diffusion.config import SamplingConfig
 from diffusion.model.schedule import SELF_COND_BOUND, GaussianDiffusion, visit_kwargs
 
 DEFAULT = SamplingConfig()  # the one declaration of each default (`diffusion.config`)
-METHODS = ("ddim", "ddpm", "dpmpp2m")
+METHODS = ("ddim", "ddpm", "dpmpp2m", "dpmpp2m-sde")
 
 
 def respaced_steps(total: int, steps: int) -> list[int]:
@@ -75,12 +75,13 @@ def sample_loop(
     gen = generator or torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen).to(device)
     abar = diffusion.alphas_cumprod
-    seq = logsnr_steps(abar, steps, min_logsnr) if method == "dpmpp2m" else respaced_steps(diffusion.steps, steps)
+    multistep = method.startswith("dpmpp2m")
+    seq = logsnr_steps(abar, steps, min_logsnr) if multistep else respaced_steps(diffusion.steps, steps)
     extra = visit_kwargs(model, None if visits is None else visits.to(device))
     project = _Projection(shape[1], clip, static_channels, known, device, extra.get("visits"))
     self_condition = bool(getattr(model, "self_condition", False))
     x_self = torch.zeros(shape, device=device) if self_condition else None
-    solver = _DPMSolver2M() if method == "dpmpp2m" else None
+    solver = _DPMSolver2M(eta if method == "dpmpp2m-sde" else 0.0, gen) if multistep else None
     for i, t in enumerate(seq):
         t_prev = seq[i + 1] if i + 1 < len(seq) else -1
         a_t, a_prev = float(abar[t]), float(abar[t_prev]) if t_prev >= 0 else 1.0
@@ -140,24 +141,31 @@ class _Projection:
 
 
 class _DPMSolver2M:
-    """DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep solver of the probability-flow
-    ODE in the data (x0) prediction, in half-log-SNR time lambda = log(alpha / sigma). It reuses the
-    previous step's x0 estimate instead of a second network call, so 10-25 steps reach what DDIM
-    needs many more for. Deterministic: no noise after the first draw."""
+    """DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep solver in the data (x0)
+    prediction, in half-log-SNR time lambda = log(alpha / sigma). It reuses the previous step's x0
+    estimate instead of a second network call, so 10-25 steps reach what DDIM needs many more for.
+    `eta` 0: the probability-flow ODE, deterministic after the first draw; `eta` 1: the SDE
+    (fresh noise at every step, which corrects the denoiser's own errors as it goes)."""
 
-    def __init__(self):
+    def __init__(self, eta: float = 0.0, generator: torch.Generator | None = None):
+        self.eta, self.gen = eta, generator
         self.prev_x0: torch.Tensor | None = None
         self.prev_h: float | None = None
 
     def step(self, x: torch.Tensor, x0: torch.Tensor, a_t: float, a_prev: float) -> torch.Tensor:
         s_t, s_prev = (1 - a_t) ** 0.5, (1 - a_prev) ** 0.5
         h = math.log(a_prev**0.5 / s_prev) - math.log(a_t**0.5 / s_t)
+        eta_h = self.eta * h
         d = x0
         if self.prev_x0 is not None:  # the second-order correction from the last two x0 estimates
             r = self.prev_h / h
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * self.prev_x0
         self.prev_x0, self.prev_h = x0, h
-        return (s_prev / s_t) * x - a_prev**0.5 * math.expm1(-h) * d
+        out = (s_prev / s_t) * math.exp(-eta_h) * x - a_prev**0.5 * math.expm1(-h - eta_h) * d
+        if eta_h > 0:
+            noise = torch.randn(x.shape, generator=self.gen).to(x.device)
+            out = out + s_prev * (-math.expm1(-2 * eta_h)) ** 0.5 * noise
+        return out
 
 
 def _transition(method: str, x: torch.Tensor, x0: torch.Tensor, a_t: float, a_prev: float, eta: float, gen) -> torch.Tensor:
