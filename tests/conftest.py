@@ -30,6 +30,6 @@ def pbc_schema():
 
 
 def pytest_collection_modifyitems(config, items):
-    """The stack tests first: they mostly wait on servers and workers, so under `-n 2` (scripts/test.sh)
+    """The stack tests first: they mostly wait on servers and workers, so under several processes (scripts/test.sh --slow)
     the other tests run beside them rather than after them."""
     items.sort(key=lambda item: item.get_closest_marker("stack") is None)
