@@ -120,9 +120,10 @@ class DiffusionConfig:
     prediction: Literal["v", "eps"] = "v"
     # binary, missingness, repeat and one-hot channels: "logits" reads the network's output there as
     # class logits trained by cross-entropy, its x0 estimate the expected code (CDTD's score
-    # interpolation), so a label is a class given the trajectory; "regression" regresses the
-    # -/+ code like a number
-    discrete: Literal["logits", "regression"] = "regression"
+    # interpolation), so a label is a class given the trajectory; "masked" reads them so too but
+    # diffuses the temporal ones by masking, each visit's class drawn once while sampling
+    # (`diffusion.model.masking`); "regression" regresses the -/+ code like a number
+    discrete: Literal["logits", "masked", "regression"] = "regression"
 
 
 @dataclass

@@ -75,7 +75,9 @@ def fit(
     data = encoder.encode(df)
     config = _resolved_network(config, data)
     net = build_denoiser(len(encoder.channels), config.model)
-    diffusion = GaussianDiffusion.from_config(config.diffusion, encoder.discrete_groups, encoder.state.discrete_scale)
+    diffusion = GaussianDiffusion.from_config(
+        config.diffusion, encoder.discrete_groups, encoder.state.discrete_scale, encoder.static_channels
+    )
     state, result = train(
         net,
         diffusion,

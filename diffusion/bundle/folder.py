@@ -66,7 +66,7 @@ class HealthGymModel:
     @property
     def diffusion(self) -> GaussianDiffusion:
         return GaussianDiffusion.from_config(
-            self.config.diffusion, self.encoder.discrete_groups, self.encoder.state.discrete_scale
+            self.config.diffusion, self.encoder.discrete_groups, self.encoder.state.discrete_scale, self.encoder.static_channels
         )
 
     # -- sampling ---------------------------------------------------------------------------
@@ -95,12 +95,13 @@ class HealthGymModel:
         out = np.zeros((n, C, L), np.float32)
         out[:, k_idx, :] = k_val
         self.net.eval()
+        diffusion = self.diffusion
         for done in range(0, n, s.batch_size):
             rows = order[done : done + s.batch_size]
             cut = int(lengths[rows].max()) if bucketed else L
             x = sample_loop(
                 self.net,
-                self.diffusion,
+                diffusion,
                 (len(rows), C, cut),
                 method=method or s.method,
                 steps=steps or s.steps,

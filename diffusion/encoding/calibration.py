@@ -79,7 +79,10 @@ def _missingness(enc: Any, x: np.ndarray, dec: Decoding) -> tuple[Decoding, dict
             continue
         ch = x[:, enc.index(f"{col.name}__missing"), :]
         values = visit_mean(ch, valid) if col.static else ch[valid]
-        thresholds[col.name] = threshold = float(np.quantile(values, 1.0 - rate))
+        # inside the codes: where the quantile is a code itself (codes drawn, not regressed), a threshold
+        # at it would flip every visit at that code; inside, they stay as drawn
+        bound = enc.state.discrete_scale * (1 - 1e-6)
+        thresholds[col.name] = threshold = float(np.clip(np.quantile(values, 1.0 - rate), -bound, bound))
         report[col.name] = {
             "real": rate,
             "before": float((values > 0.0).mean()),

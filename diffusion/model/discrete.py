@@ -20,6 +20,7 @@ class DiscreteHeads:
 
     def __init__(self, groups: list[list[int]], scale: float):
         self.scale = float(scale)
+        self.groups = [list(g) for g in groups]
         self.binary = [g[0] for g in groups if len(g) == 1]
         self.categorical = [list(g) for g in groups if len(g) > 1]
         self.channels = sorted(self.binary + [i for g in self.categorical for i in g])

@@ -82,6 +82,7 @@ def sample_loop(
     self_condition = bool(getattr(model, "self_condition", False))
     x_self = torch.zeros(shape, device=device) if self_condition else None
     solver = _DPMSolver2M(eta if method == "dpmpp2m-sde" else 0.0, gen) if multistep else None
+    masked = diffusion.masked.start(x, project.known) if diffusion.masked is not None else None  # all masked in x
     for i, t in enumerate(seq):
         t_prev = seq[i + 1] if i + 1 < len(seq) else -1
         a_t, a_prev = float(abar[t]), float(abar[t_prev]) if t_prev >= 0 else 1.0
@@ -98,6 +99,8 @@ def sample_loop(
             x = _transition(method, x, x0, a_t, a_prev, eta, gen)
         if t_prev >= 0:
             project.renoise(x, a_prev, gen)
+        if masked is not None:  # the masked groups: some revealed now, from the logits, the rest kept at 0
+            masked.reveal(out, a_t, a_prev, gen, into=x)
         if progress is not None:
             progress(i + 1, len(seq))
     return x.float().cpu()

@@ -13,6 +13,7 @@ import torch
 
 from diffusion.config import DiffusionConfig
 from diffusion.model.discrete import DiscreteHeads
+from diffusion.model.masking import MaskedGroups
 
 
 def make_betas(schedule: str, steps: int) -> np.ndarray:
@@ -47,6 +48,7 @@ class GaussianDiffusion:
         x0_weight: float = DEFAULT.x0_weight,
         prediction: str = DEFAULT.prediction,
         discrete: DiscreteHeads | None = None,
+        masked: MaskedGroups | None = None,
     ):
         if prediction not in ("eps", "v"):
             raise ValueError(f"unknown prediction {prediction!r} (eps or v)")
@@ -55,15 +57,28 @@ class GaussianDiffusion:
         self.x0_weight = x0_weight
         self.prediction = prediction
         self.discrete = discrete  # None: discrete channels are regressed like the numbers
+        self.masked = masked if masked else None  # temporal discrete groups diffused by masking
         self.betas = make_betas(schedule, steps)
         self.alphas_cumprod = np.cumprod(1.0 - self.betas)  # float64, [steps]
 
     @classmethod
-    def from_config(cls, cfg: DiffusionConfig, discrete_groups: list[list[int]] = (), scale: float = 1.0) -> "GaussianDiffusion":
-        """The process `cfg` declares; under `discrete="logits"` the channels of `discrete_groups`
-        (coded -/+ `scale`) are read as class logits (`diffusion.model.discrete`)."""
-        heads = DiscreteHeads(list(discrete_groups), scale) if cfg.discrete == "logits" and discrete_groups else None
-        return cls(steps=cfg.steps, schedule=cfg.schedule, x0_weight=cfg.x0_weight, prediction=cfg.prediction, discrete=heads)
+    def from_config(
+        cls, cfg: DiffusionConfig, discrete_groups: list[list[int]] = (), scale: float = 1.0, static: list[int] = ()
+    ) -> "GaussianDiffusion":
+        """The process `cfg` declares; under `discrete="logits"` or `"masked"` the channels of
+        `discrete_groups` (coded -/+ `scale`) are read as class logits (`diffusion.model.discrete`),
+        and under `"masked"` those with no channel in `static` are diffused by masking
+        (`diffusion.model.masking`)."""
+        heads = DiscreteHeads(list(discrete_groups), scale) if cfg.discrete != "regression" and discrete_groups else None
+        masked = MaskedGroups(heads, list(static)) if heads is not None and cfg.discrete == "masked" else None
+        return cls(
+            steps=cfg.steps,
+            schedule=cfg.schedule,
+            x0_weight=cfg.x0_weight,
+            prediction=cfg.prediction,
+            discrete=heads,
+            masked=masked,
+        )
 
     def abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """alpha-bar at integer steps t ([B]), shaped [B, 1, 1] on like's device/dtype."""
@@ -108,6 +123,11 @@ class GaussianDiffusion:
             noise = torch.randn_like(x0)
         a = self.abar(t, x0)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        scored = mask  # where the discrete heads' cross-entropy is read
+        if self.masked is not None:  # masked groups are scored where they are masked (revealed ones are given)
+            x_t, hidden = self.masked.hide(x0, x_t, a, noise)
+            scored = mask.clone()
+            scored[:, self.masked.channels] = mask[:, self.masked.channels] * hidden[:, self.masked.channels]
         extra = visit_kwargs(model, visits)
         if getattr(model, "self_condition", False):
             first = torch.zeros_like(x_t)
@@ -127,7 +147,7 @@ class GaussianDiffusion:
             main = ((out - target) ** 2 * mask).sum(dim=(1, 2)) / denom
         else:
             regressed = ((out - target) ** 2 * self.discrete.continuous(mask)).sum(dim=(1, 2))
-            main = (regressed + self.discrete.loss(out, x0, mask)) / denom
+            main = (regressed + self.discrete.loss(out, x0, scored)) / denom
         if self.x0_weight == 0:
             return main
         x0_hat, _ = self.x0_and_eps(out, x_t, a)
