@@ -11,8 +11,9 @@ drawing its class from the predicted probabilities: a visit's label is drawn onc
 revealed before it, and is never redrawn (the absorbing process of MDLM, Sahoo et al. 2024), so
 labels are a sample, not a rounded mean. The visits of a patient revealed at the same step share
 one uniform draw, so those the network gives the same probabilities get the same class (a step
-reveals several visits at once; drawn independently, a persistent label would flicker among them). Static groups stay Gaussian (the projection holds them
-constant over time). Tensors are [batch, channels, time].
+reveals several visits at once; drawn independently, a persistent label would flicker among
+them). Static groups stay Gaussian (the projection holds them constant over time).
+Tensors are [batch, channels, time].
 """
 
 from __future__ import annotations
