@@ -31,8 +31,11 @@ class MaskedGroups:
         self.heads = heads
         self.groups = [g for g in heads.groups if not static_set & set(g)]
         self.channels = [i for g in self.groups for i in g]
-        # the group of each channel in `channels`, to spread a [B, groups, L] draw over channels
+        # each group's rows in `channels`-ordered tensors, and the group of each channel there
+        ends = torch.tensor([len(g) for g in self.groups]).cumsum(0).tolist()
+        self.spans = [(end - len(g), end) for g, end in zip(self.groups, ends)]
         self.group_of = torch.tensor([k for k, g in enumerate(self.groups) for _ in g], dtype=torch.long)
+        self.first = torch.tensor([g[0] for g in self.groups], dtype=torch.long)  # the channel whose noise hides a group
 
     def __bool__(self) -> bool:
         return bool(self.groups)
@@ -43,8 +46,7 @@ class MaskedGroups:
         """(x_t with the masked groups at 0, the masked share [B, C, L] of each channel: 1 where masked).
         A group is masked when Phi(its first channel's noise) < 1 - abar: that noise is otherwise
         unused, and its normal CDF is uniform, so the draw follows the batch's seeded noise."""
-        first = torch.tensor([g[0] for g in self.groups], device=noise.device)
-        uniform = torch.special.ndtr(noise[:, first].float())  # [B, G, L]
+        uniform = torch.special.ndtr(noise[:, self.first.to(noise.device)].float())  # [B, G, L]
         hidden_groups = uniform < (1 - a.view(-1, 1, 1).float())
         hidden = torch.zeros_like(x_t)
         hidden[:, self.channels] = hidden_groups[:, self.group_of.to(noise.device)].to(x_t.dtype)
@@ -74,12 +76,10 @@ class Revealing:
         self.hidden = torch.ones((B, len(masked.groups), L), dtype=torch.bool, device=device)
         if known is not None:  # a group given whole (inpainted) is revealed at its given codes
             position = {int(c): k for k, c in enumerate(known[0].tolist())}
-            offset = 0
-            for k, g in enumerate(masked.groups):
+            for k, (g, (lo, hi)) in enumerate(zip(masked.groups, masked.spans)):
                 if all(c in position for c in g):
-                    self.codes[:, offset : offset + len(g)] = known[1][:, [position[c] for c in g]].to(device)
+                    self.codes[:, lo:hi] = known[1][:, [position[c] for c in g]].to(device)
                     self.hidden[:, k] = False
-                offset += len(g)
         self.apply(x)
 
     def reveal(self, out: torch.Tensor, a_t: float, a_prev: float, gen: torch.Generator, *, into: torch.Tensor) -> None:
@@ -89,8 +89,7 @@ class Revealing:
         B, _, L = out.shape
         p_reveal = 1.0 if a_prev >= 1.0 else max(0.0, (a_prev - a_t) / max(1e-12, 1.0 - a_t))
         now = self.hidden & (torch.rand((B, len(self.masked.groups), L), generator=gen).to(out.device) < p_reveal)
-        offset = 0
-        for k, g in enumerate(self.masked.groups):
+        for k, (g, (lo, hi)) in enumerate(zip(self.masked.groups, self.masked.spans)):
             # one uniform per patient and step for all its visits revealed now: each visit's class has the
             # network's probability, and visits given the same probabilities draw the same class
             u = torch.rand((B, 1, 1), generator=gen).to(out.device)
@@ -101,9 +100,7 @@ class Revealing:
                 below = torch.softmax(logits, dim=1).cumsum(dim=1) < u  # inverse CDF over the categories
                 cls = below.sum(dim=1).clamp_max(len(g) - 1)  # [B, L]
                 drawn = self.scale * (2 * torch.nn.functional.one_hot(cls, len(g)).permute(0, 2, 1).float() - 1)
-            block = self.codes[:, offset : offset + len(g)]
-            self.codes[:, offset : offset + len(g)] = torch.where(now[:, k : k + 1], drawn.to(block.dtype), block)
-            offset += len(g)
+            self.codes[:, lo:hi] = torch.where(now[:, k : k + 1], drawn.to(self.codes.dtype), self.codes[:, lo:hi])
         self.hidden &= ~now
         self.apply(into)
 
