@@ -174,10 +174,12 @@ def _checkpoints(sch: Schema, cfg: Config, fp: str) -> Path:
 
 def _run_to_finish(run: Run, from_model: str | None, fp: str) -> Run:
     """The run this training finishes: the kept model's own run when `from_model` names one
-    (the new run is then ended KILLED), else `run`."""
+    (the new run is then ended KILLED, its description and a tag naming the run that finishes), else `run`."""
     kept_run = _kept_from(from_model, fp) if from_model else None
     if kept_run is None:
         return run
+    # an auditor reading the UI sees why this run stopped and where the work went on
+    run.tags({"healthgym.finished_in": kept_run.id, "mlflow.note.content": f"Finished in the kept model's run {kept_run.id}."})
     run.end("KILLED")
     return kept_run
 

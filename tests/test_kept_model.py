@@ -99,6 +99,8 @@ def test_every_step_after_training_fails_without_losing_the_model(tmp_path):
     run = client.get_run(versions[0].run_id)
     assert run.info.status == "FINISHED"
     assert len(client.get_metric_history(run.info.run_id, "train.steps")) == 1  # trained once, not again
+    opened = [r for r in client.search_runs([run.info.experiment_id]) if r.info.status == "KILLED"]
+    assert [r.data.tags.get("healthgym.finished_in") for r in opened] == [run.info.run_id]  # says where it went on
 
     # a kept model is finished only with the extract it was trained on
     other = tmp_path / "other.csv"
