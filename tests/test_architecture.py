@@ -27,6 +27,7 @@ FLOORS = (
     ("diffusion.model", 5),
     ("diffusion.training", 6),
     ("diffusion.bundle", 7),
+    ("diffusion.conditional", 8),  # the old path of diffusion.bundle.conditional, for registered models
     ("diffusion", 0),  # the package's own __init__ (a docstring)
     ("expectations", 10),
     ("evaluation", 11),

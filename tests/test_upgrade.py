@@ -75,3 +75,13 @@ def test_folders_this_version_cannot_read_are_refused_with_the_reason(tmp_path):
     shutil.rmtree(tmp_path / "old")
     with pytest.raises(UpgradeError, match="lacks 'time'"):
         HealthGymModel.load(_edited_copy(tmp_path, lambda s: s.pop("time")))
+
+
+def test_models_registered_before_the_sub_packages_find_their_imports():
+    # the code such a model logged imports these two names, conditional queries the second
+    import diffusion.bundle.conditional
+    from diffusion.bundle import HealthGymModel as registered
+    from diffusion.conditional import sample_where as registered_where
+
+    assert registered is HealthGymModel
+    assert registered_where is diffusion.bundle.conditional.sample_where
