@@ -15,7 +15,9 @@ An engine is a config (`NAME=path.yaml`, or `NAME=` for the defaults) trained in
 `NAME=folders:DIR`: model folders saved by an earlier run (`--save DIR` writes
 DIR/<cohort>/), e.g. by another commit, so two engines are compared in one table. Config
 overrides follow a `|` (`NAME=folders:DIR|sampling.method=dpmpp2m;sampling.steps=20`: the same
-weights with another sampler). Printed per
+weights with another sampler; `NAME=|pipeline.seed=1000`: the same split, trained with other draws
+(initial weights, batches, noise, validation patients), which measures what training noise alone
+moves). Printed per
 cohort, engine and decoding: the battery's real-vs-real floor, its AUC and each member's, the
 mean stay-rate and lag-1 differences, MIA and DCR share with their 95% intervals, training
 steps/s and minutes, sampling patients/s, and whether the pipeline would release it (or the
@@ -128,7 +130,8 @@ def _engine_model(spec: str, cohort: str, train, schema, minutes: float, seed: i
         t = model.meta.training
         return model, {"steps_s": t.steps / max(t.seconds, 1e-9), "train_min": t.seconds / 60}
     cfg = Config.load(spec) if spec else Config()
-    cfg = cfg.with_overrides([*overrides, f"train.max_minutes={minutes}", f"pipeline.seed={seed}"])
+    # the engine's own overrides come last: `pipeline.seed=N` there retrains on the same split with other draws
+    cfg = cfg.with_overrides([f"train.max_minutes={minutes}", f"pipeline.seed={seed}", *overrides])
     model, result = fit(train, schema, cfg, progress=False, calibrate=False)
     if save is not None:
         model.save(save / cohort)
